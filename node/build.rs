@@ -1,0 +1,17 @@
+//! Compiles the project's protos with `protox` (pure Rust), so building needs no `protoc`.
+
+use std::path::PathBuf;
+
+/// Proto files compiled into the crate, relative to the repository's `proto/` folder.
+const PROTOS: &[&str] = &["raft.proto"];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../proto");
+    let files: Vec<PathBuf> = PROTOS.iter().map(|p| proto_root.join(p)).collect();
+    for f in &files {
+        println!("cargo:rerun-if-changed={}", f.display());
+    }
+    let fds = protox::compile(&files, [&proto_root])?;
+    tonic_prost_build::configure().build_server(true).build_client(true).compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,246 @@
+//! Command-line flags of `kvnode`.
+//!
+//! Names and meanings follow etcd's flags wherever the two share a concept, so that people and
+//! tools that know etcd can configure a node without a translation table. Every flag can also
+//! be given in the environment as `KVNODE_<FLAG_IN_UPPER_SNAKE>` (for example
+//! `KVNODE_INITIAL_CLUSTER`), which is how a StatefulSet pod receives per-pod values.
+//!
+//! This module is deliberately free of server types: the operator's tests parse the command
+//! line it renders with [`NodeFlags`] to prove it only passes flags kvnode accepts.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Whether this member bootstraps a new cluster or joins one that already exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InitialClusterState {
+    /// Every member listed in `--initial-cluster` starts together and elects a leader.
+    New,
+    /// The member was added through the Cluster API (MemberAdd) and joins the running cluster.
+    Existing,
+}
+
+/// The flags of one kvnode member.
+#[derive(Debug, Clone, Args)]
+pub struct NodeFlags {
+    /// Human-readable name of this member; must match its entry in `--initial-cluster`.
+    #[arg(long, env = "KVNODE_NAME", default_value = "default")]
+    pub name: String,
+
+    /// Directory holding the member's redb database.
+    #[arg(long, env = "KVNODE_DATA_DIR", default_value = "default.kvnode")]
+    pub data_dir: PathBuf,
+
+    /// Comma-separated URLs to listen on for client (etcd v3 gRPC) traffic.
+    #[arg(
+        long,
+        env = "KVNODE_LISTEN_CLIENT_URLS",
+        default_value = "http://127.0.0.1:2379",
+        value_delimiter = ','
+    )]
+    pub listen_client_urls: Vec<String>,
+
+    /// Comma-separated client URLs advertised to clients and other members.
+    #[arg(
+        long,
+        env = "KVNODE_ADVERTISE_CLIENT_URLS",
+        default_value = "http://127.0.0.1:2379",
+        value_delimiter = ','
+    )]
+    pub advertise_client_urls: Vec<String>,
+
+    /// Comma-separated URLs to listen on for peer (Raft) traffic.
+    #[arg(
+        long,
+        env = "KVNODE_LISTEN_PEER_URLS",
+        default_value = "http://127.0.0.1:2380",
+        value_delimiter = ','
+    )]
+    pub listen_peer_urls: Vec<String>,
+
+    /// Comma-separated peer URLs of this member, advertised to the rest of the cluster.
+    #[arg(
+        long,
+        env = "KVNODE_INITIAL_ADVERTISE_PEER_URLS",
+        default_value = "http://127.0.0.1:2380",
+        value_delimiter = ','
+    )]
+    pub initial_advertise_peer_urls: Vec<String>,
+
+    /// Initial membership for bootstrapping: `name1=http://host1:2380,name2=http://host2:2380`.
+    #[arg(long, env = "KVNODE_INITIAL_CLUSTER", default_value = "default=http://127.0.0.1:2380")]
+    pub initial_cluster: String,
+
+    /// `new` to bootstrap the cluster in `--initial-cluster`, `existing` to join a running one.
+    #[arg(long, env = "KVNODE_INITIAL_CLUSTER_STATE", value_enum, default_value = "new")]
+    pub initial_cluster_state: InitialClusterState,
+
+    /// Token mixed into the cluster and member ids, so two clusters with the same member names
+    /// never accept each other's peers.
+    #[arg(long, env = "KVNODE_INITIAL_CLUSTER_TOKEN", default_value = "raftkv-cluster")]
+    pub initial_cluster_token: String,
+
+    /// Comma-separated URLs to serve `/metrics`, `/health`, `/livez` and `/readyz` on.
+    #[arg(
+        long,
+        env = "KVNODE_LISTEN_METRICS_URLS",
+        default_value = "http://127.0.0.1:2381",
+        value_delimiter = ','
+    )]
+    pub listen_metrics_urls: Vec<String>,
+
+    /// Time (in milliseconds) of a heartbeat interval; also the Raft tick.
+    #[arg(long, env = "KVNODE_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    pub heartbeat_interval: u64,
+
+    /// Time (in milliseconds) for an election to time out; randomized up to twice this value.
+    #[arg(long, env = "KVNODE_ELECTION_TIMEOUT", default_value_t = 1000)]
+    pub election_timeout: u64,
+
+    /// Number of applied entries after which a snapshot is taken and the log compacted.
+    #[arg(long, env = "KVNODE_SNAPSHOT_COUNT", default_value_t = 10_000)]
+    pub snapshot_count: u64,
+
+    /// Size (in bytes) the database may grow to before writes are refused (0 = 2 GiB default).
+    #[arg(long, env = "KVNODE_QUOTA_BACKEND_BYTES", default_value_t = 0)]
+    pub quota_backend_bytes: u64,
+
+    /// Largest client request (in bytes) the server accepts.
+    #[arg(long, env = "KVNODE_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
+    pub max_request_bytes: u64,
+
+    /// Largest number of operations allowed in one transaction.
+    #[arg(long, env = "KVNODE_MAX_TXN_OPS", default_value_t = 128)]
+    pub max_txn_ops: u64,
+
+    /// Path to the client server TLS certificate file.
+    #[arg(long, env = "KVNODE_CERT_FILE")]
+    pub cert_file: Option<PathBuf>,
+
+    /// Path to the client server TLS key file.
+    #[arg(long, env = "KVNODE_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+
+    /// Path to the client server TLS trusted CA certificate file.
+    #[arg(long, env = "KVNODE_TRUSTED_CA_FILE")]
+    pub trusted_ca_file: Option<PathBuf>,
+
+    /// Require client certificates signed by `--trusted-ca-file`.
+    #[arg(long, env = "KVNODE_CLIENT_CERT_AUTH", default_value_t = false)]
+    pub client_cert_auth: bool,
+
+    /// Path to the peer server TLS certificate file.
+    #[arg(long, env = "KVNODE_PEER_CERT_FILE")]
+    pub peer_cert_file: Option<PathBuf>,
+
+    /// Path to the peer server TLS key file.
+    #[arg(long, env = "KVNODE_PEER_KEY_FILE")]
+    pub peer_key_file: Option<PathBuf>,
+
+    /// Path to the peer server TLS trusted CA file.
+    #[arg(long, env = "KVNODE_PEER_TRUSTED_CA_FILE")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+
+    /// Require peer certificates signed by `--peer-trusted-ca-file`.
+    #[arg(long, env = "KVNODE_PEER_CLIENT_CERT_AUTH", default_value_t = false)]
+    pub peer_client_cert_auth: bool,
+
+    /// Log format: `json` for machines, `text` for people.
+    #[arg(long, env = "KVNODE_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+/// `kvnode dev`: a local cluster for trying raftkv out.
+#[derive(Debug, Clone, Args)]
+pub struct DevFlags {
+    /// Number of members to run on loopback.
+    #[arg(long, default_value_t = 3)]
+    pub members: u16,
+    /// Directory holding every member's data (`<dir>/<name>`).
+    #[arg(long, default_value = ".dev-cluster")]
+    pub dir: PathBuf,
+    /// First client port; member i uses `base + 10*i` (client), `+1` (peer), `+2` (metrics).
+    #[arg(long, default_value_t = 2379)]
+    pub base_port: u16,
+}
+
+/// Subcommands besides running a single member.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Run a local multi-member cluster on loopback in this process (Ctrl-C stops it).
+    Dev(DevFlags),
+}
+
+/// The `kvnode` command line.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "kvnode",
+    version,
+    about = "A Raft-replicated key-value store that speaks the etcd v3 API",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub node: NodeFlags,
+}
+
+/// A malformed `--initial-cluster` value.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid --initial-cluster entry {entry:?}: expected name=url")]
+pub struct InitialClusterError {
+    /// The offending comma-separated entry.
+    pub entry: String,
+}
+
+/// Parses `name1=url1,name2=url2` into (name, peer URL) pairs, in order. A name may appear
+/// several times to give a member several peer URLs, as in etcd.
+pub fn parse_initial_cluster(value: &str) -> Result<Vec<(String, String)>, InitialClusterError> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|entry| match entry.split_once('=') {
+            Some((name, url)) if !name.is_empty() && !url.is_empty() => {
+                Ok((name.to_string(), url.to_string()))
+            }
+            _ => Err(InitialClusterError { entry: entry.to_string() }),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etcd_style_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "kvnode",
+            "--name=n1",
+            "--initial-cluster=n1=http://a:2380,n2=http://b:2380",
+            "--initial-cluster-state=existing",
+            "--listen-client-urls=http://0.0.0.0:2379,http://127.0.0.1:12379",
+        ])
+        .expect("flags parse");
+        assert!(cli.command.is_none());
+        assert_eq!(cli.node.name, "n1");
+        assert_eq!(cli.node.initial_cluster_state, InitialClusterState::Existing);
+        assert_eq!(cli.node.listen_client_urls.len(), 2);
+    }
+
+    #[test]
+    fn unknown_flag_is_rejected() {
+        assert!(Cli::try_parse_from(["kvnode", "--no-such-flag"]).is_err());
+    }
+
+    #[test]
+    fn initial_cluster_parses_and_rejects_garbage() {
+        let parsed = parse_initial_cluster("a=http://x:1, b=http://y:2").expect("valid");
+        assert_eq!(parsed, vec![("a".into(), "http://x:1".into()), ("b".into(), "http://y:2".into())]);
+        assert!(parse_initial_cluster("a=http://x:1,bogus").is_err());
+        assert!(parse_initial_cluster("=http://x").is_err());
+    }
+}

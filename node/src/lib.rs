@@ -1,0 +1,10 @@
+//! raftkv's node: a Raft-replicated key-value store on redb that serves the etcd v3 API.
+//!
+//! Layers, each depending only on the ones above it:
+//! - [`proto`]: generated wire types (peer protocol; etcd API).
+//! - [`raft`]: the consensus core, a deterministic state machine with no I/O.
+//! - [`config`]: the command-line/environment flags, shared with the operator's tests.
+
+pub mod config;
+pub mod proto;
+pub mod raft;
