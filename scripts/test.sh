@@ -1,8 +1,23 @@
 #!/usr/bin/env bash
 # The project's one test command (the README's, and what CI runs).
-# Installs what the suites need, then: format check, clippy with warnings as errors, all tests.
+#
+# Installs what the suites need (etcdctl from Debian's etcd-client package), then: format
+# check, clippy with warnings as errors, and every test in the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_updated=0
+need_apt() { # need_apt <command> <package>
+  command -v "$1" >/dev/null 2>&1 && return 0
+  if [ "$apt_updated" = 0 ]; then as_root apt-get update -qq; apt_updated=1; fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+}
+
+echo "== installing test tools"
+need_apt etcdctl etcd-client
+export RAFTKV_REQUIRE_ETCDCTL=1
 
 echo "== cargo fmt --check"
 cargo fmt --all --check

@@ -1,10 +1,68 @@
 //! `kvnode`: one raftkv member, or `kvnode dev` for a local cluster.
 
-use clap::Parser;
-use kvnode::config::Cli;
+use std::process::ExitCode;
 
-fn main() {
+use clap::Parser;
+use kvnode::config::{Cli, Command};
+use kvnode::server::{dev, member};
+use tracing::error;
+use tracing_subscriber::EnvFilter;
+
+fn init_logging(format: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn run(cli: Cli) -> Result<(), member::StartError> {
+    match cli.command {
+        Some(Command::Dev(dev_flags)) => dev::run(dev_flags, cli.node).await,
+        None => {
+            let listeners = member::Listeners::bind(&cli.node).await?;
+            let running = member::start(cli.node, listeners).await?;
+            terminated().await;
+            running.stop().await;
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    eprintln!("kvnode: server not yet wired: {cli:?}");
-    std::process::exit(2);
+    init_logging(&cli.node.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = %e, "kvnode failed");
+            eprintln!("kvnode: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

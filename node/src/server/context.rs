@@ -1,0 +1,217 @@
+//! What every client-facing service of a member shares: its identity, limits, the Raft loop,
+//! the key-value store, and the way to reach the leader.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+
+use crate::proto::etcdserverpb::ResponseHeader;
+use crate::proto::kvserverpb::Member;
+use crate::proto::peerpb::ReadIndexRequest;
+use crate::proto::peerpb::peer_client::PeerClient;
+use crate::server::errors::EtcdError;
+use crate::server::raft_loop::{NodeHandle, ProposeError};
+use crate::storage::KvStore;
+
+/// Metadata key marking a request a follower forwarded to the leader, so a request reaching a
+/// member that is (no longer) leader fails instead of bouncing between members.
+pub const FORWARDED_HEADER: &str = "x-raftkv-forwarded";
+
+/// Limits on client requests (etcd's `--max-request-bytes`, `--max-txn-ops`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_request_bytes: usize,
+    pub max_txn_ops: usize,
+    /// How long a write or linearizable read may wait for consensus before failing.
+    pub request_timeout: Duration,
+    /// How long a request waits for a leader to appear before failing with "no leader".
+    pub leader_wait: Duration,
+}
+
+/// Shared by the KV, Cluster and Maintenance services of one member.
+pub struct ServerContext {
+    pub node: NodeHandle,
+    pub kv: KvStore,
+    pub cluster_id: u64,
+    pub member_id: u64,
+    pub cluster_token: String,
+    pub limits: Limits,
+    /// Client connections to other members, by URL.
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl ServerContext {
+    pub fn new(node: NodeHandle, kv: KvStore, cluster_id: u64, member_id: u64, token: String, limits: Limits) -> Self {
+        Self {
+            node,
+            kv,
+            cluster_id,
+            member_id,
+            cluster_token: token,
+            limits,
+            channels: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A response header as of `revision` (the revision the answer reflects).
+    pub fn header(&self, revision: i64) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.member_id,
+            revision,
+            raft_term: self.node.status().term,
+        }
+    }
+
+    /// A header at the store's current revision.
+    pub fn current_header(&self) -> ResponseHeader {
+        self.header(self.kv.current_revision().unwrap_or(0))
+    }
+
+    /// Rejects requests larger than `--max-request-bytes`, as etcd does before proposing.
+    pub fn check_size(&self, encoded_len: usize) -> Result<(), EtcdError> {
+        if encoded_len > self.limits.max_request_bytes {
+            return Err(EtcdError::RequestTooLarge);
+        }
+        Ok(())
+    }
+
+    /// Waits until this member has applied everything committed before the call.
+    pub async fn read_barrier(&self) -> Result<(), ProposeError> {
+        match tokio::time::timeout(self.limits.request_timeout, self.node.read_barrier()).await {
+            Ok(r) => r.map(|_| ()),
+            Err(_) => Err(ProposeError::Dropped("timeout".into())),
+        }
+    }
+
+    /// Waits (bounded by `leader_wait`) for some member to be leader and returns its id.
+    pub async fn wait_for_leader(&self) -> Result<u64, EtcdError> {
+        let mut rx = self.node.subscribe();
+        let wait = async {
+            loop {
+                if let Some(l) = rx.borrow_and_update().leader_id {
+                    return Ok(l);
+                }
+                if rx.changed().await.is_err() {
+                    return Err(EtcdError::Stopped);
+                }
+            }
+        };
+        tokio::time::timeout(self.limits.leader_wait, wait).await.unwrap_or(Err(EtcdError::NoLeader))
+    }
+
+    /// A (cached, lazily connected) channel to the current leader's client URL.
+    pub async fn leader_channel(&self) -> Result<(u64, Channel), EtcdError> {
+        self.leader_channel_by(|m| m.client_urls.first().cloned()).await
+    }
+
+    /// A (cached, lazily connected) channel to the current leader's peer URL.
+    pub async fn leader_peer_channel(&self) -> Result<(u64, Channel), EtcdError> {
+        self.leader_channel_by(|m| m.peer_urls.first().cloned()).await
+    }
+
+    async fn leader_channel_by(&self, url_of: impl Fn(&Member) -> Option<String>) -> Result<(u64, Channel), EtcdError> {
+        let leader = self.wait_for_leader().await?;
+        if leader == self.member_id {
+            // We became leader meanwhile; the caller retries locally.
+            return Err(EtcdError::LeaderChanged);
+        }
+        let members = self.kv.members().map_err(|e| EtcdError::Internal(e.to_string()))?;
+        let url = members.iter().find(|m| m.id == leader).and_then(url_of).ok_or(EtcdError::NoLeader)?;
+        let mut cache = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(ch) = cache.get(&url) {
+            return Ok((leader, ch.clone()));
+        }
+        let ch = Endpoint::from_shared(url.clone())
+            .map_err(|e| EtcdError::Internal(format!("member URL {url:?}: {e}")))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        cache.insert(url, ch.clone());
+        Ok((leader, ch))
+    }
+
+    /// Waits until this member has applied everything committed before the call: on the
+    /// leader through ReadIndex directly, on a follower by asking the leader for its read index
+    /// over the peer port and waiting to apply up to it (reads are then served locally).
+    pub async fn linearizable_barrier(&self) -> Result<(), EtcdError> {
+        let index = match self.read_barrier().await {
+            Ok(()) => return Ok(()),
+            Err(ProposeError::NotLeader(_)) => {
+                let (_, channel) = self.leader_peer_channel().await?;
+                let mut client = PeerClient::new(channel);
+                let call = client.read_index(ReadIndexRequest {});
+                match tokio::time::timeout(self.limits.request_timeout, call).await {
+                    Ok(Ok(resp)) => resp.into_inner().index,
+                    Ok(Err(status)) => return Err(EtcdError::from_status(&status)),
+                    Err(_) => return Err(EtcdError::Timeout),
+                }
+            }
+            Err(e) => return Err(self.propose_error(e)),
+        };
+        let mut rx = self.node.subscribe();
+        let caught_up = async {
+            loop {
+                if rx.borrow_and_update().applied >= index {
+                    return Ok(());
+                }
+                if rx.changed().await.is_err() {
+                    return Err(EtcdError::Stopped);
+                }
+            }
+        };
+        tokio::time::timeout(self.limits.request_timeout, caught_up).await.unwrap_or(Err(EtcdError::Timeout))
+    }
+
+    /// Maps a Raft-loop failure to what a client sees, for a request that cannot be forwarded.
+    pub fn propose_error(&self, e: ProposeError) -> EtcdError {
+        match e {
+            ProposeError::NotLeader(Some(_)) => EtcdError::NotLeader,
+            ProposeError::NotLeader(None) => EtcdError::NoLeader,
+            ProposeError::LeaderChanged => EtcdError::LeaderChanged,
+            ProposeError::Dropped(reason) if reason.contains("transfer") => EtcdError::TransferInProgress,
+            ProposeError::Dropped(reason) if reason == "timeout" => EtcdError::Timeout,
+            ProposeError::Dropped(reason) => EtcdError::Internal(reason),
+            ProposeError::Apply(msg) => apply_error(&msg),
+            ProposeError::Stopped => EtcdError::Stopped,
+        }
+    }
+}
+
+/// True when a follower already forwarded this request.
+pub fn is_forwarded<T>(req: &Request<T>) -> bool {
+    req.metadata().contains_key(FORWARDED_HEADER)
+}
+
+/// Wraps a message into a request marked as forwarded.
+pub fn forwarded_request<T>(msg: T) -> Request<T> {
+    let mut req = Request::new(msg);
+    req.metadata_mut().insert(FORWARDED_HEADER, tonic::metadata::MetadataValue::from_static("1"));
+    req
+}
+
+/// Turns a state-machine error message (rendered as etcd's text) back into its variant.
+fn apply_error(msg: &str) -> EtcdError {
+    [
+        EtcdError::Compacted,
+        EtcdError::FutureRevision,
+        EtcdError::DuplicateKey,
+        EtcdError::KeyNotFound,
+        EtcdError::ValueProvided,
+        EtcdError::LeaseProvided,
+        EtcdError::LeaseNotFound,
+        EtcdError::TooManyOps,
+        EtcdError::EmptyKey,
+    ]
+    .into_iter()
+    .find(|e| e.to_string() == msg)
+    .unwrap_or_else(|| EtcdError::Internal(msg.to_string()))
+}
+
+/// Converts a client-visible error into a gRPC status.
+pub fn status(e: EtcdError) -> Status {
+    e.into()
+}

@@ -1,0 +1,130 @@
+//! The errors clients see, as etcd states them.
+//!
+//! etcd clients (etcdctl, clientv3, the `etcd-client` crate, jetcd) recognise failures by the
+//! gRPC code and the exact message text (`etcdserver: no leader`, ...): some retry on them,
+//! some surface them to users verbatim. Each variant here renders one of those messages and maps
+//! to the code etcd uses for it, so raftkv fails the way those clients expect.
+
+use tonic::{Code, Status};
+
+/// A client-visible failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EtcdError {
+    #[error("etcdserver: key is not provided")]
+    EmptyKey,
+    #[error("etcdserver: request is too large")]
+    RequestTooLarge,
+    #[error("etcdserver: too many operations in txn request")]
+    TooManyOps,
+    #[error("etcdserver: duplicate key given in txn request")]
+    DuplicateKey,
+    #[error("etcdserver: mvcc: required revision has been compacted")]
+    Compacted,
+    #[error("etcdserver: mvcc: required revision is a future revision")]
+    FutureRevision,
+    #[error("etcdserver: key not found")]
+    KeyNotFound,
+    #[error("etcdserver: value is provided")]
+    ValueProvided,
+    #[error("etcdserver: lease is provided")]
+    LeaseProvided,
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound,
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    #[error("etcdserver: not leader")]
+    NotLeader,
+    #[error("etcdserver: leader changed")]
+    LeaderChanged,
+    #[error("etcdserver: request timed out")]
+    Timeout,
+    #[error("etcdserver: server stopped")]
+    Stopped,
+    #[error("etcdserver: member not found")]
+    MemberNotFound,
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlExists,
+    #[error("etcdserver: member ID already exist")]
+    MemberExists,
+    #[error("etcdserver: can only promote a learner member")]
+    MemberNotLearner,
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    NotEnoughStartedMembers,
+    #[error("etcdserver: unhealthy cluster")]
+    Unhealthy,
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
+    #[error("etcdserver: leadership transfer in progress")]
+    TransferInProgress,
+    #[error("etcdserver: not capable")]
+    NotCapable,
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
+    #[error("etcdserver: invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("etcdserver: {0}")]
+    Internal(String),
+}
+
+impl EtcdError {
+    /// The gRPC code etcd answers this failure with.
+    pub fn code(&self) -> Code {
+        use EtcdError::*;
+        match self {
+            EmptyKey | RequestTooLarge | TooManyOps | DuplicateKey | KeyNotFound | ValueProvided
+            | LeaseProvided | InvalidArgument(_) => Code::InvalidArgument,
+            Compacted | FutureRevision => Code::OutOfRange,
+            LeaseNotFound | MemberNotFound => Code::NotFound,
+            NoLeader | LeaderChanged | Timeout | Stopped | Unhealthy | NotEnoughStartedMembers => {
+                Code::Unavailable
+            }
+            NotLeader | PeerUrlExists | MemberExists | MemberNotLearner | LearnerNotReady
+            | BadLeaderTransferee | TransferInProgress => Code::FailedPrecondition,
+            NotCapable => Code::Unimplemented,
+            NoSpace => Code::ResourceExhausted,
+            Internal(_) => Code::Internal,
+        }
+    }
+}
+
+impl EtcdError {
+    /// Recognises an etcd error in a status received from another member (when forwarding),
+    /// so it is passed on unchanged.
+    pub fn from_status(status: &Status) -> Self {
+        use EtcdError::*;
+        [
+            EmptyKey, RequestTooLarge, TooManyOps, DuplicateKey, Compacted, FutureRevision, KeyNotFound,
+            ValueProvided, LeaseProvided, LeaseNotFound, NoLeader, NotLeader, LeaderChanged, Timeout, Stopped,
+            MemberNotFound, PeerUrlExists, MemberExists, MemberNotLearner, LearnerNotReady,
+            NotEnoughStartedMembers, Unhealthy, BadLeaderTransferee, TransferInProgress, NotCapable, NoSpace,
+        ]
+        .into_iter()
+        .find(|e| e.to_string() == status.message())
+        .unwrap_or_else(|| Internal(status.message().to_string()))
+    }
+}
+
+impl From<EtcdError> for Status {
+    fn from(e: EtcdError) -> Self {
+        Status::new(e.code(), e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_carry_etcd_messages_and_codes() {
+        let s: Status = EtcdError::NoLeader.into();
+        assert_eq!(s.code(), Code::Unavailable);
+        assert_eq!(s.message(), "etcdserver: no leader");
+        let s: Status = EtcdError::Compacted.into();
+        assert_eq!(s.code(), Code::OutOfRange);
+        assert_eq!(s.message(), "etcdserver: mvcc: required revision has been compacted");
+        let s: Status = EtcdError::TooManyOps.into();
+        assert_eq!((s.code(), s.message()), (Code::InvalidArgument, "etcdserver: too many operations in txn request"));
+    }
+}

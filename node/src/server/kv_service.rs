@@ -1,0 +1,201 @@
+//! etcd's `KV` service: Range, Put, DeleteRange, Txn, Compact.
+//!
+//! Writes become Raft proposals; a follower forwards them to the leader's client port (the
+//! request is marked so it is forwarded at most once). Linearizable reads pass a ReadIndex
+//! barrier first; serializable reads are answered from the local store at once.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use prost::Message as _;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use crate::proto::etcdserverpb::kv_client::KvClient;
+use crate::proto::etcdserverpb::kv_server::Kv;
+use crate::proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, TxnRequest, TxnResponse, request_op,
+};
+use crate::proto::kvserverpb::{InternalRequest, internal_request};
+use crate::server::context::{ServerContext, forwarded_request, is_forwarded};
+use crate::server::errors::EtcdError;
+use crate::server::raft_loop::ProposeError;
+use crate::storage::ApplyResult;
+
+/// The KV service of one member.
+pub struct KvService {
+    ctx: Arc<ServerContext>,
+}
+
+impl KvService {
+    pub fn new(ctx: Arc<ServerContext>) -> Self {
+        Self { ctx }
+    }
+
+    /// Proposes `request`; on a follower, runs `forward` against the leader instead.
+    async fn write<F, Fut, T>(&self, forwarded: bool, request: internal_request::Request, forward: F) -> Result<ApplyResult, Fwd<T>>
+    where
+        F: FnOnce(KvClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let proposal = InternalRequest { id: 0, request: Some(request) };
+        let outcome = tokio::time::timeout(self.ctx.limits.request_timeout, self.ctx.node.propose(proposal)).await;
+        match outcome {
+            Err(_) => Err(Fwd::Failed(EtcdError::Timeout.into())),
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(ProposeError::NotLeader(_))) if !forwarded => Err(self.forward(forward).await),
+            Ok(Err(e)) => Err(Fwd::Failed(self.ctx.propose_error(e).into())),
+        }
+    }
+
+    async fn forward<F, Fut, T>(&self, call: F) -> Fwd<T>
+    where
+        F: FnOnce(KvClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        match self.ctx.leader_channel().await {
+            Ok((_, channel)) => {
+                let client = KvClient::new(channel)
+                    .max_decoding_message_size(usize::MAX)
+                    .max_encoding_message_size(usize::MAX);
+                match call(client).await {
+                    Ok(resp) => Fwd::Answered(resp),
+                    Err(status) => Fwd::Failed(status),
+                }
+            }
+            Err(e) => Fwd::Failed(e.into()),
+        }
+    }
+}
+
+/// Outcome of a request that could not be served locally.
+enum Fwd<T> {
+    Answered(Response<T>),
+    Failed(Status),
+}
+
+impl<T> Fwd<T> {
+    fn into_result(self) -> Result<Response<T>, Status> {
+        match self {
+            Fwd::Answered(r) => Ok(r),
+            Fwd::Failed(s) => Err(s),
+        }
+    }
+}
+
+fn unexpected(result: &ApplyResult) -> Status {
+    EtcdError::Internal(format!("unexpected apply result {result:?}")).into()
+}
+
+/// Counts the write operations of a txn's branches, recursively: a txn with none is read-only.
+fn txn_ops_ok(txn: &TxnRequest, max_ops: usize) -> Result<(), EtcdError> {
+    if txn.compare.len() > max_ops || txn.success.len() > max_ops || txn.failure.len() > max_ops {
+        return Err(EtcdError::TooManyOps);
+    }
+    for op in txn.success.iter().chain(&txn.failure) {
+        match &op.request {
+            Some(request_op::Request::RequestRange(r)) if r.key.is_empty() => return Err(EtcdError::EmptyKey),
+            Some(request_op::Request::RequestPut(p)) if p.key.is_empty() => return Err(EtcdError::EmptyKey),
+            Some(request_op::Request::RequestDeleteRange(d)) if d.key.is_empty() => return Err(EtcdError::EmptyKey),
+            Some(request_op::Request::RequestTxn(t)) => txn_ops_ok(t, max_ops)?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        let req = request.into_inner();
+        if req.key.is_empty() {
+            return Err(EtcdError::EmptyKey.into());
+        }
+        self.ctx.check_size(req.encoded_len())?;
+        if !req.serializable {
+            self.ctx.linearizable_barrier().await?;
+        }
+        let mut resp = self.ctx.kv.range(&req).map_err(|e| Status::from(EtcdError::from(&e)))?;
+        let revision = resp.header.as_ref().map_or(0, |h| h.revision);
+        resp.header = Some(self.ctx.header(revision));
+        Ok(Response::new(resp))
+    }
+
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let forwarded = is_forwarded(&request);
+        let req = request.into_inner();
+        if req.key.is_empty() {
+            return Err(EtcdError::EmptyKey.into());
+        }
+        self.ctx.check_size(req.encoded_len())?;
+        let fwd_req = req.clone();
+        let call = |mut c: KvClient<Channel>| async move { c.put(forwarded_request(fwd_req)).await };
+        match self.write(forwarded, internal_request::Request::Put(req), call).await {
+            Ok(ApplyResult::Put(mut resp)) => {
+                let rev = resp.header.as_ref().map_or(0, |h| h.revision);
+                resp.header = Some(self.ctx.header(rev));
+                Ok(Response::new(resp))
+            }
+            Ok(other) => Err(unexpected(&other)),
+            Err(fwd) => fwd.into_result(),
+        }
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let forwarded = is_forwarded(&request);
+        let req = request.into_inner();
+        if req.key.is_empty() {
+            return Err(EtcdError::EmptyKey.into());
+        }
+        self.ctx.check_size(req.encoded_len())?;
+        let fwd_req = req.clone();
+        let call = |mut c: KvClient<Channel>| async move { c.delete_range(forwarded_request(fwd_req)).await };
+        match self.write(forwarded, internal_request::Request::DeleteRange(req), call).await {
+            Ok(ApplyResult::DeleteRange(mut resp)) => {
+                let rev = resp.header.as_ref().map_or(0, |h| h.revision);
+                resp.header = Some(self.ctx.header(rev));
+                Ok(Response::new(resp))
+            }
+            Ok(other) => Err(unexpected(&other)),
+            Err(fwd) => fwd.into_result(),
+        }
+    }
+
+    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let forwarded = is_forwarded(&request);
+        let req = request.into_inner();
+        self.ctx.check_size(req.encoded_len())?;
+        txn_ops_ok(&req, self.ctx.limits.max_txn_ops)?;
+        let fwd_req = req.clone();
+        let call = |mut c: KvClient<Channel>| async move { c.txn(forwarded_request(fwd_req)).await };
+        match self.write(forwarded, internal_request::Request::Txn(req), call).await {
+            Ok(ApplyResult::Txn(mut resp)) => {
+                let rev = resp.header.as_ref().map_or(0, |h| h.revision);
+                resp.header = Some(self.ctx.header(rev));
+                Ok(Response::new(resp))
+            }
+            Ok(other) => Err(unexpected(&other)),
+            Err(fwd) => fwd.into_result(),
+        }
+    }
+
+    async fn compact(&self, request: Request<CompactionRequest>) -> Result<Response<CompactionResponse>, Status> {
+        let forwarded = is_forwarded(&request);
+        let req = request.into_inner();
+        let fwd_req = req.clone();
+        let call = |mut c: KvClient<Channel>| async move { c.compact(forwarded_request(fwd_req)).await };
+        match self.write(forwarded, internal_request::Request::Compaction(req), call).await {
+            Ok(ApplyResult::Compaction(mut resp)) => {
+                let rev = resp.header.as_ref().map_or(0, |h| h.revision);
+                resp.header = Some(self.ctx.header(rev));
+                Ok(Response::new(resp))
+            }
+            Ok(other) => Err(unexpected(&other)),
+            Err(fwd) => fwd.into_result(),
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! etcd's `Maintenance` service: Status and MoveLeader (what `etcdctl endpoint status` and
+//! `etcdctl move-leader` use), Alarm listing, and HashKV for consistency checks.
+//!
+//! RPCs raftkv does not implement yet answer `Unimplemented` with etcd's "not capable" text, so
+//! a client learns plainly that the feature is absent rather than receiving made-up data.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::proto::etcdserverpb::maintenance_server::Maintenance;
+use crate::proto::etcdserverpb::{
+    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, DowngradeRequest, DowngradeResponse,
+    HashKvRequest, HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse,
+    SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse, alarm_request,
+};
+use crate::server::context::ServerContext;
+use crate::server::errors::EtcdError;
+
+/// The etcd API version raftkv implements; clients gate features on it (e.g. learners need 3.4+).
+pub const ETCD_API_VERSION: &str = "3.5.0";
+
+/// The Maintenance service of one member.
+pub struct MaintenanceService {
+    ctx: Arc<ServerContext>,
+}
+
+impl MaintenanceService {
+    pub fn new(ctx: Arc<ServerContext>) -> Self {
+        Self { ctx }
+    }
+}
+
+type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Maintenance for MaintenanceService {
+    async fn alarm(&self, request: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        // raftkv raises no alarms yet (space quota is enforced per request), so the list is
+        // truly empty; activating or clearing one is not supported.
+        if request.get_ref().action() != alarm_request::AlarmAction::Get {
+            return Err(EtcdError::NotCapable.into());
+        }
+        Ok(Response::new(AlarmResponse { header: Some(self.ctx.current_header()), alarms: Vec::new() }))
+    }
+
+    async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let st = self.ctx.node.status();
+        let db_size = self.ctx.kv.db_size().unwrap_or(0) as i64;
+        Ok(Response::new(StatusResponse {
+            header: Some(self.ctx.current_header()),
+            version: ETCD_API_VERSION.to_string(),
+            db_size,
+            leader: st.leader_id.unwrap_or(0),
+            raft_index: st.commit,
+            raft_term: st.term,
+            raft_applied_index: st.applied,
+            errors: Vec::new(),
+            db_size_in_use: db_size,
+            is_learner: st.learners.contains(&st.id),
+            ..Default::default()
+        }))
+    }
+
+    async fn defragment(&self, _: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
+        Err(Status::unimplemented(EtcdError::NotCapable.to_string()))
+    }
+
+    async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        Err(Status::unimplemented(EtcdError::NotCapable.to_string()))
+    }
+
+    async fn hash_kv(&self, _: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        Err(Status::unimplemented(EtcdError::NotCapable.to_string()))
+    }
+
+    type SnapshotStream = SnapshotStream;
+
+    async fn snapshot(&self, _: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+        Err(Status::unimplemented(EtcdError::NotCapable.to_string()))
+    }
+
+    async fn move_leader(&self, request: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
+        let target = request.into_inner().target_id;
+        let st = self.ctx.node.status();
+        if !st.is_leader {
+            return Err(EtcdError::NotLeader.into());
+        }
+        if target == st.id {
+            return Ok(Response::new(MoveLeaderResponse { header: Some(self.ctx.current_header()) }));
+        }
+        if !st.voters.contains(&target) {
+            return Err(EtcdError::BadLeaderTransferee.into());
+        }
+        self.ctx.node.transfer_leader(target).await.map_err(|e| Status::from(self.ctx.propose_error(e)))?;
+        // Wait, like etcd, until the target leads (or the transfer times out).
+        let mut rx = self.ctx.node.subscribe();
+        let wait = async {
+            loop {
+                if rx.borrow_and_update().leader_id == Some(target) {
+                    return true;
+                }
+                if rx.changed().await.is_err() {
+                    return false;
+                }
+            }
+        };
+        let limit = self.ctx.limits.request_timeout.max(Duration::from_secs(1));
+        match tokio::time::timeout(limit, wait).await {
+            Ok(true) => Ok(Response::new(MoveLeaderResponse { header: Some(self.ctx.current_header()) })),
+            _ => Err(EtcdError::Timeout.into()),
+        }
+    }
+
+    async fn downgrade(&self, _: Request<DowngradeRequest>) -> Result<Response<DowngradeResponse>, Status> {
+        Err(Status::unimplemented(EtcdError::NotCapable.to_string()))
+    }
+}

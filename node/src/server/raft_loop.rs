@@ -1,0 +1,719 @@
+//! The Raft loop: the one thread that owns the consensus core and drives it with real time,
+//! disk and network.
+//!
+//! Every turn it takes what arrived (peer messages, client proposals, read and membership
+//! requests), ticks the core on time, and handles the core's `Ready` in the order Raft's safety
+//! needs: install a received snapshot, write entries and hard state durably (one fsync for the
+//! whole batch, shared by every client that proposed in this turn), only then send the messages
+//! that depend on them, apply committed entries, and `advance`. It runs on a dedicated OS thread
+//! because its disk writes block; async request handlers talk to it through [`NodeHandle`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use prost::Message as _;
+use tokio::sync::{oneshot, watch};
+use tracing::{debug, error, info, warn};
+
+use crate::proto::kvserverpb::{InternalRequest, Member};
+use crate::proto::raftpb::{ConfChange, ConfState, Entry, EntryType, RaftMessage, raft_message};
+use crate::raft::{RaftError, RawNode, Ready, Role};
+use crate::server::metrics::Metrics;
+use crate::server::transport::{Inbox, PeerSenders};
+use crate::storage::{ApplyResult, KvStore, RedbRaftStorage};
+
+/// Why a request to the Raft loop did not produce a result.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ProposeError {
+    /// This member is not the leader; the hint names the leader if one is known.
+    #[error("not leader")]
+    NotLeader(Option<u64>),
+    /// The core refused the request (leadership transfer in progress, pending change, ...).
+    #[error("proposal dropped: {0}")]
+    Dropped(String),
+    /// The entry was overwritten by a new leader before it committed.
+    #[error("leader changed")]
+    LeaderChanged,
+    /// Applying the committed entry failed (the error is the state machine's).
+    #[error("{0}")]
+    Apply(String),
+    /// The loop has stopped (member shutting down or failed).
+    #[error("raft loop stopped")]
+    Stopped,
+}
+
+/// What handlers can see of the Raft state without asking the loop.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RaftStatus {
+    pub id: u64,
+    pub term: u64,
+    pub leader_id: Option<u64>,
+    pub is_leader: bool,
+    pub commit: u64,
+    pub applied: u64,
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+    /// When the loop last completed a turn; `/livez` fails when this goes stale.
+    pub heartbeat: Option<Instant>,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, ProposeError>>;
+
+/// The leader's view of one member's replication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerProgress {
+    pub id: u64,
+    /// Highest index known replicated on that member.
+    pub matched: u64,
+    /// Whether the leader heard from it within the last election timeout.
+    pub recent_active: bool,
+}
+
+/// Requests to the Raft loop.
+pub enum Input {
+    /// Messages from peers.
+    Peer(Vec<RaftMessage>),
+    /// A client write; `data` is an encoded [`InternalRequest`] with id `id`.
+    Propose { id: u64, data: Vec<u8>, reply: Reply<ApplyResult> },
+    /// A membership change; answered when applied, with the new membership.
+    ConfChange { cc: ConfChange, reply: Reply<ConfState> },
+    /// A linearizable read barrier: answered with an index once it is applied locally.
+    ReadIndex { reply: Reply<u64> },
+    /// Hand leadership to `to`; answered once the transfer started.
+    TransferLeader { to: u64, reply: Reply<()> },
+    /// The leader's view of every member's replication progress.
+    Progress { reply: Reply<Vec<PeerProgress>> },
+    /// Stop the loop (after handing off leadership if `transfer` and possible).
+    Stop,
+}
+
+/// The cloneable handle async code uses to talk to the Raft loop.
+#[derive(Clone)]
+pub struct NodeHandle {
+    tx: mpsc::Sender<Input>,
+    status: watch::Receiver<RaftStatus>,
+    next_request_id: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl NodeHandle {
+    /// The latest published status.
+    pub fn status(&self) -> RaftStatus {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver that changes whenever the status does (leader changes, applies).
+    pub fn subscribe(&self) -> watch::Receiver<RaftStatus> {
+        self.status.clone()
+    }
+
+    /// A fresh request id, unique on this member (member id in the high bits, then a counter).
+    pub fn next_request_id(&self) -> u64 {
+        self.next_request_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Input) -> Result<T, ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).map_err(|_| ProposeError::Stopped)?;
+        rx.await.map_err(|_| ProposeError::Stopped)?
+    }
+
+    /// Proposes a client write and waits until it is applied on this member.
+    pub async fn propose(&self, mut request: InternalRequest) -> Result<ApplyResult, ProposeError> {
+        let id = self.next_request_id();
+        request.id = id;
+        let data = request.encode_to_vec();
+        self.call(|reply| Input::Propose { id, data, reply }).await
+    }
+
+    /// Proposes a membership change and waits until it is applied here.
+    pub async fn conf_change(&self, cc: ConfChange) -> Result<ConfState, ProposeError> {
+        self.call(|reply| Input::ConfChange { cc, reply }).await
+    }
+
+    /// Waits until this member has applied everything committed before the call (ReadIndex).
+    pub async fn read_barrier(&self) -> Result<u64, ProposeError> {
+        self.call(|reply| Input::ReadIndex { reply }).await
+    }
+
+    /// Starts a leadership transfer to `to`.
+    pub async fn transfer_leader(&self, to: u64) -> Result<(), ProposeError> {
+        self.call(|reply| Input::TransferLeader { to, reply }).await
+    }
+
+    /// Replication progress of every member, as the leader sees it (NotLeader elsewhere).
+    pub async fn progress(&self) -> Result<Vec<PeerProgress>, ProposeError> {
+        self.call(|reply| Input::Progress { reply }).await
+    }
+
+    /// Members the leader heard from recently (itself included).
+    pub async fn active_peers(&self) -> Result<Vec<u64>, ProposeError> {
+        Ok(self.progress().await?.into_iter().filter(|p| p.recent_active).map(|p| p.id).collect())
+    }
+
+    /// Highest index known replicated on member `id` (0 if unknown).
+    pub async fn match_index(&self, id: u64) -> Result<u64, ProposeError> {
+        Ok(self.progress().await?.into_iter().find(|p| p.id == id).map_or(0, |p| p.matched))
+    }
+
+    /// Asks the loop to stop.
+    pub fn stop(&self) {
+        let _ = self.tx.send(Input::Stop);
+    }
+}
+
+/// Delivers peer messages into the loop's channel.
+pub struct LoopInbox(Mutex<mpsc::Sender<Input>>);
+
+impl Inbox for LoopInbox {
+    fn deliver(&self, messages: Vec<RaftMessage>) -> bool {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).send(Input::Peer(messages)).is_ok()
+    }
+}
+
+/// Settings of the loop, derived from the member's flags.
+#[derive(Debug, Clone)]
+pub struct LoopConfig {
+    pub tick: Duration,
+    pub snapshot_count: u64,
+    /// Entries kept behind a compaction so slightly-behind followers catch up from the log.
+    pub catch_up_entries: u64,
+}
+
+/// Everything the loop owns.
+pub struct RaftLoop {
+    node: RawNode<Arc<RedbRaftStorage>>,
+    storage: Arc<RedbRaftStorage>,
+    kv: KvStore,
+    peers: PeerSenders,
+    metrics: Arc<Metrics>,
+    config: LoopConfig,
+    rx: mpsc::Receiver<Input>,
+    status_tx: watch::Sender<RaftStatus>,
+    /// Proposals made here, by request id.
+    waiters: HashMap<u64, Reply<ApplyResult>>,
+    /// Log index each of our proposals landed at, to fail it if another entry commits there.
+    proposed_at: BTreeMap<u64, u64>,
+    pending_conf: Option<(ConfChange, Reply<ConfState>)>,
+    /// Read requests not yet sent to the core.
+    reads_queued: Vec<Reply<u64>>,
+    /// Read requests sent to the core, by read context.
+    reads_in_core: HashMap<u64, Vec<Reply<u64>>>,
+    /// Read requests with a known index, waiting for it to be applied.
+    reads_waiting_apply: Vec<(u64, Reply<u64>)>,
+    next_read_ctx: u64,
+    last_leader: Option<u64>,
+    last_compacted: u64,
+    /// Send time of each heartbeat/append round, for the peer round-trip histogram.
+    round_sent: BTreeMap<u64, Instant>,
+}
+
+/// Handles of a started loop.
+pub struct Started {
+    pub handle: NodeHandle,
+    pub inbox: Arc<LoopInbox>,
+    pub thread: std::thread::JoinHandle<()>,
+}
+
+impl RaftLoop {
+    /// Starts the loop on its own thread. `runtime` runs the peer sender tasks.
+    pub fn start(
+        node: RawNode<Arc<RedbRaftStorage>>,
+        storage: Arc<RedbRaftStorage>,
+        kv: KvStore,
+        peers: PeerSenders,
+        metrics: Arc<Metrics>,
+        config: LoopConfig,
+        runtime: tokio::runtime::Handle,
+    ) -> std::io::Result<Started> {
+        let (tx, rx) = mpsc::channel();
+        let id = node.status().id;
+        let (status_tx, status_rx) = watch::channel(RaftStatus { id, ..Default::default() });
+        let last_compacted = storage.first_index().unwrap_or(1).saturating_sub(1);
+        let mut rl = RaftLoop {
+            node,
+            storage,
+            kv,
+            peers,
+            metrics,
+            config,
+            rx,
+            status_tx,
+            waiters: HashMap::new(),
+            proposed_at: BTreeMap::new(),
+            pending_conf: None,
+            reads_queued: Vec::new(),
+            reads_in_core: HashMap::new(),
+            reads_waiting_apply: Vec::new(),
+            next_read_ctx: 1,
+            last_leader: None,
+            last_compacted,
+            round_sent: BTreeMap::new(),
+        };
+        let thread = std::thread::Builder::new().name(format!("raft-{id:x}")).spawn(move || {
+            let _rt = runtime.enter();
+            rl.run();
+        })?;
+        let handle = NodeHandle {
+            tx: tx.clone(),
+            status: status_rx,
+            next_request_id: Arc::new(std::sync::atomic::AtomicU64::new((id << 24) ^ now_nanos())),
+        };
+        Ok(Started { handle, inbox: Arc::new(LoopInbox(Mutex::new(tx))), thread })
+    }
+
+    fn run(&mut self) {
+        let mut next_tick = Instant::now() + self.config.tick;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(wait) {
+                Ok(Input::Stop) => break,
+                Ok(input) => self.handle(input),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            // Take everything else already waiting, so one fsync serves the whole batch.
+            let mut stop = false;
+            for _ in 0..4096 {
+                match self.rx.try_recv() {
+                    Ok(Input::Stop) => {
+                        stop = true;
+                        break;
+                    }
+                    Ok(input) => self.handle(input),
+                    Err(_) => break,
+                }
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.node.tick();
+                next_tick += self.config.tick;
+                if next_tick < now {
+                    // We fell far behind (a long fsync); do not fire a burst of ticks.
+                    next_tick = now + self.config.tick;
+                }
+            }
+            self.issue_reads();
+            if let Err(e) = self.on_ready() {
+                error!(error = %e, "raft loop failed; stopping this member");
+                break;
+            }
+            if stop {
+                break;
+            }
+        }
+        self.fail_all(ProposeError::Stopped);
+        info!("raft loop stopped");
+    }
+
+    fn handle(&mut self, input: Input) {
+        match input {
+            Input::Peer(messages) => {
+                let now = Instant::now();
+                for msg in messages {
+                    self.observe_round_trip(&msg, now);
+                    if let Err(e) = self.node.step(msg) {
+                        debug!(error = %e, "peer message rejected");
+                    }
+                }
+            }
+            Input::Propose { id, data, reply } => match self.node.propose(data) {
+                Ok(()) => {
+                    self.waiters.insert(id, reply);
+                    self.metrics.proposals_pending.set(self.waiters.len() as i64);
+                }
+                Err(e) => {
+                    self.metrics.proposals_failed.inc();
+                    let _ = reply.send(Err(map_raft_error(e)));
+                }
+            },
+            Input::ConfChange { cc, reply } => {
+                if self.pending_conf.is_some() {
+                    let _ = reply.send(Err(ProposeError::Dropped("a membership change is in progress".into())));
+                    return;
+                }
+                match self.node.propose_conf_change(cc.clone()) {
+                    Ok(()) => self.pending_conf = Some((cc, reply)),
+                    Err(e) => {
+                        let _ = reply.send(Err(map_raft_error(e)));
+                    }
+                }
+            }
+            Input::ReadIndex { reply } => self.reads_queued.push(reply),
+            Input::TransferLeader { to, reply } => {
+                let _ = reply.send(self.node.transfer_leader(to).map_err(map_raft_error));
+            }
+            Input::Progress { reply } => {
+                let _ = reply.send(self.progress());
+            }
+            Input::Stop => {}
+        }
+    }
+
+    fn progress(&self) -> Result<Vec<PeerProgress>, ProposeError> {
+        let st = self.node.status();
+        if st.role != Role::Leader {
+            return Err(ProposeError::NotLeader(st.leader_id.filter(|l| *l != 0)));
+        }
+        Ok(st
+            .progress
+            .iter()
+            .map(|(id, p)| PeerProgress {
+                id: *id,
+                matched: p.matched,
+                recent_active: *id == st.id || p.recent_active,
+            })
+            .collect())
+    }
+
+    /// Sends all queued reads to the core as one ReadIndex request (they share one round).
+    fn issue_reads(&mut self) {
+        if self.reads_queued.is_empty() {
+            return;
+        }
+        let ctx = self.next_read_ctx;
+        self.next_read_ctx += 1;
+        match self.node.read_index(ctx.to_be_bytes().to_vec()) {
+            Ok(()) => {
+                let batch = std::mem::take(&mut self.reads_queued);
+                self.reads_in_core.insert(ctx, batch);
+            }
+            Err(e) => {
+                let err = map_raft_error(e);
+                for reply in self.reads_queued.drain(..) {
+                    let _ = reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+
+    fn observe_round_trip(&mut self, msg: &RaftMessage, now: Instant) {
+        if msg.round == 0 {
+            return;
+        }
+        if let Some(raft_message::Body::AppendEntriesResponse(_)) = &msg.body
+            && let Some(sent) = self.round_sent.get(&msg.round)
+        {
+            self.metrics
+                .peer_round_trip
+                .with_label_values(&[&format!("{:x}", msg.from)])
+                .observe(now.duration_since(*sent).as_secs_f64());
+        }
+    }
+
+    fn on_ready(&mut self) -> Result<(), String> {
+        if !self.node.has_ready() {
+            self.publish_status();
+            return Ok(());
+        }
+        let mut rd: Ready = self.node.ready();
+        if let Some(ss) = &rd.soft_state {
+            self.on_soft_state(ss.leader_id, ss.role);
+        }
+        if let Some(snapshot) = &rd.snapshot {
+            let index = snapshot.metadata.as_ref().map_or(0, |m| m.index);
+            self.storage.install_snapshot(snapshot).map_err(|e| format!("install snapshot: {e}"))?;
+            self.metrics.snapshots_installed.inc();
+            self.last_compacted = index;
+            self.refresh_peers();
+            info!(index, "installed snapshot from leader");
+        }
+        for entry in &rd.entries {
+            self.note_proposal_index(entry);
+        }
+        if !rd.entries.is_empty() || rd.hard_state.is_some() {
+            let started = Instant::now();
+            self.storage
+                .persist(rd.hard_state.as_ref(), &rd.entries)
+                .map_err(|e| format!("persist log: {e}"))?;
+            self.metrics.wal_fsync_duration.observe(started.elapsed().as_secs_f64());
+        }
+        // Only now, with entries and votes durable, may the messages that depend on them go out.
+        let now = Instant::now();
+        for msg in std::mem::take(&mut rd.messages) {
+            if msg.round != 0 && matches!(msg.body, Some(raft_message::Body::AppendEntries(_))) {
+                self.round_sent.entry(msg.round).or_insert(now);
+            }
+            self.peers.send(msg);
+        }
+        while self.round_sent.len() > 1024 {
+            self.round_sent.pop_first();
+        }
+        let committed = std::mem::take(&mut rd.committed_entries);
+        if !committed.is_empty() {
+            let started = Instant::now();
+            self.apply(&committed)?;
+            self.metrics.backend_commit_duration.observe(started.elapsed().as_secs_f64());
+        }
+        for rs in std::mem::take(&mut rd.read_states) {
+            let Ok(ctx_bytes) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) else { continue };
+            if let Some(batch) = self.reads_in_core.remove(&u64::from_be_bytes(ctx_bytes)) {
+                self.reads_waiting_apply.extend(batch.into_iter().map(|r| (rs.index, r)));
+            }
+        }
+        self.node.advance(rd);
+        self.answer_reads();
+        self.maybe_compact()?;
+        self.publish_status();
+        Ok(())
+    }
+
+    fn on_soft_state(&mut self, leader: Option<u64>, role: Role) {
+        let leader = leader.filter(|l| *l != 0);
+        self.metrics.has_leader.set(i64::from(leader.is_some()));
+        self.metrics.is_leader.set(i64::from(role == Role::Leader));
+        if leader != self.last_leader {
+            if leader.is_some() {
+                self.metrics.leader_changes.inc();
+            }
+            info!(leader = ?leader.map(|l| format!("{l:x}")), ?role, "leader changed");
+            self.last_leader = leader;
+        }
+        if role != Role::Leader {
+            // Reads in flight in the core are lost with leadership; their clients retry.
+            for (_, batch) in self.reads_in_core.drain() {
+                for reply in batch {
+                    let _ = reply.send(Err(ProposeError::LeaderChanged));
+                }
+            }
+        }
+    }
+
+    fn note_proposal_index(&mut self, entry: &Entry) {
+        if entry.entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
+            return;
+        }
+        if let Ok(id) = request_id(&entry.data)
+            && self.waiters.contains_key(&id)
+        {
+            self.proposed_at.insert(entry.index, id);
+        }
+    }
+
+    fn apply(&mut self, entries: &[Entry]) -> Result<(), String> {
+        for entry in entries {
+            self.metrics.proposals_committed.inc();
+            // A proposal of ours expected at this index but another entry landed there: it
+            // was overwritten by a newer leader and will never apply.
+            let expected = self.proposed_at.remove(&entry.index);
+            match entry.entry_type() {
+                EntryType::EntryNormal if entry.data.is_empty() => {
+                    self.kv.apply_noop(entry.index).map_err(|e| format!("apply no-op: {e}"))?;
+                }
+                EntryType::EntryNormal => self.apply_request(entry)?,
+                EntryType::EntryConfChange => self.apply_conf_change(entry)?,
+            }
+            if let Some(id) = expected
+                && request_id(&entry.data).ok() != Some(id)
+                && let Some(reply) = self.waiters.remove(&id)
+            {
+                self.metrics.proposals_failed.inc();
+                let _ = reply.send(Err(ProposeError::LeaderChanged));
+            }
+            self.metrics.proposals_applied.inc();
+        }
+        self.metrics.proposals_pending.set(self.waiters.len() as i64);
+        Ok(())
+    }
+
+    fn apply_request(&mut self, entry: &Entry) -> Result<(), String> {
+        let request = match InternalRequest::decode(entry.data.as_slice()) {
+            Ok(r) => r,
+            Err(e) => {
+                // Every member decodes the same bytes the same way, so skipping is consistent.
+                warn!(index = entry.index, error = %e, "undecodable entry; applying as no-op");
+                return self.kv.apply_noop(entry.index).map_err(|e| format!("apply no-op: {e}"));
+            }
+        };
+        let result = self.kv.apply(entry.index, &request);
+        let reply = self.waiters.remove(&request.id);
+        match result {
+            Ok(r) => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok(r));
+                }
+                Ok(())
+            }
+            Err(e) if e.is_request_error() => {
+                // The request itself was invalid (e.g. compacted revision): deterministic on
+                // every member, so it is an answer, not a failure of this member.
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(ProposeError::Apply(e.to_string())));
+                }
+                Ok(())
+            }
+            Err(e) => Err(format!("apply entry {}: {e}", entry.index)),
+        }
+    }
+
+    fn apply_conf_change(&mut self, entry: &Entry) -> Result<(), String> {
+        let cc = match ConfChange::decode(entry.data.as_slice()) {
+            Ok(cc) => cc,
+            Err(e) => {
+                warn!(index = entry.index, error = %e, "undecodable membership change; ignored");
+                return self.kv.apply_noop(entry.index).map_err(|e| format!("apply no-op: {e}"));
+            }
+        };
+        let conf_state = match self.node.apply_conf_change(&cc) {
+            Ok(cs) => cs,
+            Err(e) => {
+                warn!(index = entry.index, error = %e, "membership change rejected by core");
+                self.kv.apply_noop(entry.index).map_err(|e| format!("apply no-op: {e}"))?;
+                if let Some((_, reply)) = self.pending_conf.take() {
+                    let _ = reply.send(Err(map_raft_error(e)));
+                }
+                return Ok(());
+            }
+        };
+        let member = Member::decode(cc.context.as_slice()).ok();
+        self.kv
+            .apply_conf_change(entry.index, &conf_state, &cc, member.as_ref())
+            .map_err(|e| format!("apply membership change: {e}"))?;
+        info!(
+            index = entry.index,
+            node = format!("{:x}", cc.node_id),
+            change = ?cc.change_type(),
+            voters = ?conf_state.voters,
+            learners = ?conf_state.learners,
+            "membership changed"
+        );
+        self.refresh_peers();
+        if let Some((pending, reply)) = self.pending_conf.take() {
+            if pending.node_id == cc.node_id && pending.change_type == cc.change_type {
+                let _ = reply.send(Ok(conf_state));
+            } else {
+                self.pending_conf = Some((pending, reply));
+            }
+        }
+        Ok(())
+    }
+
+    /// Points the transport at the current members (after membership changes or a snapshot).
+    fn refresh_peers(&mut self) {
+        let my_id = self.node.status().id;
+        let members = match self.kv.members() {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(error = %e, "cannot read membership");
+                return;
+            }
+        };
+        let known: Vec<u64> = members.iter().map(|m| m.id).collect();
+        for m in &members {
+            if m.id != my_id
+                && let Some(url) = m.peer_urls.first()
+            {
+                self.peers.set_peer(m.id, url);
+            }
+        }
+        for id in self.peers.peer_ids() {
+            if !known.contains(&id) {
+                self.peers.remove_peer(id);
+            }
+        }
+    }
+
+    fn answer_reads(&mut self) {
+        if self.reads_waiting_apply.is_empty() {
+            return;
+        }
+        let applied = self.node.status().applied;
+        let (ready, waiting): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.reads_waiting_apply).into_iter().partition(|(i, _)| *i <= applied);
+        self.reads_waiting_apply = waiting;
+        for (index, reply) in ready {
+            let _ = reply.send(Ok(index));
+        }
+    }
+
+    /// Compacts the log once `snapshot_count` entries were applied since the last compaction,
+    /// keeping `catch_up_entries` so followers slightly behind need no snapshot.
+    fn maybe_compact(&mut self) -> Result<(), String> {
+        let applied = self.node.status().applied;
+        if applied < self.last_compacted + self.config.snapshot_count + self.config.catch_up_entries {
+            return Ok(());
+        }
+        let to = applied - self.config.catch_up_entries;
+        self.storage.compact(to).map_err(|e| format!("compact log: {e}"))?;
+        self.metrics.log_compactions.inc();
+        debug!(to, "compacted log");
+        self.last_compacted = to;
+        Ok(())
+    }
+
+    fn publish_status(&mut self) {
+        let st = self.node.status();
+        let conf = &st.conf_state;
+        let status = RaftStatus {
+            id: st.id,
+            term: st.term,
+            leader_id: st.leader_id.filter(|l| *l != 0),
+            is_leader: st.role == Role::Leader,
+            commit: st.commit,
+            applied: st.applied,
+            voters: conf.voters.clone(),
+            learners: conf.learners.clone(),
+            heartbeat: Some(Instant::now()),
+        };
+        self.metrics.term.set(st.term as i64);
+        self.metrics.applied_index.set(st.applied as i64);
+        self.metrics.committed_index.set(st.commit as i64);
+        self.status_tx.send_if_modified(|old| {
+            let changed = old.term != status.term
+                || old.leader_id != status.leader_id
+                || old.applied != status.applied
+                || old.commit != status.commit
+                || old.voters != status.voters
+                || old.learners != status.learners
+                || old.heartbeat.is_none_or(|h| h.elapsed() > Duration::from_millis(200));
+            *old = status;
+            changed
+        });
+    }
+
+    fn fail_all(&mut self, err: ProposeError) {
+        for (_, reply) in self.waiters.drain() {
+            let _ = reply.send(Err(err.clone()));
+        }
+        if let Some((_, reply)) = self.pending_conf.take() {
+            let _ = reply.send(Err(err.clone()));
+        }
+        for reply in self.reads_queued.drain(..) {
+            let _ = reply.send(Err(err.clone()));
+        }
+        for (_, batch) in self.reads_in_core.drain() {
+            for reply in batch {
+                let _ = reply.send(Err(err.clone()));
+            }
+        }
+        for (_, reply) in self.reads_waiting_apply.drain(..) {
+            let _ = reply.send(Err(err.clone()));
+        }
+    }
+}
+
+fn map_raft_error(e: RaftError) -> ProposeError {
+    match e {
+        RaftError::NotLeader { leader_hint } => ProposeError::NotLeader(leader_hint.filter(|l| *l != 0)),
+        other => ProposeError::Dropped(other.to_string()),
+    }
+}
+
+/// Reads only the request id (field 1) of an encoded [`InternalRequest`].
+fn request_id(data: &[u8]) -> Result<u64, prost::DecodeError> {
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct IdOnly {
+        #[prost(uint64, tag = "1")]
+        id: u64,
+    }
+    IdOnly::decode(data).map(|m| m.id)
+}
+
+fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+        & 0xff_ffff
+}

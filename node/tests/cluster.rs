@@ -1,0 +1,204 @@
+//! End-to-end tests of kvnode members over real gRPC on loopback with real redb files,
+//! driven by a third-party etcd client (the `etcd-client` crate).
+
+mod support;
+
+use std::time::Duration;
+
+use etcd_client::{Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp};
+use support::{TestCluster, eventually};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn put_get_delete_txn_through_etcd_client() {
+    let cluster = TestCluster::start(3).await;
+    cluster.wait_leader().await;
+    let mut c = cluster.client().await;
+
+    let put = c.put("foo", "bar", None).await.expect("put");
+    let rev1 = put.header().expect("header").revision();
+    assert!(rev1 >= 2, "first write bumps the revision past 1, got {rev1}");
+    let put = c.put("foo", "baz", Some(PutOptions::new().with_prev_key())).await.expect("put prev");
+    assert_eq!(put.prev_key().map(|kv| kv.value()), Some(&b"bar"[..]));
+
+    let got = c.get("foo", None).await.expect("get");
+    let kv = &got.kvs()[0];
+    assert_eq!((kv.value(), kv.version(), kv.create_revision()), (&b"baz"[..], 2, rev1));
+    assert_eq!(kv.mod_revision(), got.header().expect("header").revision());
+
+    for i in 0..10 {
+        c.put(format!("pre/{i:02}"), format!("v{i}"), None).await.expect("put prefix");
+    }
+    let all = c.get("pre/", Some(GetOptions::new().with_prefix())).await.expect("prefix");
+    assert_eq!(all.kvs().len(), 10);
+    let limited = c
+        .get("pre/", Some(GetOptions::new().with_prefix().with_limit(3).with_sort(SortTarget::Key, SortOrder::Descend)))
+        .await
+        .expect("limit");
+    assert_eq!(limited.kvs().len(), 3);
+    assert!(limited.more());
+    assert_eq!(limited.count(), 10);
+    assert_eq!(limited.kvs()[0].key(), b"pre/09");
+    let from_all = c.get("\0", Some(GetOptions::new().with_from_key().with_count_only())).await.expect("all");
+    assert_eq!(from_all.count(), 11);
+
+    let old = c.get("foo", Some(GetOptions::new().with_revision(rev1))).await.expect("historic get");
+    assert_eq!(old.kvs()[0].value(), b"bar");
+
+    let del = c.delete("pre/", Some(DeleteOptions::new().with_prefix().with_prev_key())).await.expect("delete");
+    assert_eq!(del.deleted(), 10);
+    assert_eq!(del.prev_kvs().len(), 10);
+
+    let txn = Txn::new()
+        .when([Compare::value("foo", CompareOp::Equal, "baz")])
+        .and_then([TxnOp::put("foo", "qux", None), TxnOp::get("foo", None)])
+        .or_else([TxnOp::put("foo", "wrong", None)]);
+    let resp = c.txn(txn).await.expect("txn");
+    assert!(resp.succeeded());
+    let txn = Txn::new()
+        .when([Compare::version("foo", CompareOp::Greater, 10)])
+        .and_then([TxnOp::put("foo", "wrong", None)])
+        .or_else([TxnOp::get("foo", None)]);
+    let resp = c.txn(txn).await.expect("txn else");
+    assert!(!resp.succeeded());
+    assert_eq!(c.get("foo", None).await.expect("get").kvs()[0].value(), b"qux");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_to_a_follower_are_forwarded_and_reads_are_linearizable_everywhere() {
+    let cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_leader().await;
+    let follower = (leader + 1) % 3;
+    let mut fc = cluster.client_of(follower).await;
+    fc.put("k", "from-follower", None).await.expect("forwarded put");
+    for i in 0..3 {
+        let mut c = cluster.client_of(i).await;
+        let got = c.get("k", None).await.expect("linearizable get");
+        assert_eq!(got.kvs()[0].value(), b"from-follower", "member {i}");
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_crash_keeps_cluster_writable_and_restart_recovers_every_acknowledged_write() {
+    let mut cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_leader().await;
+    let mut c = cluster.client().await;
+    let mut acked = Vec::new();
+    for i in 0..50 {
+        c.put(format!("k{i}"), format!("v{i}"), None).await.expect("put");
+        acked.push(i);
+    }
+    cluster.kill(leader);
+    let new_leader = cluster.wait_leader().await;
+    assert_ne!(new_leader, leader);
+    let mut c = cluster.client().await;
+    for i in 50..100 {
+        c.put(format!("k{i}"), format!("v{i}"), None).await.expect("put after failover");
+        acked.push(i);
+    }
+    cluster.start_member(leader).await;
+    let mut restarted = cluster.client_of(leader).await;
+    eventually("restarted member catches up", || {
+        let mut r = restarted.clone();
+        async move {
+            r.get("k", Some(GetOptions::new().with_prefix().with_count_only().with_serializable()))
+                .await
+                .map(|g| g.count() == 100)
+                .unwrap_or(false)
+        }
+    })
+    .await;
+    for i in acked {
+        let got = restarted.get(format!("k{i}"), None).await.expect("get");
+        assert_eq!(got.kvs()[0].value(), format!("v{i}").as_bytes());
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn follower_far_behind_catches_up_by_snapshot() {
+    let mut cluster = TestCluster::start_with(3, |f| f.snapshot_count = 20).await;
+    let leader = cluster.wait_leader().await;
+    let lagging = (leader + 1) % 3;
+    cluster.kill(lagging);
+    let mut c = cluster.client().await;
+    for i in 0..300 {
+        c.put(format!("s{i:03}"), "x", None).await.expect("put while follower down");
+    }
+    cluster.start_member(lagging).await;
+    let mut lc = cluster.client_of(lagging).await;
+    eventually("lagging member has all keys", || {
+        let mut r = lc.clone();
+        async move {
+            r.get("s", Some(GetOptions::new().with_prefix().with_count_only().with_serializable()))
+                .await
+                .map(|g| g.count() == 300)
+                .unwrap_or(false)
+        }
+    })
+    .await;
+    assert!(
+        cluster.member(lagging).metrics.snapshots_installed.get() >= 1,
+        "the lagging member must have caught up through InstallSnapshot"
+    );
+    let got = lc.get("s299", None).await.expect("linearizable read on caught-up member");
+    assert_eq!(got.kvs().len(), 1);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_requests_get_etcd_errors_and_the_member_keeps_serving() {
+    let cluster = TestCluster::start_with(1, |f| {
+        f.max_request_bytes = 4096;
+        f.max_txn_ops = 4;
+    })
+    .await;
+    cluster.wait_leader().await;
+    let mut c = cluster.client().await;
+
+    let err = c.put("", "v", None).await.expect_err("empty key");
+    assert!(err.to_string().contains("etcdserver: key is not provided"), "{err}");
+
+    let err = c.put("big", vec![0u8; 8192], None).await.expect_err("too large");
+    assert!(err.to_string().contains("etcdserver: request is too large"), "{err}");
+
+    let ops: Vec<TxnOp> = (0..5).map(|i| TxnOp::put(format!("t{i}"), "v", None)).collect();
+    let err = c.txn(Txn::new().and_then(ops)).await.expect_err("too many ops");
+    assert!(err.to_string().contains("etcdserver: too many operations in txn request"), "{err}");
+
+    for i in 0..5 {
+        c.put("rev", format!("{i}"), None).await.expect("put");
+    }
+    let head = c.get("rev", None).await.expect("get").header().expect("h").revision();
+    c.compact(head - 1, None).await.expect("compact");
+    let err = c.get("rev", Some(GetOptions::new().with_revision(head - 3))).await.expect_err("compacted");
+    assert!(err.to_string().contains("etcdserver: mvcc: required revision has been compacted"), "{err}");
+    let err = c.get("rev", Some(GetOptions::new().with_revision(head + 100))).await.expect_err("future");
+    assert!(err.to_string().contains("etcdserver: mvcc: required revision is a future revision"), "{err}");
+
+    assert_eq!(c.get("rev", None).await.expect("still serving").kvs()[0].value(), b"4");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn minority_side_fails_fast_with_no_leader() {
+    let mut cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_leader().await;
+    let survivor = (leader + 1) % 3;
+    for i in 0..3 {
+        if i != survivor {
+            cluster.kill(i);
+        }
+    }
+    let mut c = cluster.client_of(survivor).await;
+    let started = std::time::Instant::now();
+    let err = c.put("x", "y", None).await.expect_err("no quorum");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("etcdserver: no leader") || msg.contains("etcdserver: request timed out"),
+        "unexpected error: {msg}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(15), "must fail within a bounded time");
+    cluster.shutdown().await;
+}

@@ -1,0 +1,151 @@
+//! The real `etcdctl` binary (Debian's `etcd-client` package) against an in-process cluster:
+//! if etcd's own command-line client works unmodified, the wire protocol is right.
+//!
+//! `scripts/test.sh` installs etcdctl and sets `RAFTKV_REQUIRE_ETCDCTL=1`, making its absence a
+//! failure; run directly without it, the test says it skipped.
+
+mod support;
+
+use std::process::Command;
+
+use support::{TestCluster, eventually};
+
+fn etcdctl_available() -> bool {
+    let found = Command::new("etcdctl").arg("version").output().is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("RAFTKV_REQUIRE_ETCDCTL").is_none(),
+            "etcdctl is required (RAFTKV_REQUIRE_ETCDCTL is set) but was not found"
+        );
+        eprintln!("SKIPPED: etcdctl not installed (apt-get install etcd-client)");
+    }
+    found
+}
+
+/// Runs etcdctl against `endpoints`, feeding `stdin`; returns (success, stdout+stderr).
+async fn etcdctl(endpoints: &[String], args: &[&str], stdin: Option<&str>) -> (bool, String) {
+    let endpoints = endpoints.join(",");
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let stdin = stdin.map(str::to_string);
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={endpoints}"))
+            .arg("--command-timeout=10s")
+            .args(&args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn etcdctl");
+        if let Some(mut pipe) = child.stdin.take() {
+            if let Some(input) = stdin {
+                pipe.write_all(input.as_bytes()).expect("write stdin");
+            }
+        }
+        let out = child.wait_with_output().expect("etcdctl output");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    })
+    .await
+    .expect("join")
+}
+
+async fn ok(endpoints: &[String], args: &[&str]) -> String {
+    let (success, out) = etcdctl(endpoints, args, None).await;
+    assert!(success, "etcdctl {args:?} failed: {out}");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn etcdctl_kv_commands() {
+    if !etcdctl_available() {
+        return;
+    }
+    let cluster = TestCluster::start(3).await;
+    cluster.wait_leader().await;
+    let eps = cluster.endpoints();
+
+    assert_eq!(ok(&eps, &["put", "greeting", "hello"]).await.trim(), "OK");
+    assert_eq!(ok(&eps, &["get", "greeting", "--print-value-only"]).await.trim(), "hello");
+    for i in 0..5 {
+        ok(&eps, &["put", &format!("dir/{i}"), &format!("v{i}")]).await;
+    }
+    let out = ok(&eps, &["get", "dir/", "--prefix", "--keys-only"]).await;
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["dir/0", "dir/1", "dir/2", "dir/3", "dir/4"]);
+    let out = ok(&eps, &["get", "dir/", "--prefix", "--limit=2", "--keys-only"]).await;
+    assert_eq!(out.split_whitespace().count(), 2, "{out}");
+
+    let json = ok(&eps, &["get", "greeting", "-w", "json"]).await;
+    let rev_at_greeting: i64 = json
+        .split("\"mod_revision\":")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|s| s.parse().ok())
+        .expect("mod_revision in json");
+    ok(&eps, &["put", "greeting", "changed"]).await;
+    let out = ok(&eps, &["get", "greeting", "--print-value-only", &format!("--rev={rev_at_greeting}")]).await;
+    assert_eq!(out.trim(), "hello");
+
+    assert_eq!(ok(&eps, &["del", "dir/", "--prefix"]).await.trim(), "5");
+    let txn = "value(\"greeting\") = \"changed\"\n\nput txn-result yes\n\nput txn-result no\n\n";
+    let (success, out) = etcdctl(&eps, &["txn"], Some(txn)).await;
+    assert!(success, "txn failed: {out}");
+    assert!(out.starts_with("SUCCESS"), "{out}");
+    assert_eq!(ok(&eps, &["get", "txn-result", "--print-value-only"]).await.trim(), "yes");
+
+    let (success, out) = etcdctl(&eps, &["put", "", "v"], None).await;
+    assert!(!success && out.contains("key is not provided"), "{out}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn etcdctl_cluster_and_maintenance_commands() {
+    if !etcdctl_available() {
+        return;
+    }
+    let mut cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_leader().await;
+    let eps = cluster.endpoints();
+
+    let out = ok(&eps, &["member", "list"]).await;
+    assert_eq!(out.lines().count(), 3, "{out}");
+    for i in 0..3 {
+        assert!(out.contains(&format!("{:x}", cluster.member(i).id)), "{out}");
+    }
+    let out = ok(&eps, &["endpoint", "health"]).await;
+    assert_eq!(out.matches("is healthy").count(), 3, "{out}");
+    let out = ok(&eps, &["endpoint", "status"]).await;
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert_eq!(out.matches(", true, ").count(), 1, "exactly one leader: {out}");
+
+    let target = (leader + 1) % 3;
+    let target_id = format!("{:x}", cluster.member(target).id);
+    let out = ok(&eps, &["move-leader", &target_id]).await;
+    assert!(out.contains("Leadership transferred"), "{out}");
+    assert_eq!(cluster.wait_leader().await, target);
+
+    let (slot, peer_url) = cluster.new_joiner_slot().await;
+    let out = ok(&eps, &["member", "add", "m3", &format!("--peer-urls={peer_url}"), "--learner"]).await;
+    let new_id = out
+        .split_whitespace()
+        .skip_while(|w| *w != "Member")
+        .nth(1)
+        .expect("member id in output")
+        .to_string();
+    cluster.start_member(slot).await;
+    let eps_now = eps.clone();
+    let id = new_id.clone();
+    eventually("etcdctl promotes the learner", || {
+        let eps = eps_now.clone();
+        let id = id.clone();
+        async move { etcdctl(&eps, &["member", "promote", &id], None).await.0 }
+    })
+    .await;
+    let out = ok(&eps, &["member", "remove", &new_id]).await;
+    assert!(out.contains("removed"), "{out}");
+    let out = ok(&eps, &["member", "list"]).await;
+    assert_eq!(out.lines().count(), 3, "{out}");
+    cluster.shutdown().await;
+}

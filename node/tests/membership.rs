@@ -1,0 +1,89 @@
+//! Membership changes through etcd's Cluster API on a live cluster: add a learner, let it catch
+//! up, promote it, remove a member, and check every member agrees.
+
+mod support;
+
+use etcd_client::{GetOptions, MemberAddOptions};
+use support::{TestCluster, eventually};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn add_learner_promote_and_remove_a_member() {
+    let mut cluster = TestCluster::start(3).await;
+    cluster.wait_leader().await;
+    let mut c = cluster.client().await;
+    for i in 0..20 {
+        c.put(format!("m{i}"), "v", None).await.expect("put");
+    }
+
+    let (slot, peer_url) = cluster.new_joiner_slot().await;
+    let added = c
+        .member_add([peer_url.clone()], Some(MemberAddOptions::new().with_is_learner()))
+        .await
+        .expect("member add learner");
+    let new_id = added.member().expect("member").id();
+    assert!(added.member().expect("member").is_learner());
+    assert_eq!(added.member_list().len(), 4);
+
+    // A learner that has not started cannot be promoted yet.
+    let err = c.member_promote(new_id).await.expect_err("not ready");
+    assert!(err.to_string().contains("can only promote a learner member which is in sync with leader"), "{err}");
+
+    cluster.start_member(slot).await;
+    assert_eq!(cluster.member(slot).id, new_id, "joiner discovered its id from the cluster");
+    let mut lc = cluster.client_of(slot).await;
+    eventually("learner replicates the data", || {
+        let mut r = lc.clone();
+        async move {
+            r.get("m", Some(GetOptions::new().with_prefix().with_count_only().with_serializable()))
+                .await
+                .map(|g| g.count() == 20)
+                .unwrap_or(false)
+        }
+    })
+    .await;
+
+    eventually("learner promoted", || {
+        let mut c = c.clone();
+        async move { c.member_promote(new_id).await.is_ok() }
+    })
+    .await;
+    let list = c.member_list().await.expect("list");
+    let joined = list.members().iter().find(|m| m.id() == new_id).expect("listed");
+    assert!(!joined.is_learner());
+    eventually("joiner published its name and client URL", || {
+        let mut c = c.clone();
+        async move {
+            c.member_list().await.is_ok_and(|l| {
+                l.members().iter().any(|m| m.id() == new_id && m.name() == "m3" && !m.client_urls().is_empty())
+            })
+        }
+    })
+    .await;
+
+    // Remove one founding member (not the leader), then keep writing with four voters left.
+    let leader = cluster.wait_leader().await;
+    let victim = (0..3).find(|i| *i != leader).expect("a follower");
+    let victim_id = cluster.member(victim).id;
+    c.member_remove(victim_id).await.expect("member remove");
+    let victim_kv = cluster.member(victim).handle.clone();
+    eventually("victim applies its own removal", || {
+        let st = victim_kv.status();
+        async move { !st.voters.contains(&victim_id) && !st.learners.contains(&victim_id) }
+    })
+    .await;
+    cluster.stop(victim).await;
+    let list = c.member_list().await.expect("list");
+    assert_eq!(list.members().len(), 3);
+    assert!(list.members().iter().all(|m| m.id() != victim_id));
+    c.put("after-remove", "ok", None).await.expect("write after remove");
+
+    // A removed member's data dir must not rejoin under its old identity.
+    let flags = cluster.slots[victim].flags.clone();
+    let listeners = support::bind_exact(&flags).await;
+    match kvnode::server::member::start(flags, listeners).await {
+        Err(kvnode::server::member::StartError::Removed(id)) => assert_eq!(id, victim_id),
+        Err(other) => panic!("unexpected start error: {other}"),
+        Ok(_) => panic!("a removed member restarted under its old identity"),
+    }
+    cluster.shutdown().await;
+}

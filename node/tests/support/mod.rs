@@ -1,0 +1,206 @@
+//! An in-process cluster for integration tests: real members (real redb files in temp dirs,
+//! real gRPC on loopback ports picked at runtime) that can be killed and restarted.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use kvnode::config::{Cli, InitialClusterState, NodeFlags};
+use kvnode::server::member::{self, Listeners, RunningMember};
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+
+/// One member slot: its flags (fixed ports, data dir) and the running member, if up.
+pub struct Slot {
+    pub flags: NodeFlags,
+    pub member: Option<RunningMember>,
+}
+
+/// A cluster of in-process members.
+pub struct TestCluster {
+    pub dir: TempDir,
+    pub slots: Vec<Slot>,
+    pub token: String,
+}
+
+async fn free_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    l.local_addr().expect("addr")
+}
+
+fn default_flags() -> NodeFlags {
+    Cli::try_parse_from(["kvnode"]).expect("defaults").node
+}
+
+/// Flags with fast timers so tests elect and fail over quickly.
+pub fn test_flags(name: &str, dir: &std::path::Path, client: SocketAddr, peer: SocketAddr, metrics: SocketAddr) -> NodeFlags {
+    NodeFlags {
+        name: name.to_string(),
+        data_dir: dir.join(name),
+        listen_client_urls: vec![format!("http://{client}")],
+        advertise_client_urls: vec![format!("http://{client}")],
+        listen_peer_urls: vec![format!("http://{peer}")],
+        initial_advertise_peer_urls: vec![format!("http://{peer}")],
+        listen_metrics_urls: vec![format!("http://{metrics}")],
+        heartbeat_interval: 20,
+        election_timeout: 200,
+        ..default_flags()
+    }
+}
+
+impl TestCluster {
+    /// Starts `n` founding members.
+    pub async fn start(n: usize) -> Self {
+        Self::start_with(n, |_| {}).await
+    }
+
+    /// Starts `n` founding members, letting the caller adjust each member's flags.
+    pub async fn start_with(n: usize, adjust: impl Fn(&mut NodeFlags)) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut slots = Vec::new();
+        for i in 0..n {
+            let (c, p, m) = (free_addr().await, free_addr().await, free_addr().await);
+            let mut flags = test_flags(&format!("m{i}"), dir.path(), c, p, m);
+            adjust(&mut flags);
+            slots.push(Slot { flags, member: None });
+        }
+        let initial = slots
+            .iter()
+            .map(|s| format!("{}={}", s.flags.name, s.flags.initial_advertise_peer_urls[0]))
+            .collect::<Vec<_>>()
+            .join(",");
+        let token = format!("test-{}", std::process::id());
+        for s in &mut slots {
+            s.flags.initial_cluster = initial.clone();
+            s.flags.initial_cluster_token = token.clone();
+            s.flags.initial_cluster_state = InitialClusterState::New;
+        }
+        let mut cluster = Self { dir, slots, token };
+        for i in 0..n {
+            cluster.start_member(i).await;
+        }
+        cluster
+    }
+
+    /// (Re)starts member `i` from its data dir.
+    pub async fn start_member(&mut self, i: usize) {
+        let flags = self.slots[i].flags.clone();
+        let listeners = bind_exact(&flags).await;
+        let m = member::start(flags, listeners).await.expect("member starts");
+        self.slots[i].member = Some(m);
+    }
+
+    /// Crashes member `i`: no leadership hand-off, nothing flushed beyond what Raft fsync'd.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(m) = self.slots[i].member.take() {
+            m.kill();
+        }
+    }
+
+    /// Stops member `i` gracefully.
+    pub async fn stop(&mut self, i: usize) {
+        if let Some(m) = self.slots[i].member.take() {
+            m.stop().await;
+        }
+    }
+
+    pub fn member(&self, i: usize) -> &RunningMember {
+        self.slots[i].member.as_ref().expect("member running")
+    }
+
+    pub fn endpoint(&self, i: usize) -> String {
+        self.slots[i].flags.advertise_client_urls[0].clone()
+    }
+
+    /// Client endpoints of the running members.
+    pub fn endpoints(&self) -> Vec<String> {
+        (0..self.slots.len()).filter(|i| self.slots[*i].member.is_some()).map(|i| self.endpoint(i)).collect()
+    }
+
+    /// Waits until the running members agree on one leader; returns its slot.
+    pub async fn wait_leader(&self) -> usize {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let running: Vec<(usize, &RunningMember)> =
+                self.slots.iter().enumerate().filter_map(|(i, s)| s.member.as_ref().map(|m| (i, m))).collect();
+            let leaders: Vec<Option<u64>> = running.iter().map(|(_, m)| m.handle.status().leader_id).collect();
+            if let Some(Some(l)) = leaders.first()
+                && leaders.iter().all(|x| *x == Some(*l))
+                && let Some((i, _)) = running.iter().find(|(_, m)| m.id == *l && m.handle.status().is_leader)
+            {
+                return *i;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no agreed leader within 20s: {leaders:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// An etcd-client connected to every running member.
+    pub async fn client(&self) -> etcd_client::Client {
+        etcd_client::Client::connect(self.endpoints(), None).await.expect("client connects")
+    }
+
+    /// An etcd-client connected to member `i` only.
+    pub async fn client_of(&self, i: usize) -> etcd_client::Client {
+        etcd_client::Client::connect([self.endpoint(i)], None).await.expect("client connects")
+    }
+
+    /// Stops every running member.
+    pub async fn shutdown(mut self) {
+        for i in 0..self.slots.len() {
+            self.stop(i).await;
+        }
+    }
+}
+
+/// Binds exactly the ports in `flags` (a restarted member keeps its addresses).
+pub async fn bind_exact(flags: &NodeFlags) -> Listeners {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match Listeners::bind(flags).await {
+            Ok(l) => return l,
+            Err(e) => {
+                assert!(tokio::time::Instant::now() < deadline, "cannot rebind: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Polls `check` until it is true or `what` times out after 20 s.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+impl TestCluster {
+    /// Prepares a slot for a new member that will join with `--initial-cluster-state existing`
+    /// (the caller adds it with MemberAdd first); returns its slot index and peer URL.
+    pub async fn new_joiner_slot(&mut self) -> (usize, String) {
+        let i = self.slots.len();
+        let (c, p, m) = (free_addr().await, free_addr().await, free_addr().await);
+        let mut flags = test_flags(&format!("m{i}"), self.dir.path(), c, p, m);
+        let mut initial: Vec<String> = self
+            .slots
+            .iter()
+            .filter(|s| s.member.is_some())
+            .map(|s| format!("{}={}", s.flags.name, s.flags.initial_advertise_peer_urls[0]))
+            .collect();
+        initial.push(format!("{}={}", flags.name, flags.initial_advertise_peer_urls[0]));
+        flags.initial_cluster = initial.join(",");
+        flags.initial_cluster_token = self.token.clone();
+        flags.initial_cluster_state = InitialClusterState::Existing;
+        let url = flags.initial_advertise_peer_urls[0].clone();
+        self.slots.push(Slot { flags, member: None });
+        (i, url)
+    }
+}
