@@ -83,9 +83,9 @@ pub(crate) struct Raft<S: Storage> {
     pub(crate) msgs: Vec<RaftMessage>,
     pub(crate) read_states: Vec<ReadState>,
     read_only: ReadOnly,
-    election_elapsed: usize,
+    pub(crate) election_elapsed: usize,
     heartbeat_elapsed: usize,
-    randomized_election_timeout: usize,
+    pub(crate) randomized_election_timeout: usize,
     election_tick: usize,
     heartbeat_tick: usize,
     check_quorum: bool,
@@ -212,6 +212,12 @@ impl<S: Storage> Raft<S> {
         self.leader_id = leader_id;
         tracing::debug!(id = self.id, term, leader_id, "became follower");
         Ok(())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn become_follower_for_test(&mut self) {
+        let term = self.term;
+        let _ = self.become_follower(term, 0);
     }
 
     fn become_pre_candidate(&mut self) {
@@ -401,17 +407,17 @@ impl<S: Storage> Raft<S> {
                 self.become_follower(term, lead)?;
             }
         } else if term < self.term {
+            // Figure 2: "reply false if term < currentTerm". The reply carries our term, so a
+            // stale leader or candidate (say, one that was partitioned away) learns it.
             match &body {
-                // Tell a stale leader (or pre-candidate) about the newer term, so a node that
-                // was partitioned away learns it instead of waiting forever.
-                Body::AppendEntries(_) if self.check_quorum || self.pre_vote => self.send(
+                Body::AppendEntries(_) => self.send(
                     m.from,
                     Body::AppendEntriesResponse(AppendEntriesResponse {
                         term: self.term,
                         ..Default::default()
                     }),
                 ),
-                Body::InstallSnapshot(s) if self.check_quorum || self.pre_vote => self.send(
+                Body::InstallSnapshot(s) => self.send(
                     m.from,
                     Body::InstallSnapshotResponse(InstallSnapshotResponse {
                         term: self.term,
@@ -419,12 +425,12 @@ impl<S: Storage> Raft<S> {
                         ..Default::default()
                     }),
                 ),
-                Body::RequestVote(rv) if rv.pre_vote => self.send(
+                Body::RequestVote(rv) => self.send(
                     m.from,
                     Body::RequestVoteResponse(RequestVoteResponse {
                         term: self.term,
                         vote_granted: false,
-                        pre_vote: true,
+                        pre_vote: rv.pre_vote,
                     }),
                 ),
                 _ => tracing::trace!(id = self.id, from = m.from, term, "ignoring message with stale term"),
@@ -848,14 +854,16 @@ impl<S: Storage> Raft<S> {
             }
         } else {
             // No news (a heartbeat answer or a duplicate). Make sure lost appends cannot stall
-            // a full window, and keep a lagging follower fed.
+            // a full window, and keep a lagging follower fed: if everything was sent already,
+            // an empty append at nextIndex finds out whether it arrived (a gap is rejected and
+            // sends the leader back to probing).
             match pr.state {
                 ProgressState::Replicate if pr.inflights.full() => pr.inflights.free_first_one(),
                 ProgressState::Probe => pr.probe_sent = false,
                 _ => {}
             }
             if pr.matched < last {
-                self.maybe_send_append(from, false)?;
+                self.maybe_send_append(from, true)?;
             }
         }
         Ok(())

@@ -263,6 +263,21 @@ impl<S: Storage> RawNode<S> {
     pub fn storage(&self) -> &S {
         &self.raft.log.storage
     }
+
+    #[cfg(test)]
+    pub(crate) fn ready_snapshot_pending_for_test(&self) -> Option<&Snapshot> {
+        self.raft.log.unstable.snapshot.as_ref()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn raft(&self) -> &Raft<S> {
+        &self.raft
+    }
+
+    #[cfg(test)]
+    pub(crate) fn raft_mut(&mut self) -> &mut Raft<S> {
+        &mut self.raft
+    }
 }
 
 /// Upper bound on the encoded size of committed entries handed out in one `Ready`.
