@@ -49,3 +49,63 @@ pub trait Storage {
     /// `SnapshotTemporarilyUnavailable`.
     fn snapshot(&self, request_index: u64) -> Result<Snapshot, StorageError>;
 }
+
+impl<T: Storage + ?Sized> Storage for &T {
+    fn initial_state(&self) -> Result<RaftState, StorageError> {
+        (**self).initial_state()
+    }
+    fn entries(&self, low: u64, high: u64, max_bytes: Option<u64>) -> Result<Vec<Entry>, StorageError> {
+        (**self).entries(low, high, max_bytes)
+    }
+    fn term(&self, index: u64) -> Result<u64, StorageError> {
+        (**self).term(index)
+    }
+    fn first_index(&self) -> Result<u64, StorageError> {
+        (**self).first_index()
+    }
+    fn last_index(&self) -> Result<u64, StorageError> {
+        (**self).last_index()
+    }
+    fn snapshot(&self, request_index: u64) -> Result<Snapshot, StorageError> {
+        (**self).snapshot(request_index)
+    }
+}
+
+/// Lets the driver keep a handle on the storage it writes to while the core reads from it.
+impl<T: Storage + ?Sized> Storage for std::sync::Arc<T> {
+    fn initial_state(&self) -> Result<RaftState, StorageError> {
+        (**self).initial_state()
+    }
+    fn entries(&self, low: u64, high: u64, max_bytes: Option<u64>) -> Result<Vec<Entry>, StorageError> {
+        (**self).entries(low, high, max_bytes)
+    }
+    fn term(&self, index: u64) -> Result<u64, StorageError> {
+        (**self).term(index)
+    }
+    fn first_index(&self) -> Result<u64, StorageError> {
+        (**self).first_index()
+    }
+    fn last_index(&self) -> Result<u64, StorageError> {
+        (**self).last_index()
+    }
+    fn snapshot(&self, request_index: u64) -> Result<Snapshot, StorageError> {
+        (**self).snapshot(request_index)
+    }
+}
+
+/// Truncates `entries` so that their total encoded size stays within `max_bytes`, keeping at
+/// least one entry: the rule [`Storage::entries`] implementations share, so a single huge
+/// entry still makes progress.
+pub fn limit_size(entries: &mut Vec<Entry>, max_bytes: Option<u64>) {
+    let Some(max) = max_bytes else { return };
+    let mut total: u64 = 0;
+    let keep = entries
+        .iter()
+        .position(|e| {
+            total = total.saturating_add(prost::Message::encoded_len(e) as u64);
+            total > max
+        })
+        .unwrap_or(entries.len())
+        .max(1);
+    entries.truncate(keep);
+}

@@ -1,0 +1,70 @@
+//! The initial state of a brand-new cluster.
+//!
+//! Every founding member starts from the same log: one ADD_NODE conf change per founding
+//! voter at term 1, already committed. Because the membership is in the log (not only in a
+//! side record), a member that joins later and replays the log from index 1 reconstructs it
+//! exactly.
+
+use prost::Message as _;
+
+use crate::proto::raftpb::{ConfChange, ConfChangeType, ConfState, Entry, EntryType, HardState};
+
+use super::error::RaftError;
+
+/// What a founding member persists before starting its node with `applied = 0`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bootstrap {
+    pub entries: Vec<Entry>,
+    pub hard_state: HardState,
+    pub conf_state: ConfState,
+}
+
+/// The shared initial log of a cluster founded by `voters` (order does not matter).
+pub fn bootstrap(voters: &[u64]) -> Result<Bootstrap, RaftError> {
+    let mut ids = voters.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() || ids.contains(&0) {
+        return Err(RaftError::InvalidConfig("bootstrap needs at least one voter and no id 0".into()));
+    }
+    let entries: Vec<Entry> = ids
+        .iter()
+        .zip(1u64..)
+        .map(|(&id, index)| Entry {
+            term: 1,
+            index,
+            entry_type: EntryType::EntryConfChange as i32,
+            data: ConfChange {
+                change_type: ConfChangeType::ConfChangeAddNode as i32,
+                node_id: id,
+                context: Vec::new(),
+            }
+            .encode_to_vec(),
+        })
+        .collect();
+    let commit = entries.len() as u64;
+    Ok(Bootstrap {
+        entries,
+        hard_state: HardState { current_term: 1, voted_for: 0, commit },
+        conf_state: ConfState { voters: ids, learners: Vec::new() },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bootstrap_is_identical_for_every_member() {
+        let a = bootstrap(&[3, 1, 2]).unwrap();
+        let b = bootstrap(&[1, 2, 3, 2]).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.entries.len(), 3);
+        assert_eq!(a.hard_state.commit, 3);
+        assert_eq!(a.conf_state.voters, vec![1, 2, 3]);
+        let cc = ConfChange::decode(a.entries[1].data.as_slice()).unwrap();
+        assert_eq!(cc.node_id, 2);
+        assert!(bootstrap(&[]).is_err());
+        assert!(bootstrap(&[0, 1]).is_err());
+    }
+}

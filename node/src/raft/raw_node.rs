@@ -1,0 +1,286 @@
+//! The driver-facing interface: inputs (`tick`, `step`, `propose`, ...) and the `Ready` /
+//! `advance` handshake that hands out what must be persisted, sent and applied.
+//!
+//! Driver contract, for every `Ready`: persist `snapshot`, `entries` and `hard_state`
+//! (fsync), THEN send `messages` and apply `committed_entries` (calling
+//! [`RawNode::apply_conf_change`] for conf-change entries, in order), THEN call
+//! [`RawNode::advance`] with the `Ready` before asking for the next one. Messages are only
+//! released this way, so nothing a peer sees depends on state that a crash could lose.
+
+use std::collections::BTreeMap;
+
+use crate::proto::raftpb::{ConfChange, ConfState, Entry, HardState, RaftMessage, Snapshot};
+
+use super::config::Config;
+use super::core::{Raft, Role, SoftState};
+use super::error::RaftError;
+use super::progress::ProgressState;
+use super::read_only::ReadState;
+use super::storage::Storage;
+use super::unstable::snapshot_index_term;
+
+/// What the core hands the driver in one round.
+#[derive(Debug, Default)]
+pub struct Ready {
+    /// Leader or role changed (not persisted).
+    pub soft_state: Option<SoftState>,
+    /// currentTerm / votedFor / commit changed: persist before sending `messages`.
+    pub hard_state: Option<HardState>,
+    /// New log entries to append to stable storage (replacing any conflicting suffix).
+    pub entries: Vec<Entry>,
+    /// A snapshot received from the leader: persist it (replacing the log) and restore the
+    /// state machine from it before applying `committed_entries`.
+    pub snapshot: Option<Snapshot>,
+    /// Entries known committed, in index order, to apply to the state machine.
+    pub committed_entries: Vec<Entry>,
+    /// Messages to send once the above is persisted.
+    pub messages: Vec<RaftMessage>,
+    /// Confirmed ReadIndex requests.
+    pub read_states: Vec<ReadState>,
+    /// What `advance` marks done. Kept apart from the public fields so the driver may move
+    /// those out of the `Ready` without confusing `advance`.
+    marks: Marks,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Marks {
+    last_entry: Option<(u64, u64)>,
+    snapshot_index: Option<u64>,
+    last_committed: Option<u64>,
+}
+
+impl Ready {
+    /// Nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.soft_state.is_none()
+            && self.hard_state.is_none()
+            && self.entries.is_empty()
+            && self.snapshot.is_none()
+            && self.committed_entries.is_empty()
+            && self.messages.is_empty()
+            && self.read_states.is_empty()
+    }
+}
+
+/// The leader's view of one member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgressStatus {
+    pub matched: u64,
+    pub next: u64,
+    pub state: ProgressState,
+    pub recent_active: bool,
+    pub inflight: usize,
+    pub is_learner: bool,
+}
+
+/// A snapshot of the node's state for observability and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub id: u64,
+    pub term: u64,
+    pub vote: u64,
+    pub commit: u64,
+    pub applied: u64,
+    pub last_index: u64,
+    pub role: Role,
+    pub leader_id: Option<u64>,
+    pub conf_state: ConfState,
+    /// Per-member progress; filled on the leader only.
+    pub progress: BTreeMap<u64, ProgressStatus>,
+    pub lead_transferee: Option<u64>,
+    /// ReadIndex requests accepted but not yet confirmed.
+    pub pending_reads: usize,
+}
+
+/// One Raft node, driven from outside: no I/O, no clock, no threads.
+pub struct RawNode<S: Storage> {
+    raft: Raft<S>,
+    prev_soft: SoftState,
+    prev_hard: HardState,
+}
+
+impl<S: Storage> RawNode<S> {
+    /// Restarts (or starts) a node from what `storage` holds: hard state, membership,
+    /// commit index. `config.applied` says how far the state machine already got.
+    pub fn new(config: &Config, storage: S) -> Result<Self, RaftError> {
+        let prev_hard = storage.initial_state()?.hard_state;
+        let raft = Raft::new(config, storage)?;
+        let prev_soft = raft.soft_state();
+        Ok(Self { raft, prev_soft, prev_hard })
+    }
+
+    /// Advances logical time by one tick (elections, heartbeats, check-quorum).
+    pub fn tick(&mut self) {
+        if let Err(e) = self.raft.tick() {
+            tracing::error!(id = self.raft.id, error = %e, "tick failed");
+        }
+    }
+
+    /// Feeds a message from a peer. Stale or hostile messages are ignored (`Ok`) or
+    /// reported as [`RaftError::InvalidMessage`]; they never corrupt state.
+    pub fn step(&mut self, msg: RaftMessage) -> Result<(), RaftError> {
+        self.raft.step(msg)
+    }
+
+    /// Proposes a command (leader only).
+    pub fn propose(&mut self, data: Vec<u8>) -> Result<(), RaftError> {
+        self.raft.propose(data)
+    }
+
+    /// Proposes a single-server membership change (leader only, one at a time).
+    pub fn propose_conf_change(&mut self, cc: ConfChange) -> Result<(), RaftError> {
+        self.raft.propose_conf_change(&cc)
+    }
+
+    /// Applies a committed conf-change entry; call it when applying that entry. Returns the
+    /// new membership, which the driver persists together with its applied index.
+    pub fn apply_conf_change(&mut self, cc: &ConfChange) -> Result<ConfState, RaftError> {
+        self.raft.apply_conf_change(cc)
+    }
+
+    /// Asks for a linearizable read point; answered through `Ready::read_states`.
+    pub fn read_index(&mut self, ctx: Vec<u8>) -> Result<(), RaftError> {
+        self.raft.read_index(ctx)
+    }
+
+    /// Hands leadership to `to` once it has caught up (leader only).
+    pub fn transfer_leader(&mut self, to: u64) -> Result<(), RaftError> {
+        self.raft.transfer_leader(to)
+    }
+
+    /// Starts an election now (pre-vote first when enabled).
+    pub fn campaign(&mut self) -> Result<(), RaftError> {
+        self.raft.hup(false)
+    }
+
+    /// Whether `ready` has anything to hand out.
+    pub fn has_ready(&self) -> bool {
+        let r = &self.raft;
+        r.soft_state() != self.prev_soft
+            || r.hard_state() != self.prev_hard
+            || !r.log.unstable.next_entries().is_empty()
+            || r.log.unstable.next_snapshot().is_some()
+            || !r.msgs.is_empty()
+            || r.log.has_next_committed_entries()
+            || !r.read_states.is_empty()
+    }
+
+    /// Takes everything that is ready. See the module docs for what the driver must do with it.
+    pub fn ready(&mut self) -> Ready {
+        let r = &mut self.raft;
+        let soft = r.soft_state();
+        let hard = r.hard_state();
+        let entries = r.log.unstable.next_entries().to_vec();
+        let snapshot = r.log.unstable.next_snapshot().cloned();
+        let committed_entries = match r.log.next_committed_entries(Some(r_max_apply_bytes())) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(id = r.id, error = %e, "cannot read committed entries");
+                Vec::new()
+            }
+        };
+        let marks = Marks {
+            last_entry: entries.last().map(|e| (e.index, e.term)),
+            snapshot_index: snapshot.as_ref().map(|s| snapshot_index_term(s).0),
+            last_committed: committed_entries.last().map(|e| e.index),
+        };
+        if let Some(i) = marks.last_committed {
+            r.log.applying = i;
+        }
+        r.log.unstable.accept_in_progress();
+        let ready = Ready {
+            soft_state: (soft != self.prev_soft).then_some(soft),
+            hard_state: (hard != self.prev_hard).then_some(hard),
+            entries,
+            snapshot,
+            committed_entries,
+            messages: std::mem::take(&mut r.msgs),
+            read_states: std::mem::take(&mut r.read_states),
+            marks,
+        };
+        self.prev_soft = soft;
+        self.prev_hard = hard;
+        ready
+    }
+
+    /// The driver persisted, sent and applied `ready`.
+    pub fn advance(&mut self, ready: Ready) {
+        let r = &mut self.raft;
+        if let Some(index) = ready.marks.snapshot_index {
+            r.log.unstable.stable_snap_to(index);
+            r.log.applied_to(index);
+        }
+        if let Some((index, term)) = ready.marks.last_entry {
+            r.log.unstable.stable_to(index, term);
+        }
+        if let Some(index) = ready.marks.last_committed {
+            r.log.applied_to(index);
+        }
+        if let Err(e) = r.on_persisted() {
+            tracing::error!(id = r.id, error = %e, "advance failed");
+        }
+    }
+
+    /// The node's current state.
+    pub fn status(&self) -> Status {
+        let r = &self.raft;
+        let progress = if r.role == Role::Leader {
+            r.tracker
+                .progress
+                .iter()
+                .map(|(id, p)| {
+                    let st = ProgressStatus {
+                        matched: p.matched,
+                        next: p.next,
+                        state: p.state,
+                        recent_active: p.recent_active,
+                        inflight: p.inflights.count(),
+                        is_learner: r.tracker.learners.contains(id),
+                    };
+                    (*id, st)
+                })
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+        Status {
+            id: r.id,
+            term: r.term,
+            vote: r.vote,
+            commit: r.log.committed,
+            applied: r.log.applied,
+            last_index: r.log.last_index().unwrap_or_default(),
+            role: r.role,
+            leader_id: r.leader_hint(),
+            conf_state: r.tracker.conf_state(),
+            progress,
+            lead_transferee: r.lead_transferee,
+            pending_reads: r.pending_read_count(),
+        }
+    }
+
+    /// The storage the core reads from.
+    pub fn storage(&self) -> &S {
+        &self.raft.log.storage
+    }
+
+    #[cfg(test)]
+    pub(crate) fn ready_snapshot_pending_for_test(&self) -> Option<&Snapshot> {
+        self.raft.log.unstable.snapshot.as_ref()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn raft(&self) -> &Raft<S> {
+        &self.raft
+    }
+
+    #[cfg(test)]
+    pub(crate) fn raft_mut(&mut self) -> &mut Raft<S> {
+        &mut self.raft
+    }
+}
+
+/// Upper bound on the encoded size of committed entries handed out in one `Ready`.
+const fn r_max_apply_bytes() -> u64 {
+    64 * 1024 * 1024
+}
