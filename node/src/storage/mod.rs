@@ -32,12 +32,23 @@ pub struct StoreOptions {
     /// Bytes of page cache redb may use. redb's default (1 GiB) is too much when several
     /// members share a machine in tests; 64 MiB holds the hot part of a typical key space.
     pub cache_size: usize,
+    /// Verify every page's checksum when opening. redb trusts a cleanly closed file and may
+    /// panic on one damaged outside it (bad disk, stray write); with the check, damage is
+    /// reported as [`StoreError::Corrupt`] instead. It costs one full read of the file at
+    /// startup, which is cheap next to replaying a damaged member's state from its peers.
+    pub verify_on_open: bool,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { cache_size: 64 * 1024 * 1024 }
+        StoreOptions { cache_size: 64 * 1024 * 1024, verify_on_open: true }
     }
+}
+
+fn builder(options: StoreOptions) -> redb::Builder {
+    let mut b = redb::Builder::new();
+    b.set_cache_size(options.cache_size).set_check_integrity_on_open(options.verify_on_open);
+    b
 }
 
 /// An open member database.
@@ -62,10 +73,7 @@ impl Store {
         let path = dir.join(DB_FILE);
         let wrap = |source: StoreError| StoreError::Open { path: path.clone(), source: Box::new(source) };
         std::fs::create_dir_all(dir).map_err(|e| wrap(StoreError::from_io(e)))?;
-        let db = redb::Builder::new()
-            .set_cache_size(options.cache_size)
-            .create(&path)
-            .map_err(|e| wrap(e.into()))?;
+        let db = builder(options).create(&path).map_err(|e| wrap(e.into()))?;
         let mut store = Self::init(db).map_err(wrap)?;
         store.path = Some(path);
         Ok(store)
@@ -74,7 +82,7 @@ impl Store {
     /// Opens a database on any redb storage backend: in memory for simulations, or a backend
     /// that injects crashes in tests.
     pub fn open_backend(backend: impl StorageBackend, options: StoreOptions) -> Result<Store, StoreError> {
-        let db = redb::Builder::new().set_cache_size(options.cache_size).create_with_backend(backend)?;
+        let db = builder(options).create_with_backend(backend)?;
         Self::init(db)
     }
 
