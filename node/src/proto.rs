@@ -5,3 +5,28 @@
 pub mod raftpb {
     tonic::include_proto!("raftpb");
 }
+
+/// etcd's key-value and event types (`proto/etcd/kv.proto`), as etcd clients expect them.
+#[allow(clippy::all, missing_docs)]
+pub mod mvccpb {
+    tonic::include_proto!("mvccpb");
+}
+
+/// etcd's users, roles and permissions (`proto/etcd/auth.proto`).
+#[allow(clippy::all, missing_docs)]
+pub mod authpb {
+    tonic::include_proto!("authpb");
+}
+
+/// The etcd v3 client API: services KV, Watch, Lease, Cluster, Maintenance, Auth
+/// (`proto/etcd/rpc.proto`).
+#[allow(clippy::all, missing_docs)]
+pub mod etcdserverpb {
+    tonic::include_proto!("etcdserverpb");
+}
+
+/// raftkv's own persisted formats: log commands, members, snapshot data (`proto/kvserver.proto`).
+#[allow(clippy::all, missing_docs)]
+pub mod kvserverpb {
+    tonic::include_proto!("kvserverpb");
+}

@@ -1,0 +1,86 @@
+//! The state machine as one message (`kvserverpb::SnapshotData`): built from one read
+//! transaction for a Raft snapshot, restored in one write transaction on installation.
+
+use prost::Message;
+use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+
+use crate::proto::kvserverpb::{HistoryEntry, Member, SnapshotData};
+use crate::proto::mvccpb::event::EventType;
+
+use super::codec::{KvRef, decode_event};
+use super::error::StoreError;
+use super::tables::{
+    KEY_REVS, KV, MEMBERS, META, META_APPLIED_INDEX, META_CLUSTER_ID, META_COMPACT_REVISION, META_REVISION,
+    REVS, get_rev, get_u64, set_rev,
+};
+
+/// Reads the whole state machine as of the transaction. Tables are read in key order, so
+/// equal states give equal bytes.
+pub(crate) fn build(txn: &ReadTransaction) -> Result<SnapshotData, StoreError> {
+    let meta = txn.open_table(META)?;
+    let mut data = SnapshotData {
+        applied_index: get_u64(&meta, META_APPLIED_INDEX)?,
+        revision: get_rev(&meta, META_REVISION)?,
+        compact_revision: get_rev(&meta, META_COMPACT_REVISION)?,
+        cluster_id: get_u64(&meta, META_CLUSTER_ID)?,
+        ..Default::default()
+    };
+    for item in txn.open_table(MEMBERS)?.iter()? {
+        let (_, v) = item?;
+        data.members.push(Member::decode(v.value()).map_err(|e| StoreError::decode("members", e))?);
+    }
+    for item in txn.open_table(REVS)?.iter()? {
+        let (k, v) = item?;
+        let (revision, sub) = k.value();
+        data.history.push(HistoryEntry { revision, sub, event: Some(decode_event(v.value())?) });
+    }
+    Ok(data)
+}
+
+/// Replaces the state machine with `data`: members, revisions, history, and the current
+/// values rebuilt from the history (the latest record of each key).
+pub(crate) fn restore(txn: &WriteTransaction, data: &SnapshotData) -> Result<(), StoreError> {
+    txn.delete_table(KV)?;
+    txn.delete_table(REVS)?;
+    txn.delete_table(KEY_REVS)?;
+    txn.delete_table(MEMBERS)?;
+    let mut meta = txn.open_table(META)?;
+    meta.insert(META_APPLIED_INDEX, data.applied_index)?;
+    meta.insert(META_CLUSTER_ID, data.cluster_id)?;
+    set_rev(&mut meta, META_REVISION, data.revision)?;
+    set_rev(&mut meta, META_COMPACT_REVISION, data.compact_revision)?;
+    let mut members = txn.open_table(MEMBERS)?;
+    for m in &data.members {
+        members.insert(m.id, m.encode_to_vec().as_slice())?;
+    }
+    let mut kv = txn.open_table(KV)?;
+    let mut revs = txn.open_table(REVS)?;
+    let mut key_revs = txn.open_table(KEY_REVS)?;
+    let mut buf = Vec::new();
+    for h in &data.history {
+        let ev = h
+            .event
+            .as_ref()
+            .ok_or_else(|| StoreError::InvalidSnapshot("history entry without event".into()))?;
+        let stored =
+            ev.kv.as_ref().ok_or_else(|| StoreError::InvalidSnapshot("history event without kv".into()))?;
+        revs.insert((h.revision, h.sub), ev.encode_to_vec().as_slice())?;
+        key_revs.insert((stored.key.as_slice(), h.revision, h.sub), ())?;
+        if ev.r#type == EventType::Delete as i32 {
+            kv.remove(stored.key.as_slice())?;
+        } else {
+            buf.clear();
+            KvRef {
+                key: b"",
+                create_revision: stored.create_revision,
+                mod_revision: stored.mod_revision,
+                version: stored.version,
+                value: &stored.value,
+                lease: stored.lease,
+            }
+            .encode(&mut buf);
+            kv.insert(stored.key.as_slice(), buf.as_slice())?;
+        }
+    }
+    Ok(())
+}
