@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 /// Proto files compiled into the crate, relative to the repository's `proto/` folder.
 const PROTOS: &[&str] =
-    &["raft.proto", "etcd/kv.proto", "etcd/auth.proto", "etcd/rpc.proto", "kvserver.proto"];
+    &["raft.proto", "etcd/kv.proto", "etcd/auth.proto", "etcd/rpc.proto", "kvserver.proto", "peer.proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../proto");

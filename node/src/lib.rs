@@ -9,4 +9,5 @@
 pub mod config;
 pub mod proto;
 pub mod raft;
+pub mod server;
 pub mod storage;

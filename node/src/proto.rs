@@ -30,3 +30,9 @@ pub mod etcdserverpb {
 pub mod kvserverpb {
     tonic::include_proto!("kvserverpb");
 }
+
+/// Member-to-member requests beside Raft messages (`proto/peer.proto`).
+#[allow(clippy::all, missing_docs)]
+pub mod peerpb {
+    tonic::include_proto!("peerpb");
+}

@@ -21,23 +21,32 @@ pub struct Bootstrap {
 
 /// The shared initial log of a cluster founded by `voters` (order does not matter).
 pub fn bootstrap(voters: &[u64]) -> Result<Bootstrap, RaftError> {
-    let mut ids = voters.to_vec();
-    ids.sort_unstable();
-    ids.dedup();
-    if ids.is_empty() || ids.contains(&0) {
+    let members: Vec<(u64, Vec<u8>)> = voters.iter().map(|&id| (id, Vec::new())).collect();
+    bootstrap_with_context(&members)
+}
+
+/// Like [`bootstrap`], with an opaque context per founding voter carried in its conf change
+/// (the server stores each member's name and peer URLs there, so members that join later
+/// learn them by replaying the log). Entries are ordered by id; a repeated id keeps its first
+/// context.
+pub fn bootstrap_with_context(voters: &[(u64, Vec<u8>)]) -> Result<Bootstrap, RaftError> {
+    let mut members: Vec<&(u64, Vec<u8>)> = voters.iter().collect();
+    members.sort_by_key(|(id, _)| *id);
+    members.dedup_by_key(|(id, _)| *id);
+    if members.is_empty() || members.iter().any(|(id, _)| *id == 0) {
         return Err(RaftError::InvalidConfig("bootstrap needs at least one voter and no id 0".into()));
     }
-    let entries: Vec<Entry> = ids
+    let entries: Vec<Entry> = members
         .iter()
         .zip(1u64..)
-        .map(|(&id, index)| Entry {
+        .map(|((id, context), index)| Entry {
             term: 1,
             index,
             entry_type: EntryType::EntryConfChange as i32,
             data: ConfChange {
                 change_type: ConfChangeType::ConfChangeAddNode as i32,
-                node_id: id,
-                context: Vec::new(),
+                node_id: *id,
+                context: context.clone(),
             }
             .encode_to_vec(),
         })
@@ -46,7 +55,7 @@ pub fn bootstrap(voters: &[u64]) -> Result<Bootstrap, RaftError> {
     Ok(Bootstrap {
         entries,
         hard_state: HardState { current_term: 1, voted_for: 0, commit },
-        conf_state: ConfState { voters: ids, learners: Vec::new() },
+        conf_state: ConfState { voters: members.iter().map(|(id, _)| *id).collect(), learners: Vec::new() },
     })
 }
 

@@ -22,7 +22,7 @@ mod unstable;
 #[cfg(test)]
 mod tests;
 
-pub use bootstrap::{Bootstrap, bootstrap};
+pub use bootstrap::{Bootstrap, bootstrap, bootstrap_with_context};
 pub use config::Config;
 pub use core::{Role, SoftState};
 pub use error::RaftError;

@@ -14,7 +14,7 @@ use crate::proto::peerpb::ReadIndexRequest;
 use crate::proto::peerpb::peer_client::PeerClient;
 use crate::server::errors::EtcdError;
 use crate::server::raft_loop::{NodeHandle, ProposeError};
-use crate::storage::KvStore;
+use crate::storage::{KvStore, Store};
 
 /// Metadata key marking a request a follower forwarded to the leader, so a request reaching a
 /// member that is (no longer) leader fails instead of bouncing between members.
@@ -34,6 +34,7 @@ pub struct Limits {
 /// Shared by the KV, Cluster and Maintenance services of one member.
 pub struct ServerContext {
     pub node: NodeHandle,
+    pub store: Store,
     pub kv: KvStore,
     pub cluster_id: u64,
     pub member_id: u64,
@@ -44,10 +45,11 @@ pub struct ServerContext {
 }
 
 impl ServerContext {
-    pub fn new(node: NodeHandle, kv: KvStore, cluster_id: u64, member_id: u64, token: String, limits: Limits) -> Self {
+    pub fn new(node: NodeHandle, store: Store, cluster_id: u64, member_id: u64, token: String, limits: Limits) -> Self {
         Self {
             node,
-            kv,
+            kv: store.kv().clone(),
+            store,
             cluster_id,
             member_id,
             cluster_token: token,
@@ -175,7 +177,7 @@ impl ServerContext {
             ProposeError::Dropped(reason) if reason.contains("transfer") => EtcdError::TransferInProgress,
             ProposeError::Dropped(reason) if reason == "timeout" => EtcdError::Timeout,
             ProposeError::Dropped(reason) => EtcdError::Internal(reason),
-            ProposeError::Apply(msg) => apply_error(&msg),
+            ProposeError::Apply(e) => e,
             ProposeError::Stopped => EtcdError::Stopped,
         }
     }
@@ -191,27 +193,4 @@ pub fn forwarded_request<T>(msg: T) -> Request<T> {
     let mut req = Request::new(msg);
     req.metadata_mut().insert(FORWARDED_HEADER, tonic::metadata::MetadataValue::from_static("1"));
     req
-}
-
-/// Turns a state-machine error message (rendered as etcd's text) back into its variant.
-fn apply_error(msg: &str) -> EtcdError {
-    [
-        EtcdError::Compacted,
-        EtcdError::FutureRevision,
-        EtcdError::DuplicateKey,
-        EtcdError::KeyNotFound,
-        EtcdError::ValueProvided,
-        EtcdError::LeaseProvided,
-        EtcdError::LeaseNotFound,
-        EtcdError::TooManyOps,
-        EtcdError::EmptyKey,
-    ]
-    .into_iter()
-    .find(|e| e.to_string() == msg)
-    .unwrap_or_else(|| EtcdError::Internal(msg.to_string()))
-}
-
-/// Converts a client-visible error into a gRPC status.
-pub fn status(e: EtcdError) -> Status {
-    e.into()
 }

@@ -7,6 +7,8 @@
 
 use tonic::{Code, Status};
 
+use crate::storage::KvError;
+
 /// A client-visible failure.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EtcdError {
@@ -103,6 +105,24 @@ impl EtcdError {
         .into_iter()
         .find(|e| e.to_string() == status.message())
         .unwrap_or_else(|| Internal(status.message().to_string()))
+    }
+}
+
+impl From<&KvError> for EtcdError {
+    fn from(e: &KvError) -> Self {
+        match e {
+            KvError::EmptyKey => EtcdError::EmptyKey,
+            KvError::ValueProvided => EtcdError::ValueProvided,
+            KvError::LeaseProvided => EtcdError::LeaseProvided,
+            KvError::KeyNotFound => EtcdError::KeyNotFound,
+            KvError::LeaseNotFound => EtcdError::LeaseNotFound,
+            KvError::DuplicateKey => EtcdError::DuplicateKey,
+            KvError::TooManyOps => EtcdError::TooManyOps,
+            KvError::InvalidSortOption => EtcdError::InvalidArgument("invalid sort option".into()),
+            KvError::Compacted { .. } => EtcdError::Compacted,
+            KvError::FutureRevision => EtcdError::FutureRevision,
+            KvError::Store(s) => EtcdError::Internal(s.to_string()),
+        }
     }
 }
 

@@ -21,7 +21,8 @@ use crate::proto::kvserverpb::{InternalRequest, internal_request};
 use crate::server::context::{ServerContext, forwarded_request, is_forwarded};
 use crate::server::errors::EtcdError;
 use crate::server::raft_loop::ProposeError;
-use crate::storage::ApplyResult;
+use crate::proto::etcdserverpb::ResponseHeader;
+use crate::storage::{ApplyResult, Outcome};
 
 /// The KV service of one member.
 pub struct KvService {
@@ -69,6 +70,30 @@ impl KvService {
     }
 }
 
+/// Responses that carry etcd's header.
+trait WithHeader {
+    fn header_mut(&mut self) -> &mut Option<ResponseHeader>;
+}
+
+macro_rules! with_header {
+    ($($t:ty),*) => {$(
+        impl WithHeader for $t {
+            fn header_mut(&mut self) -> &mut Option<ResponseHeader> {
+                &mut self.header
+            }
+        }
+    )*};
+}
+with_header!(RangeResponse, PutResponse, DeleteRangeResponse, TxnResponse, CompactionResponse);
+
+impl KvService {
+    /// Completes a response with this member's header at `revision`.
+    fn finish<T: WithHeader>(&self, mut resp: T, revision: i64) -> Response<T> {
+        *resp.header_mut() = Some(self.ctx.header(revision));
+        Response::new(resp)
+    }
+}
+
 /// Outcome of a request that could not be served locally.
 enum Fwd<T> {
     Answered(Response<T>),
@@ -84,7 +109,7 @@ impl<T> Fwd<T> {
     }
 }
 
-fn unexpected(result: &ApplyResult) -> Status {
+fn unexpected(result: &Outcome) -> Status {
     EtcdError::Internal(format!("unexpected apply result {result:?}")).into()
 }
 
@@ -116,10 +141,9 @@ impl Kv for KvService {
         if !req.serializable {
             self.ctx.linearizable_barrier().await?;
         }
-        let mut resp = self.ctx.kv.range(&req).map_err(|e| Status::from(EtcdError::from(&e)))?;
+        let resp = self.ctx.kv.range(&req).map_err(|e| Status::from(EtcdError::from(&e)))?;
         let revision = resp.header.as_ref().map_or(0, |h| h.revision);
-        resp.header = Some(self.ctx.header(revision));
-        Ok(Response::new(resp))
+        Ok(self.finish(resp, revision))
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
@@ -132,12 +156,10 @@ impl Kv for KvService {
         let fwd_req = req.clone();
         let call = |mut c: KvClient<Channel>| async move { c.put(forwarded_request(fwd_req)).await };
         match self.write(forwarded, internal_request::Request::Put(req), call).await {
-            Ok(ApplyResult::Put(mut resp)) => {
-                let rev = resp.header.as_ref().map_or(0, |h| h.revision);
-                resp.header = Some(self.ctx.header(rev));
-                Ok(Response::new(resp))
-            }
-            Ok(other) => Err(unexpected(&other)),
+            Ok(result) => match result.outcome {
+                Outcome::Put(resp) => Ok(self.finish(resp, result.revision)),
+                other => Err(unexpected(&other)),
+            },
             Err(fwd) => fwd.into_result(),
         }
     }
@@ -155,12 +177,10 @@ impl Kv for KvService {
         let fwd_req = req.clone();
         let call = |mut c: KvClient<Channel>| async move { c.delete_range(forwarded_request(fwd_req)).await };
         match self.write(forwarded, internal_request::Request::DeleteRange(req), call).await {
-            Ok(ApplyResult::DeleteRange(mut resp)) => {
-                let rev = resp.header.as_ref().map_or(0, |h| h.revision);
-                resp.header = Some(self.ctx.header(rev));
-                Ok(Response::new(resp))
-            }
-            Ok(other) => Err(unexpected(&other)),
+            Ok(result) => match result.outcome {
+                Outcome::DeleteRange(resp) => Ok(self.finish(resp, result.revision)),
+                other => Err(unexpected(&other)),
+            },
             Err(fwd) => fwd.into_result(),
         }
     }
@@ -173,12 +193,10 @@ impl Kv for KvService {
         let fwd_req = req.clone();
         let call = |mut c: KvClient<Channel>| async move { c.txn(forwarded_request(fwd_req)).await };
         match self.write(forwarded, internal_request::Request::Txn(req), call).await {
-            Ok(ApplyResult::Txn(mut resp)) => {
-                let rev = resp.header.as_ref().map_or(0, |h| h.revision);
-                resp.header = Some(self.ctx.header(rev));
-                Ok(Response::new(resp))
-            }
-            Ok(other) => Err(unexpected(&other)),
+            Ok(result) => match result.outcome {
+                Outcome::Txn(resp) => Ok(self.finish(resp, result.revision)),
+                other => Err(unexpected(&other)),
+            },
             Err(fwd) => fwd.into_result(),
         }
     }
@@ -189,12 +207,10 @@ impl Kv for KvService {
         let fwd_req = req.clone();
         let call = |mut c: KvClient<Channel>| async move { c.compact(forwarded_request(fwd_req)).await };
         match self.write(forwarded, internal_request::Request::Compaction(req), call).await {
-            Ok(ApplyResult::Compaction(mut resp)) => {
-                let rev = resp.header.as_ref().map_or(0, |h| h.revision);
-                resp.header = Some(self.ctx.header(rev));
-                Ok(Response::new(resp))
-            }
-            Ok(other) => Err(unexpected(&other)),
+            Ok(result) => match result.outcome {
+                Outcome::Compaction(resp) => Ok(self.finish(resp, result.revision)),
+                other => Err(unexpected(&other)),
+            },
             Err(fwd) => fwd.into_result(),
         }
     }

@@ -49,7 +49,7 @@ impl Maintenance for MaintenanceService {
 
     async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let st = self.ctx.node.status();
-        let db_size = self.ctx.kv.db_size().unwrap_or(0) as i64;
+        let db_size = self.ctx.store.file_size().unwrap_or(0) as i64;
         Ok(Response::new(StatusResponse {
             header: Some(self.ctx.current_header()),
             version: ETCD_API_VERSION.to_string(),

@@ -25,8 +25,7 @@ use crate::proto::peerpb::PublishRequest;
 use crate::proto::peerpb::peer_client::PeerClient;
 use crate::proto::peerpb::peer_server::PeerServer;
 use crate::proto::raftpb::raft_transport_server::RaftTransportServer;
-use crate::proto::raftpb::{ConfChange, ConfChangeType, Entry, EntryType, HardState};
-use crate::raft::{Config as RaftConfig, RawNode};
+use crate::raft::{Config as RaftConfig, RawNode, bootstrap_with_context};
 use crate::server::cluster_service::ClusterService;
 use crate::server::context::{Limits, ServerContext};
 use crate::server::health::MemberHealth;
@@ -38,7 +37,7 @@ use crate::server::metrics::Metrics;
 use crate::server::peer_api::PeerApi;
 use crate::server::raft_loop::{LoopConfig, NodeHandle, RaftLoop};
 use crate::server::transport::{MAX_PEER_MESSAGE_BYTES, PeerSenders, PeerService};
-use crate::storage::{Identity, Store};
+use crate::storage::Store;
 
 /// Why a member could not start. Each says what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -161,6 +160,13 @@ impl RunningMember {
     }
 }
 
+/// Who a member is: its own id and its cluster's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    pub member_id: u64,
+    pub cluster_id: u64,
+}
+
 /// Milliseconds of the two Raft timers, turned into ticks.
 fn raft_config(flags: &NodeFlags, id: u64, applied: u64) -> Result<RaftConfig, StartError> {
     if flags.heartbeat_interval == 0 || flags.election_timeout < 5 * flags.heartbeat_interval {
@@ -204,28 +210,6 @@ fn founding_members(flags: &NodeFlags) -> Result<Vec<Member>, StartError> {
     Ok(members)
 }
 
-/// The log that founds a cluster: one membership entry per founding member at term 1, the
-/// same bytes on every founding member, committed by construction (as etcd bootstraps). New
-/// members later replay these entries (or a snapshot) and so learn the founding membership.
-fn bootstrap_log(members: &[Member]) -> (HardState, Vec<Entry>) {
-    let entries: Vec<Entry> = members
-        .iter()
-        .enumerate()
-        .map(|(i, m)| Entry {
-            term: 1,
-            index: i as u64 + 1,
-            entry_type: EntryType::EntryConfChange as i32,
-            data: ConfChange {
-                change_type: ConfChangeType::ConfChangeAddNode as i32,
-                node_id: m.id,
-                context: m.encode_to_vec(),
-            }
-            .encode_to_vec(),
-        })
-        .collect();
-    (HardState { current_term: 1, voted_for: 0, commit: entries.len() as u64 }, entries)
-}
-
 /// Finds this member's identity by asking the running cluster (for `--initial-cluster-state
 /// existing`): the member whose peer URLs match ours, added earlier with MemberAdd.
 async fn discover_identity(flags: &NodeFlags) -> Result<Identity, StartError> {
@@ -259,7 +243,7 @@ async fn discover_identity(flags: &NodeFlags) -> Result<Identity, StartError> {
             .iter()
             .find(|m| m.peer_ur_ls.iter().any(|u| flags.initial_advertise_peer_urls.contains(u)));
         return match me {
-            Some(m) => Ok(Identity { member_id: m.id, cluster_id, name: flags.name.clone() }),
+            Some(m) => Ok(Identity { member_id: m.id, cluster_id }),
             None => Err(StartError::Join(format!(
                 "no member with peer URLs {:?} in the cluster; add it first (MemberAdd)",
                 flags.initial_advertise_peer_urls
@@ -274,8 +258,11 @@ async fn open_and_identify(flags: &NodeFlags) -> Result<(Store, Identity), Start
     std::fs::create_dir_all(&flags.data_dir)
         .map_err(|source| StartError::DataDir { path: flags.data_dir.display().to_string(), source })?;
     let store = Store::open(Path::new(&flags.data_dir)).map_err(|e| StartError::Storage(e.to_string()))?;
-    if let Some(identity) = store.identity().map_err(|e| StartError::Storage(e.to_string()))? {
-        return Ok((store, identity));
+    let storage_err = |e: crate::storage::StoreError| StartError::Storage(e.to_string());
+    let member_id = store.kv().local_member_id().map_err(storage_err)?;
+    if member_id != 0 {
+        let cluster_id = store.kv().cluster_id().map_err(storage_err)?;
+        return Ok((store, Identity { member_id, cluster_id }));
     }
     let identity = match flags.initial_cluster_state {
         InitialClusterState::New => {
@@ -284,17 +271,19 @@ async fn open_and_identify(flags: &NodeFlags) -> Result<(Store, Identity), Start
                 StartError::Config(format!("--name {:?} is not in --initial-cluster", flags.name))
             })?;
             let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
-            let identity = Identity { member_id: me.id, cluster_id: identity::cluster_id(&ids), name: flags.name.clone() };
-            let (hard_state, entries) = bootstrap_log(&members);
-            store
-                .raft_storage()
-                .persist(Some(&hard_state), &entries)
-                .map_err(|e| StartError::Storage(e.to_string()))?;
+            let identity = Identity { member_id: me.id, cluster_id: identity::cluster_id(&ids) };
+            // The founding membership is the first entries of the log, with every member's
+            // name and peer URLs, the same bytes on every founding member.
+            let contexts: Vec<(u64, Vec<u8>)> = members.iter().map(|m| (m.id, m.encode_to_vec())).collect();
+            let boot = bootstrap_with_context(&contexts).map_err(|e| StartError::Config(e.to_string()))?;
+            store.raft().persist(Some(&boot.hard_state), &boot.entries).map_err(storage_err)?;
             identity
         }
         InitialClusterState::Existing => discover_identity(flags).await?,
     };
-    store.set_identity(&identity).map_err(|e| StartError::Storage(e.to_string()))?;
+    // Recorded last: a crash before this point leaves a member that bootstraps again from
+    // scratch with the same result.
+    store.kv().set_identity(identity.member_id, identity.cluster_id).map_err(storage_err)?;
     Ok((store, identity))
 }
 
@@ -302,8 +291,8 @@ async fn open_and_identify(flags: &NodeFlags) -> Result<(Store, Identity), Start
 pub async fn start(flags: NodeFlags, listeners: Listeners) -> Result<RunningMember, StartError> {
     let (store, identity) = open_and_identify(&flags).await?;
     let id = identity.member_id;
-    let kv = store.kv();
-    let raft_storage = store.raft_storage();
+    let kv = store.kv().clone();
+    let raft_storage = store.raft().clone();
     let members = kv.members().map_err(|e| StartError::Storage(e.to_string()))?;
     let applied = kv.applied_index().map_err(|e| StartError::Storage(e.to_string()))?;
     // A member that applied its own removal must not come back under the same identity.
@@ -343,7 +332,7 @@ pub async fn start(flags: NodeFlags, listeners: Listeners) -> Result<RunningMemb
     };
     let ctx = Arc::new(ServerContext::new(
         handle.clone(),
-        kv.clone(),
+        store.clone(),
         identity.cluster_id,
         id,
         flags.initial_cluster_token.clone(),

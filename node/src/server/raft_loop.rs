@@ -18,11 +18,12 @@ use tokio::sync::{oneshot, watch};
 use tracing::{debug, error, info, warn};
 
 use crate::proto::kvserverpb::{InternalRequest, Member};
-use crate::proto::raftpb::{ConfChange, ConfState, Entry, EntryType, RaftMessage, raft_message};
+use crate::proto::raftpb::{ConfChange, ConfChangeType, ConfState, Entry, EntryType, RaftMessage, raft_message};
 use crate::raft::{RaftError, RawNode, Ready, Role};
 use crate::server::metrics::Metrics;
 use crate::server::transport::{Inbox, PeerSenders};
-use crate::storage::{ApplyResult, KvStore, RedbRaftStorage};
+use crate::server::errors::EtcdError;
+use crate::storage::{ApplyResult, Command, KvStore, MemberChange, Outcome, RedbRaftStorage};
 
 /// Why a request to the Raft loop did not produce a result.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -36,9 +37,10 @@ pub enum ProposeError {
     /// The entry was overwritten by a new leader before it committed.
     #[error("leader changed")]
     LeaderChanged,
-    /// Applying the committed entry failed (the error is the state machine's).
+    /// The committed request was refused by the state machine (deterministically, on every
+    /// member), e.g. a compaction at a revision already compacted.
     #[error("{0}")]
-    Apply(String),
+    Apply(EtcdError),
     /// The loop has stopped (member shutting down or failed).
     #[error("raft loop stopped")]
     Stopped,
@@ -491,102 +493,127 @@ impl RaftLoop {
         }
     }
 
+    /// Applies committed entries in one state-machine transaction and answers their waiters.
     fn apply(&mut self, entries: &[Entry]) -> Result<(), String> {
-        for entry in entries {
-            self.metrics.proposals_committed.inc();
+        let decoded: Vec<Decoded> = entries.iter().map(|e| self.decode_for_apply(e)).collect::<Result<_, _>>()?;
+        let commands: Vec<(u64, Command<'_>)> = entries
+            .iter()
+            .zip(&decoded)
+            .map(|(e, d)| {
+                let cmd = match d {
+                    Decoded::Noop => Command::Noop,
+                    Decoded::Request(r) => Command::Request(r),
+                    Decoded::ConfChange { conf_state, change, .. } => Command::ConfChange { conf_state, change },
+                };
+                (e.index, cmd)
+            })
+            .collect();
+        let results = self.kv.apply_batch(&commands).map_err(|e| format!("apply: {e}"))?;
+        self.metrics.proposals_committed.inc_by(entries.len() as u64);
+        self.metrics.proposals_applied.inc_by(results.len() as u64);
+        let mut membership_changed = false;
+        for (result, d) in results.into_iter().zip(&decoded) {
             // A proposal of ours expected at this index but another entry landed there: it
             // was overwritten by a newer leader and will never apply.
-            let expected = self.proposed_at.remove(&entry.index);
-            match entry.entry_type() {
-                EntryType::EntryNormal if entry.data.is_empty() => {
-                    self.kv.apply_noop(entry.index).map_err(|e| format!("apply no-op: {e}"))?;
-                }
-                EntryType::EntryNormal => self.apply_request(entry)?,
-                EntryType::EntryConfChange => self.apply_conf_change(entry)?,
-            }
-            if let Some(id) = expected
-                && request_id(&entry.data).ok() != Some(id)
+            if let Some(id) = self.proposed_at.remove(&result.index)
+                && id != result.request_id
                 && let Some(reply) = self.waiters.remove(&id)
             {
                 self.metrics.proposals_failed.inc();
                 let _ = reply.send(Err(ProposeError::LeaderChanged));
             }
-            self.metrics.proposals_applied.inc();
+            if let Decoded::ConfChange { cc, conf_state, .. } = d {
+                membership_changed = true;
+                self.answer_conf_change(cc, conf_state);
+            }
+            if result.request_id != 0
+                && let Some(reply) = self.waiters.remove(&result.request_id)
+            {
+                let answer = match result.outcome {
+                    Outcome::Rejected(e) => Err(ProposeError::Apply(EtcdError::from(&e))),
+                    _ => Ok(result),
+                };
+                let _ = reply.send(answer);
+            }
+        }
+        if membership_changed {
+            self.refresh_peers();
         }
         self.metrics.proposals_pending.set(self.waiters.len() as i64);
         Ok(())
     }
 
-    fn apply_request(&mut self, entry: &Entry) -> Result<(), String> {
-        let request = match InternalRequest::decode(entry.data.as_slice()) {
-            Ok(r) => r,
-            Err(e) => {
-                // Every member decodes the same bytes the same way, so skipping is consistent.
-                warn!(index = entry.index, error = %e, "undecodable entry; applying as no-op");
-                return self.kv.apply_noop(entry.index).map_err(|e| format!("apply no-op: {e}"));
-            }
-        };
-        let result = self.kv.apply(entry.index, &request);
-        let reply = self.waiters.remove(&request.id);
-        match result {
-            Ok(r) => {
-                if let Some(reply) = reply {
-                    let _ = reply.send(Ok(r));
+    /// Decodes an entry for the state machine; membership changes are applied to the core here,
+    /// in log order, so the stored membership is the core's.
+    fn decode_for_apply(&mut self, entry: &Entry) -> Result<Decoded, String> {
+        match entry.entry_type() {
+            EntryType::EntryNormal if entry.data.is_empty() => Ok(Decoded::Noop),
+            EntryType::EntryNormal => match InternalRequest::decode(entry.data.as_slice()) {
+                Ok(r) => Ok(Decoded::Request(r)),
+                Err(e) => {
+                    // Every member decodes the same bytes the same way, so skipping is consistent.
+                    warn!(index = entry.index, error = %e, "undecodable entry; applied as no-op");
+                    Ok(Decoded::Noop)
                 }
-                Ok(())
+            },
+            EntryType::EntryConfChange => {
+                let cc = match ConfChange::decode(entry.data.as_slice()) {
+                    Ok(cc) => cc,
+                    Err(e) => {
+                        warn!(index = entry.index, error = %e, "undecodable membership change; ignored");
+                        return Ok(Decoded::Noop);
+                    }
+                };
+                let conf_state = match self.node.apply_conf_change(&cc) {
+                    Ok(cs) => cs,
+                    Err(e) => {
+                        warn!(index = entry.index, error = %e, "membership change refused by the core");
+                        if let Some((pending, reply)) = self.pending_conf.take() {
+                            if pending.node_id == cc.node_id && pending.change_type == cc.change_type {
+                                let _ = reply.send(Err(map_raft_error(e)));
+                            } else {
+                                self.pending_conf = Some((pending, reply));
+                            }
+                        }
+                        return Ok(Decoded::Noop);
+                    }
+                };
+                let change = Self::member_change(&cc);
+                info!(
+                    index = entry.index,
+                    node = format!("{:x}", cc.node_id),
+                    change = ?cc.change_type(),
+                    voters = ?conf_state.voters,
+                    learners = ?conf_state.learners,
+                    "membership changed"
+                );
+                Ok(Decoded::ConfChange { cc, conf_state, change })
             }
-            Err(e) if e.is_request_error() => {
-                // The request itself was invalid (e.g. compacted revision): deterministic on
-                // every member, so it is an answer, not a failure of this member.
-                if let Some(reply) = reply {
-                    let _ = reply.send(Err(ProposeError::Apply(e.to_string())));
-                }
-                Ok(())
-            }
-            Err(e) => Err(format!("apply entry {}: {e}", entry.index)),
         }
     }
 
-    fn apply_conf_change(&mut self, entry: &Entry) -> Result<(), String> {
-        let cc = match ConfChange::decode(entry.data.as_slice()) {
-            Ok(cc) => cc,
-            Err(e) => {
-                warn!(index = entry.index, error = %e, "undecodable membership change; ignored");
-                return self.kv.apply_noop(entry.index).map_err(|e| format!("apply no-op: {e}"));
-            }
-        };
-        let conf_state = match self.node.apply_conf_change(&cc) {
-            Ok(cs) => cs,
-            Err(e) => {
-                warn!(index = entry.index, error = %e, "membership change rejected by core");
-                self.kv.apply_noop(entry.index).map_err(|e| format!("apply no-op: {e}"))?;
-                if let Some((_, reply)) = self.pending_conf.take() {
-                    let _ = reply.send(Err(map_raft_error(e)));
-                }
-                return Ok(());
-            }
-        };
-        let member = Member::decode(cc.context.as_slice()).ok();
-        self.kv
-            .apply_conf_change(entry.index, &conf_state, &cc, member.as_ref())
-            .map_err(|e| format!("apply membership change: {e}"))?;
-        info!(
-            index = entry.index,
-            node = format!("{:x}", cc.node_id),
-            change = ?cc.change_type(),
-            voters = ?conf_state.voters,
-            learners = ?conf_state.learners,
-            "membership changed"
-        );
-        self.refresh_peers();
+    /// The membership-table change a Raft membership change implies. The record comes from
+    /// the change's context; the store keeps a record's published name and URLs where the
+    /// context has none (a promotion carries only what the leader knew).
+    fn member_change(cc: &ConfChange) -> MemberChange {
+        let kind = cc.change_type();
+        if kind == ConfChangeType::ConfChangeRemoveNode {
+            return MemberChange::Remove(cc.node_id);
+        }
+        let mut member = Member::decode(cc.context.as_slice()).unwrap_or_default();
+        member.id = cc.node_id;
+        member.is_learner = kind == ConfChangeType::ConfChangeAddLearnerNode;
+        MemberChange::Upsert(member)
+    }
+
+    fn answer_conf_change(&mut self, cc: &ConfChange, conf_state: &ConfState) {
         if let Some((pending, reply)) = self.pending_conf.take() {
             if pending.node_id == cc.node_id && pending.change_type == cc.change_type {
-                let _ = reply.send(Ok(conf_state));
+                let _ = reply.send(Ok(conf_state.clone()));
             } else {
                 self.pending_conf = Some((pending, reply));
             }
         }
-        Ok(())
     }
 
     /// Points the transport at the current members (after membership changes or a snapshot).
@@ -691,6 +718,13 @@ impl RaftLoop {
             let _ = reply.send(Err(err.clone()));
         }
     }
+}
+
+/// A committed entry, decoded for the state machine.
+enum Decoded {
+    Noop,
+    Request(InternalRequest),
+    ConfChange { cc: ConfChange, conf_state: ConfState, change: MemberChange },
 }
 
 fn map_raft_error(e: RaftError) -> ProposeError {

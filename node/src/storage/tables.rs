@@ -41,6 +41,9 @@ pub(crate) const META_SNAPSHOT_TERM: &str = "snapshot_term";
 pub(crate) const META_REVISION: &str = "revision";
 pub(crate) const META_COMPACT_REVISION: &str = "compact_revision";
 pub(crate) const META_CLUSTER_ID: &str = "cluster_id";
+/// This member's own id, recorded once when it is bootstrapped or joins. Local to the member:
+/// never part of a snapshot.
+pub(crate) const META_LOCAL_MEMBER_ID: &str = "local_member_id";
 
 /// Reads a scalar, 0 when absent (a fresh database).
 pub(crate) fn get_u64(table: &impl ReadableTable<&'static str, u64>, key: &str) -> Result<u64, StoreError> {

@@ -26,7 +26,7 @@ use crate::proto::raftpb::ConfState;
 use super::error::{KvError, StoreError};
 use super::tables::{
     CONF_STATE, KEY_REVS, KV, MEMBERS, META, META_APPLIED_INDEX, META_CLUSTER_ID, META_COMPACT_REVISION,
-    META_REVISION, RAFT_STATE, REVS, get_rev, get_u64, put_msg,
+    META_LOCAL_MEMBER_ID, META_REVISION, RAFT_STATE, REVS, get_rev, get_u64, put_msg,
 };
 use keys::{KeyRange, event_kv};
 use range::ReadView;
@@ -49,7 +49,9 @@ pub enum Command<'a> {
 pub enum MemberChange {
     /// Leaves the table as is (e.g. a change refused by the core).
     None,
-    /// Adds the member, or replaces the record with the same id (promotion, URL update).
+    /// Adds the member, or replaces the record with the same id (promotion). Empty name or URL
+    /// fields keep the stored record's values, so a promotion does not erase what the member
+    /// published.
     Upsert(Member),
     /// Removes the member with this id.
     Remove(u64),
@@ -155,6 +157,24 @@ impl KvStore {
         Ok(())
     }
 
+    /// This member's own id (0 until it was bootstrapped or joined).
+    pub fn local_member_id(&self) -> Result<u64, StoreError> {
+        self.read_meta(META_LOCAL_MEMBER_ID)
+    }
+
+    /// Records this member's id and its cluster's id, durably, before it first starts Raft.
+    pub fn set_identity(&self, member_id: u64, cluster_id: u64) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        {
+            let mut meta = txn.open_table(META)?;
+            meta.insert(META_LOCAL_MEMBER_ID, member_id)?;
+            meta.insert(META_CLUSTER_ID, cluster_id)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
     fn read_meta(&self, key: &str) -> Result<u64, StoreError> {
         let txn = self.db.begin_read()?;
         get_u64(&txn.open_table(META)?, key)
@@ -228,7 +248,20 @@ impl KvStore {
                     return Err(StoreError::ApplyOutOfOrder { expected: w.applied_index + 1, got: index });
                 }
                 let outcome = match cmd {
-                    Command::Request(req) => apply_request(&mut w, req)?,
+                    Command::Request(req) => match &req.request {
+                        Some(internal_request::Request::MemberAttributes(a)) => {
+                            update_member(&txn, a.id, |m| {
+                                m.name.clone_from(&a.name);
+                                m.client_urls.clone_from(&a.client_urls);
+                            })?;
+                            Outcome::Applied
+                        }
+                        Some(internal_request::Request::MemberPeerUpdate(u)) => {
+                            update_member(&txn, u.id, |m| m.peer_urls.clone_from(&u.peer_urls))?;
+                            Outcome::Applied
+                        }
+                        _ => apply_request(&mut w, req)?,
+                    },
                     Command::Noop => Outcome::Applied,
                     Command::ConfChange { conf_state, change } => {
                         apply_member_change(&txn, conf_state, change)?;
@@ -318,6 +351,8 @@ fn apply_request(w: &mut Writer<'_>, req: &InternalRequest) -> Result<Outcome, S
         Some(Request::DeleteRange(d)) => w.delete_range(d).map(Outcome::DeleteRange),
         Some(Request::Txn(t)) => w.txn(t).map(Outcome::Txn),
         Some(Request::Compaction(c)) => w.compact(c.revision).map(Outcome::Compaction),
+        // Membership records are applied by `apply_batch` directly (they touch no key).
+        Some(Request::MemberAttributes(_) | Request::MemberPeerUpdate(_)) => return Ok(Outcome::Applied),
     };
     match result {
         Ok(outcome) => Ok(outcome),
@@ -331,6 +366,20 @@ fn apply_request(w: &mut Writer<'_>, req: &InternalRequest) -> Result<Outcome, S
     }
 }
 
+/// Changes the stored record of member `id`; a member no longer in the table is left out
+/// (its removal was applied first, on every member alike).
+fn update_member(txn: &redb::WriteTransaction, id: u64, change: impl FnOnce(&mut Member)) -> Result<(), StoreError> {
+    let mut members = txn.open_table(MEMBERS)?;
+    let current = match members.get(id)? {
+        Some(v) => Member::decode(v.value()).map_err(|e| StoreError::decode("members", e))?,
+        None => return Ok(()),
+    };
+    let mut updated = current;
+    change(&mut updated);
+    members.insert(id, updated.encode_to_vec().as_slice())?;
+    Ok(())
+}
+
 fn apply_member_change(
     txn: &redb::WriteTransaction,
     conf_state: &ConfState,
@@ -341,7 +390,20 @@ fn apply_member_change(
     match change {
         MemberChange::None => {}
         MemberChange::Upsert(m) => {
-            members.insert(m.id, m.encode_to_vec().as_slice())?;
+            let mut record = m.clone();
+            if let Some(old) = members.get(m.id)? {
+                let old = Member::decode(old.value()).map_err(|e| StoreError::decode("members", e))?;
+                if record.name.is_empty() {
+                    record.name = old.name;
+                }
+                if record.client_urls.is_empty() {
+                    record.client_urls = old.client_urls;
+                }
+                if record.peer_urls.is_empty() {
+                    record.peer_urls = old.peer_urls;
+                }
+            }
+            members.insert(m.id, record.encode_to_vec().as_slice())?;
         }
         MemberChange::Remove(id) => {
             members.remove(*id)?;
