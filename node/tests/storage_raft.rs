@@ -226,6 +226,25 @@ fn membership_changes_are_applied_with_the_conf_state() {
 }
 
 #[test]
+fn creation_is_atomic_and_ignores_leftovers_of_a_crashed_creation() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join(kvnode::storage::DB_FILE);
+    // A crash during creation leaves at most a half-written temporary file, or an empty file.
+    std::fs::write(db.with_extension("redb.tmp"), b"half a header").unwrap();
+    std::fs::write(&db, b"").unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.kv().current_revision().unwrap(), 1);
+        fill(&store, 2);
+        assert!(store.file_size().unwrap() > 0);
+    }
+    assert!(!db.with_extension("redb.tmp").exists());
+    let store = Store::open(&dir.path().join("nested/new")).unwrap();
+    assert_eq!(store.kv().applied_index().unwrap(), 0);
+    assert_eq!(Store::open(dir.path()).unwrap().kv().applied_index().unwrap(), 2);
+}
+
+#[test]
 fn opening_fails_with_typed_errors() {
     // A file that is not a database.
     let dir = tempfile::tempdir().unwrap();

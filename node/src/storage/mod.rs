@@ -51,6 +51,44 @@ fn builder(options: StoreOptions) -> redb::Builder {
     b
 }
 
+/// Creates and initializes a database at `<path>.tmp`, then renames it to `path` and syncs
+/// the directory. A leftover temporary file from an earlier crash is discarded.
+fn create_atomically(dir: &Path, path: &Path, options: StoreOptions) -> Result<(), StoreError> {
+    let tmp = path.with_extension("redb.tmp");
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(StoreError::from_io(e)),
+    }
+    let db = builder(options).create(&tmp)?;
+    init_tables(&db)?;
+    db.close()?;
+    std::fs::rename(&tmp, path).map_err(StoreError::from_io)?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(StoreError::from_io)?;
+    Ok(())
+}
+
+/// Creates the tables of a fresh database (the key space starts at revision 1, as etcd's
+/// does). Idempotent.
+fn init_tables(db: &Database) -> Result<(), StoreError> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    {
+        let mut meta = txn.open_table(META)?;
+        if meta.get(META_REVISION)?.is_none() {
+            meta.insert(META_REVISION, 1)?;
+        }
+        txn.open_table(RAFT_LOG)?;
+        txn.open_table(RAFT_STATE)?;
+        txn.open_table(KV)?;
+        txn.open_table(REVS)?;
+        txn.open_table(KEY_REVS)?;
+        txn.open_table(MEMBERS)?;
+    }
+    txn.commit()?;
+    Ok(())
+}
+
 /// An open member database.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -69,11 +107,23 @@ impl Store {
     /// Opens (creating if needed) `<dir>/member.redb`. Fails with a typed error when the
     /// directory cannot be created, the file is locked by another process, is corrupt or is
     /// not a redb database, or the disk is full.
+    ///
+    /// A new database is created under a temporary name and renamed into place once it is
+    /// durable, so a crash during creation leaves either no database or a complete one, never
+    /// a half-written file that would later look corrupt.
     pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Store, StoreError> {
         let path = dir.join(DB_FILE);
         let wrap = |source: StoreError| StoreError::Open { path: path.clone(), source: Box::new(source) };
         std::fs::create_dir_all(dir).map_err(|e| wrap(StoreError::from_io(e)))?;
-        let db = builder(options).create(&path).map_err(|e| wrap(e.into()))?;
+        let exists = match std::fs::metadata(&path) {
+            Ok(m) => m.len() > 0,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(wrap(StoreError::from_io(e))),
+        };
+        if !exists {
+            create_atomically(dir, &path, options).map_err(wrap)?;
+        }
+        let db = builder(options).open(&path).map_err(|e| wrap(e.into()))?;
         let mut store = Self::init(db).map_err(wrap)?;
         store.path = Some(path);
         Ok(store)
@@ -91,24 +141,9 @@ impl Store {
         Self::open_backend(redb::backends::InMemoryBackend::new(), StoreOptions::default())
     }
 
-    /// Creates the tables of a fresh database (the key space starts at revision 1, as etcd's
-    /// does) and loads the log bounds.
+    /// Creates any missing table and loads the log bounds.
     fn init(db: Database) -> Result<Store, StoreError> {
-        let mut txn = db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
-        {
-            let mut meta = txn.open_table(META)?;
-            if meta.get(META_REVISION)?.is_none() {
-                meta.insert(META_REVISION, 1)?;
-            }
-            txn.open_table(RAFT_LOG)?;
-            txn.open_table(RAFT_STATE)?;
-            txn.open_table(KV)?;
-            txn.open_table(REVS)?;
-            txn.open_table(KEY_REVS)?;
-            txn.open_table(MEMBERS)?;
-        }
-        txn.commit()?;
+        init_tables(&db)?;
         let db = Arc::new(db);
         let raft = Arc::new(RedbRaftStorage::open(db.clone())?);
         Ok(Store { kv: KvStore::new(db.clone()), raft, db, path: None })

@@ -77,9 +77,13 @@ pub enum Outcome {
     AlreadyApplied,
     /// A no-op, an empty request or a membership change: only the applied index moved.
     Applied,
+    /// A Put was applied (at `ApplyResult::revision`).
     Put(PutResponse),
+    /// A DeleteRange was applied (a new revision only if something was deleted).
     DeleteRange(DeleteRangeResponse),
+    /// A Txn was applied (a new revision only if one of its operations wrote).
     Txn(TxnResponse),
+    /// History was compacted; the revision does not change.
     Compaction(CompactionResponse),
     /// The request was refused (with etcd's reason); the state is unchanged but the entry
     /// counts as applied.
