@@ -5,7 +5,9 @@ mod support;
 
 use std::time::Duration;
 
-use etcd_client::{Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp};
+use etcd_client::{
+    Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
+};
 use support::{TestCluster, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -31,7 +33,12 @@ async fn put_get_delete_txn_through_etcd_client() {
     let all = c.get("pre/", Some(GetOptions::new().with_prefix())).await.expect("prefix");
     assert_eq!(all.kvs().len(), 10);
     let limited = c
-        .get("pre/", Some(GetOptions::new().with_prefix().with_limit(3).with_sort(SortTarget::Key, SortOrder::Descend)))
+        .get(
+            "pre/",
+            Some(
+                GetOptions::new().with_prefix().with_limit(3).with_sort(SortTarget::Key, SortOrder::Descend),
+            ),
+        )
         .await
         .expect("limit");
     assert_eq!(limited.kvs().len(), 3);
@@ -44,7 +51,8 @@ async fn put_get_delete_txn_through_etcd_client() {
     let old = c.get("foo", Some(GetOptions::new().with_revision(rev1))).await.expect("historic get");
     assert_eq!(old.kvs()[0].value(), b"bar");
 
-    let del = c.delete("pre/", Some(DeleteOptions::new().with_prefix().with_prev_key())).await.expect("delete");
+    let del =
+        c.delete("pre/", Some(DeleteOptions::new().with_prefix().with_prev_key())).await.expect("delete");
     assert_eq!(del.deleted(), 10);
     assert_eq!(del.prev_kvs().len(), 10);
 

@@ -45,7 +45,8 @@ async fn etcdctl(endpoints: &[String], args: &[&str], stdin: Option<&str>) -> (b
             }
         }
         let out = child.wait_with_output().expect("etcdctl output");
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         (out.status.success(), text)
     })
     .await
@@ -107,7 +108,11 @@ async fn etcdctl_cluster_and_maintenance_commands() {
     }
     let mut cluster = TestCluster::start(3).await;
     let leader = cluster.wait_leader().await;
-    let eps = cluster.endpoints();
+    // etcdctl 3.4 sends an endpoint's whole URL as the HTTP/2 :authority when it dials one
+    // endpoint alone (endpoint status, move-leader); Rust's h2 rejects such a request as
+    // malformed, so these commands take host:port endpoints (as `kvnode dev` prints them).
+    let eps: Vec<String> =
+        cluster.endpoints().iter().map(|e| e.trim_start_matches("http://").to_string()).collect();
 
     let out = ok(&eps, &["member", "list"]).await;
     assert_eq!(out.lines().count(), 3, "{out}");
@@ -140,7 +145,13 @@ async fn etcdctl_cluster_and_maintenance_commands() {
     eventually("etcdctl promotes the learner", || {
         let eps = eps_now.clone();
         let id = id.clone();
-        async move { etcdctl(&eps, &["member", "promote", &id], None).await.0 }
+        async move {
+            let (ok, out) = etcdctl(&eps, &["member", "promote", &id], None).await;
+            if !ok {
+                eprintln!("promote not yet: {out}");
+            }
+            ok
+        }
     })
     .await;
     let out = ok(&eps, &["member", "remove", &new_id]).await;

@@ -26,7 +26,10 @@ async fn add_learner_promote_and_remove_a_member() {
 
     // A learner that has not started cannot be promoted yet.
     let err = c.member_promote(new_id).await.expect_err("not ready");
-    assert!(err.to_string().contains("can only promote a learner member which is in sync with leader"), "{err}");
+    assert!(
+        err.to_string().contains("can only promote a learner member which is in sync with leader"),
+        "{err}"
+    );
 
     cluster.start_member(slot).await;
     assert_eq!(cluster.member(slot).id, new_id, "joiner discovered its id from the cluster");
@@ -47,14 +50,23 @@ async fn add_learner_promote_and_remove_a_member() {
         async move { c.member_promote(new_id).await.is_ok() }
     })
     .await;
-    let list = c.member_list().await.expect("list");
-    let joined = list.members().iter().find(|m| m.id() == new_id).expect("listed");
-    assert!(!joined.is_learner());
+    // MemberList answers from the member asked, which may not have applied the promotion yet.
+    eventually("every member sees the promotion", || {
+        let mut c = c.clone();
+        async move {
+            c.member_list()
+                .await
+                .is_ok_and(|l| l.members().iter().any(|m| m.id() == new_id && !m.is_learner()))
+        }
+    })
+    .await;
     eventually("joiner published its name and client URL", || {
         let mut c = c.clone();
         async move {
             c.member_list().await.is_ok_and(|l| {
-                l.members().iter().any(|m| m.id() == new_id && m.name() == "m3" && !m.client_urls().is_empty())
+                l.members()
+                    .iter()
+                    .any(|m| m.id() == new_id && m.name() == "m3" && !m.client_urls().is_empty())
             })
         }
     })
@@ -72,7 +84,8 @@ async fn add_learner_promote_and_remove_a_member() {
     })
     .await;
     cluster.stop(victim).await;
-    let list = c.member_list().await.expect("list");
+    let mut lc = cluster.client_of(leader).await;
+    let list = lc.member_list().await.expect("list");
     assert_eq!(list.members().len(), 3);
     assert!(list.members().iter().all(|m| m.id() != victim_id));
     c.put("after-remove", "ok", None).await.expect("write after remove");

@@ -17,8 +17,8 @@ use crate::proto::etcdserverpb::cluster_client::ClusterClient;
 use crate::proto::etcdserverpb::cluster_server::Cluster;
 use crate::proto::etcdserverpb::{
     Member as PbMember, MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse,
-    MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest,
-    MemberUpdateResponse,
+    MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse,
+    MemberUpdateRequest, MemberUpdateResponse,
 };
 use crate::proto::kvserverpb::{InternalRequest, Member, MemberPeerUpdate, internal_request};
 use crate::proto::raftpb::{ConfChange, ConfChangeType};
@@ -55,7 +55,8 @@ impl ClusterService {
 
     /// Runs a membership change through Raft; `Ok(None)` means "not leader, forward".
     async fn change(&self, cc: ConfChange, forwarded: bool) -> Result<Option<()>, Status> {
-        let outcome = tokio::time::timeout(self.ctx.limits.request_timeout, self.ctx.node.conf_change(cc)).await;
+        let outcome =
+            tokio::time::timeout(self.ctx.limits.request_timeout, self.ctx.node.conf_change(cc)).await;
         match outcome {
             Err(_) => Err(EtcdError::Timeout.into()),
             Ok(Ok(_)) => Ok(Some(())),
@@ -66,7 +67,8 @@ impl ClusterService {
 
     /// Refuses a change after which fewer voters than a quorum would be reachable.
     async fn check_quorum_after(&self, voters_after: &[u64]) -> Result<(), Status> {
-        let active = self.ctx.node.active_peers().await.map_err(|e| Status::from(self.ctx.propose_error(e)))?;
+        let active =
+            self.ctx.node.active_peers().await.map_err(|e| Status::from(self.ctx.propose_error(e)))?;
         let reachable = voters_after.iter().filter(|v| active.contains(v)).count();
         if reachable < voters_after.len() / 2 + 1 {
             return Err(EtcdError::NotEnoughStartedMembers.into());
@@ -106,7 +108,10 @@ fn now_nanos() -> u64 {
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
-    async fn member_add(&self, request: Request<MemberAddRequest>) -> Result<Response<MemberAddResponse>, Status> {
+    async fn member_add(
+        &self,
+        request: Request<MemberAddRequest>,
+    ) -> Result<Response<MemberAddResponse>, Status> {
         let forwarded = is_forwarded(&request);
         let req = request.into_inner();
         validate_urls(&req.peer_ur_ls)?;
@@ -122,14 +127,18 @@ impl Cluster for ClusterService {
             client_urls: Vec::new(),
             is_learner: req.is_learner,
         };
-        let change_type =
-            if req.is_learner { ConfChangeType::ConfChangeAddLearnerNode } else { ConfChangeType::ConfChangeAddNode };
+        let change_type = if req.is_learner {
+            ConfChangeType::ConfChangeAddLearnerNode
+        } else {
+            ConfChangeType::ConfChangeAddNode
+        };
         if !req.is_learner && self.ctx.node.status().is_leader {
             let mut voters = self.ctx.node.status().voters;
             voters.push(id);
             // The new member is not started yet: count it as unreachable.
             let known: Vec<u64> = voters.iter().copied().filter(|v| *v != id).collect();
-            let active = self.ctx.node.active_peers().await.map_err(|e| Status::from(self.ctx.propose_error(e)))?;
+            let active =
+                self.ctx.node.active_peers().await.map_err(|e| Status::from(self.ctx.propose_error(e)))?;
             if known.iter().filter(|v| active.contains(v)).count() < voters.len() / 2 + 1 {
                 return Err(EtcdError::NotEnoughStartedMembers.into());
             }
@@ -156,7 +165,8 @@ impl Cluster for ClusterService {
             return Err(EtcdError::MemberNotFound.into());
         };
         if !target.is_learner && self.ctx.node.status().is_leader {
-            let voters: Vec<u64> = self.ctx.node.status().voters.into_iter().filter(|v| *v != req.id).collect();
+            let voters: Vec<u64> =
+                self.ctx.node.status().voters.into_iter().filter(|v| *v != req.id).collect();
             self.check_quorum_after(&voters).await?;
         }
         let cc = ConfChange {
@@ -205,7 +215,10 @@ impl Cluster for ClusterService {
         }))
     }
 
-    async fn member_list(&self, request: Request<MemberListRequest>) -> Result<Response<MemberListResponse>, Status> {
+    async fn member_list(
+        &self,
+        request: Request<MemberListRequest>,
+    ) -> Result<Response<MemberListResponse>, Status> {
         if request.get_ref().linearizable {
             self.ctx.read_barrier().await.map_err(|e| Status::from(self.ctx.propose_error(e)))?;
         }
@@ -235,7 +248,8 @@ impl Cluster for ClusterService {
         if !target.is_learner {
             return Err(EtcdError::MemberNotLearner.into());
         }
-        let matched = self.ctx.node.match_index(req.id).await.map_err(|e| Status::from(self.ctx.propose_error(e)))?;
+        let matched =
+            self.ctx.node.match_index(req.id).await.map_err(|e| Status::from(self.ctx.propose_error(e)))?;
         if matched.saturating_mul(100) < status.commit.saturating_mul(LEARNER_READY_PERCENT) || matched == 0 {
             return Err(EtcdError::LearnerNotReady.into());
         }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
+use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 
@@ -45,7 +46,14 @@ pub struct ServerContext {
 }
 
 impl ServerContext {
-    pub fn new(node: NodeHandle, store: Store, cluster_id: u64, member_id: u64, token: String, limits: Limits) -> Self {
+    pub fn new(
+        node: NodeHandle,
+        store: Store,
+        cluster_id: u64,
+        member_id: u64,
+        token: String,
+        limits: Limits,
+    ) -> Self {
         Self {
             node,
             kv: store.kv().clone(),
@@ -105,17 +113,17 @@ impl ServerContext {
         tokio::time::timeout(self.limits.leader_wait, wait).await.unwrap_or(Err(EtcdError::NoLeader))
     }
 
-    /// A (cached, lazily connected) channel to the current leader's client URL.
+    /// A (cached, lazily connected) channel to the current leader's peer URL. Followers
+    /// forward client requests there (the peer port serves KV and Cluster too) rather than to
+    /// the leader's client URL, which is only known once the leader has published it.
     pub async fn leader_channel(&self) -> Result<(u64, Channel), EtcdError> {
-        self.leader_channel_by(|m| m.client_urls.first().cloned()).await
-    }
-
-    /// A (cached, lazily connected) channel to the current leader's peer URL.
-    pub async fn leader_peer_channel(&self) -> Result<(u64, Channel), EtcdError> {
         self.leader_channel_by(|m| m.peer_urls.first().cloned()).await
     }
 
-    async fn leader_channel_by(&self, url_of: impl Fn(&Member) -> Option<String>) -> Result<(u64, Channel), EtcdError> {
+    async fn leader_channel_by(
+        &self,
+        url_of: impl Fn(&Member) -> Option<String>,
+    ) -> Result<(u64, Channel), EtcdError> {
         let leader = self.wait_for_leader().await?;
         if leader == self.member_id {
             // We became leader meanwhile; the caller retries locally.
@@ -138,21 +146,32 @@ impl ServerContext {
 
     /// Waits until this member has applied everything committed before the call: on the
     /// leader through ReadIndex directly, on a follower by asking the leader for its read index
-    /// over the peer port and waiting to apply up to it (reads are then served locally).
+    /// over the peer port and waiting to apply up to it (reads are then served locally). Asking
+    /// is retried until the deadline while the leader cannot be reached (reads are idempotent).
     pub async fn linearizable_barrier(&self) -> Result<(), EtcdError> {
-        let index = match self.read_barrier().await {
-            Ok(()) => return Ok(()),
-            Err(ProposeError::NotLeader(_)) => {
-                let (_, channel) = self.leader_peer_channel().await?;
-                let mut client = PeerClient::new(channel);
-                let call = client.read_index(ReadIndexRequest {});
-                match tokio::time::timeout(self.limits.request_timeout, call).await {
-                    Ok(Ok(resp)) => resp.into_inner().index,
-                    Ok(Err(status)) => return Err(EtcdError::from_status(&status)),
-                    Err(_) => return Err(EtcdError::Timeout),
-                }
+        let deadline = Instant::now() + self.limits.request_timeout;
+        let index = loop {
+            match tokio::time::timeout_at(deadline, self.node.read_barrier()).await {
+                Err(_) => return Err(EtcdError::Timeout),
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(ProposeError::NotLeader(_))) => {}
+                Ok(Err(e)) => return Err(self.propose_error(e)),
             }
-            Err(e) => return Err(self.propose_error(e)),
+            let (_, channel) = self.leader_channel().await?;
+            let mut client = PeerClient::new(channel);
+            match tokio::time::timeout_at(deadline, client.read_index(ReadIndexRequest {})).await {
+                Err(_) => return Err(EtcdError::Timeout),
+                Ok(Ok(resp)) => break resp.into_inner().index,
+                Ok(Err(status))
+                    if status.code() == tonic::Code::Unavailable || never_reached_leader(&status) =>
+                {
+                    if Instant::now() + RETRY_PAUSE >= deadline {
+                        return Err(EtcdError::Timeout);
+                    }
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Ok(Err(status)) => return Err(EtcdError::from_status(&status)),
+            }
         };
         let mut rx = self.node.subscribe();
         let caught_up = async {
@@ -165,7 +184,7 @@ impl ServerContext {
                 }
             }
         };
-        tokio::time::timeout(self.limits.request_timeout, caught_up).await.unwrap_or(Err(EtcdError::Timeout))
+        tokio::time::timeout_at(deadline, caught_up).await.unwrap_or(Err(EtcdError::Timeout))
     }
 
     /// Maps a Raft-loop failure to what a client sees, for a request that cannot be forwarded.
@@ -193,4 +212,16 @@ pub fn forwarded_request<T>(msg: T) -> Request<T> {
     let mut req = Request::new(msg);
     req.metadata_mut().insert(FORWARDED_HEADER, tonic::metadata::MetadataValue::from_static("1"));
     req
+}
+
+/// Pause between attempts to reach the leader while leadership is unsettled.
+pub const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// Whether a failed request to the leader certainly did not reach its log: the connection was
+/// never made, or the receiver said it is not (or no longer) the leader. Only such failures may
+/// be retried for writes; anything else might have been applied.
+pub fn never_reached_leader(status: &Status) -> bool {
+    let msg = status.message();
+    [EtcdError::NotLeader, EtcdError::NoLeader, EtcdError::LeaderChanged].iter().any(|e| e.to_string() == msg)
+        || (status.code() == tonic::Code::Unavailable && msg.contains("connect"))
 }

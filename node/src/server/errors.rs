@@ -97,10 +97,32 @@ impl EtcdError {
     pub fn from_status(status: &Status) -> Self {
         use EtcdError::*;
         [
-            EmptyKey, RequestTooLarge, TooManyOps, DuplicateKey, Compacted, FutureRevision, KeyNotFound,
-            ValueProvided, LeaseProvided, LeaseNotFound, NoLeader, NotLeader, LeaderChanged, Timeout, Stopped,
-            MemberNotFound, PeerUrlExists, MemberExists, MemberNotLearner, LearnerNotReady,
-            NotEnoughStartedMembers, Unhealthy, BadLeaderTransferee, TransferInProgress, NotCapable, NoSpace,
+            EmptyKey,
+            RequestTooLarge,
+            TooManyOps,
+            DuplicateKey,
+            Compacted,
+            FutureRevision,
+            KeyNotFound,
+            ValueProvided,
+            LeaseProvided,
+            LeaseNotFound,
+            NoLeader,
+            NotLeader,
+            LeaderChanged,
+            Timeout,
+            Stopped,
+            MemberNotFound,
+            PeerUrlExists,
+            MemberExists,
+            MemberNotLearner,
+            LearnerNotReady,
+            NotEnoughStartedMembers,
+            Unhealthy,
+            BadLeaderTransferee,
+            TransferInProgress,
+            NotCapable,
+            NoSpace,
         ]
         .into_iter()
         .find(|e| e.to_string() == status.message())
@@ -145,6 +167,9 @@ mod tests {
         assert_eq!(s.code(), Code::OutOfRange);
         assert_eq!(s.message(), "etcdserver: mvcc: required revision has been compacted");
         let s: Status = EtcdError::TooManyOps.into();
-        assert_eq!((s.code(), s.message()), (Code::InvalidArgument, "etcdserver: too many operations in txn request"));
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::InvalidArgument, "etcdserver: too many operations in txn request")
+        );
     }
 }

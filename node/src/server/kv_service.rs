@@ -7,10 +7,13 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use tokio::time::Instant;
+
 use prost::Message as _;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use crate::proto::etcdserverpb::ResponseHeader;
 use crate::proto::etcdserverpb::kv_client::KvClient;
 use crate::proto::etcdserverpb::kv_server::Kv;
 use crate::proto::etcdserverpb::{
@@ -18,10 +21,11 @@ use crate::proto::etcdserverpb::{
     RangeRequest, RangeResponse, TxnRequest, TxnResponse, request_op,
 };
 use crate::proto::kvserverpb::{InternalRequest, internal_request};
-use crate::server::context::{ServerContext, forwarded_request, is_forwarded};
+use crate::server::context::{
+    RETRY_PAUSE, ServerContext, forwarded_request, is_forwarded, never_reached_leader,
+};
 use crate::server::errors::EtcdError;
 use crate::server::raft_loop::ProposeError;
-use crate::proto::etcdserverpb::ResponseHeader;
 use crate::storage::{ApplyResult, Outcome};
 
 /// The KV service of one member.
@@ -34,25 +38,44 @@ impl KvService {
         Self { ctx }
     }
 
-    /// Proposes `request`; on a follower, runs `forward` against the leader instead.
-    async fn write<F, Fut, T>(&self, forwarded: bool, request: internal_request::Request, forward: F) -> Result<ApplyResult, Fwd<T>>
+    /// Proposes `request`; on a follower, forwards it to the leader with `forward`. A forward
+    /// that certainly never reached a leader's log (the leader was unreachable, or answered
+    /// that it is not leader) is retried until the request deadline, so while an election
+    /// settles a client sees success, `no leader` or a timeout, never a transport error. A
+    /// forward that may have reached the log is never retried: that could apply it twice.
+    async fn write<F, Fut, T>(
+        &self,
+        forwarded: bool,
+        request: internal_request::Request,
+        forward: F,
+    ) -> Result<ApplyResult, Fwd<T>>
     where
-        F: FnOnce(KvClient<Channel>) -> Fut,
+        F: Fn(KvClient<Channel>) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
+        let deadline = Instant::now() + self.ctx.limits.request_timeout;
         let proposal = InternalRequest { id: 0, request: Some(request) };
-        let outcome = tokio::time::timeout(self.ctx.limits.request_timeout, self.ctx.node.propose(proposal)).await;
-        match outcome {
-            Err(_) => Err(Fwd::Failed(EtcdError::Timeout.into())),
-            Ok(Ok(result)) => Ok(result),
-            Ok(Err(ProposeError::NotLeader(_))) if !forwarded => Err(self.forward(forward).await),
-            Ok(Err(e)) => Err(Fwd::Failed(self.ctx.propose_error(e).into())),
+        loop {
+            match tokio::time::timeout_at(deadline, self.ctx.node.propose(proposal.clone())).await {
+                Err(_) => return Err(Fwd::Failed(EtcdError::Timeout.into())),
+                Ok(Ok(result)) => return Ok(result),
+                Ok(Err(ProposeError::NotLeader(_))) if !forwarded => match self.forward(&forward).await {
+                    Fwd::Failed(status) if never_reached_leader(&status) => {
+                        if Instant::now() + RETRY_PAUSE >= deadline {
+                            return Err(Fwd::Failed(EtcdError::Timeout.into()));
+                        }
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                    }
+                    other => return Err(other),
+                },
+                Ok(Err(e)) => return Err(Fwd::Failed(self.ctx.propose_error(e).into())),
+            }
         }
     }
 
-    async fn forward<F, Fut, T>(&self, call: F) -> Fwd<T>
+    async fn forward<F, Fut, T>(&self, call: &F) -> Fwd<T>
     where
-        F: FnOnce(KvClient<Channel>) -> Fut,
+        F: Fn(KvClient<Channel>) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
         match self.ctx.leader_channel().await {
@@ -120,9 +143,13 @@ fn txn_ops_ok(txn: &TxnRequest, max_ops: usize) -> Result<(), EtcdError> {
     }
     for op in txn.success.iter().chain(&txn.failure) {
         match &op.request {
-            Some(request_op::Request::RequestRange(r)) if r.key.is_empty() => return Err(EtcdError::EmptyKey),
+            Some(request_op::Request::RequestRange(r)) if r.key.is_empty() => {
+                return Err(EtcdError::EmptyKey);
+            }
             Some(request_op::Request::RequestPut(p)) if p.key.is_empty() => return Err(EtcdError::EmptyKey),
-            Some(request_op::Request::RequestDeleteRange(d)) if d.key.is_empty() => return Err(EtcdError::EmptyKey),
+            Some(request_op::Request::RequestDeleteRange(d)) if d.key.is_empty() => {
+                return Err(EtcdError::EmptyKey);
+            }
             Some(request_op::Request::RequestTxn(t)) => txn_ops_ok(t, max_ops)?,
             _ => {}
         }
@@ -154,7 +181,10 @@ impl Kv for KvService {
         }
         self.ctx.check_size(req.encoded_len())?;
         let fwd_req = req.clone();
-        let call = |mut c: KvClient<Channel>| async move { c.put(forwarded_request(fwd_req)).await };
+        let call = |mut c: KvClient<Channel>| {
+            let r = fwd_req.clone();
+            async move { c.put(forwarded_request(r)).await }
+        };
         match self.write(forwarded, internal_request::Request::Put(req), call).await {
             Ok(result) => match result.outcome {
                 Outcome::Put(resp) => Ok(self.finish(resp, result.revision)),
@@ -175,7 +205,10 @@ impl Kv for KvService {
         }
         self.ctx.check_size(req.encoded_len())?;
         let fwd_req = req.clone();
-        let call = |mut c: KvClient<Channel>| async move { c.delete_range(forwarded_request(fwd_req)).await };
+        let call = |mut c: KvClient<Channel>| {
+            let r = fwd_req.clone();
+            async move { c.delete_range(forwarded_request(r)).await }
+        };
         match self.write(forwarded, internal_request::Request::DeleteRange(req), call).await {
             Ok(result) => match result.outcome {
                 Outcome::DeleteRange(resp) => Ok(self.finish(resp, result.revision)),
@@ -191,7 +224,10 @@ impl Kv for KvService {
         self.ctx.check_size(req.encoded_len())?;
         txn_ops_ok(&req, self.ctx.limits.max_txn_ops)?;
         let fwd_req = req.clone();
-        let call = |mut c: KvClient<Channel>| async move { c.txn(forwarded_request(fwd_req)).await };
+        let call = |mut c: KvClient<Channel>| {
+            let r = fwd_req.clone();
+            async move { c.txn(forwarded_request(r)).await }
+        };
         match self.write(forwarded, internal_request::Request::Txn(req), call).await {
             Ok(result) => match result.outcome {
                 Outcome::Txn(resp) => Ok(self.finish(resp, result.revision)),
@@ -201,11 +237,17 @@ impl Kv for KvService {
         }
     }
 
-    async fn compact(&self, request: Request<CompactionRequest>) -> Result<Response<CompactionResponse>, Status> {
+    async fn compact(
+        &self,
+        request: Request<CompactionRequest>,
+    ) -> Result<Response<CompactionResponse>, Status> {
         let forwarded = is_forwarded(&request);
         let req = request.into_inner();
         let fwd_req = req.clone();
-        let call = |mut c: KvClient<Channel>| async move { c.compact(forwarded_request(fwd_req)).await };
+        let call = |mut c: KvClient<Channel>| {
+            let r = fwd_req.clone();
+            async move { c.compact(forwarded_request(r)).await }
+        };
         match self.write(forwarded, internal_request::Request::Compaction(req), call).await {
             Ok(result) => match result.outcome {
                 Outcome::Compaction(resp) => Ok(self.finish(resp, result.revision)),

@@ -65,7 +65,10 @@ impl Maintenance for MaintenanceService {
         }))
     }
 
-    async fn defragment(&self, _: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
+    async fn defragment(
+        &self,
+        _: Request<DefragmentRequest>,
+    ) -> Result<Response<DefragmentResponse>, Status> {
         Err(Status::unimplemented(EtcdError::NotCapable.to_string()))
     }
 
@@ -83,7 +86,10 @@ impl Maintenance for MaintenanceService {
         Err(Status::unimplemented(EtcdError::NotCapable.to_string()))
     }
 
-    async fn move_leader(&self, request: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
+    async fn move_leader(
+        &self,
+        request: Request<MoveLeaderRequest>,
+    ) -> Result<Response<MoveLeaderResponse>, Status> {
         let target = request.into_inner().target_id;
         let st = self.ctx.node.status();
         if !st.is_leader {

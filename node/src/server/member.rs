@@ -15,11 +15,11 @@ use tonic::transport::Server;
 use tracing::{info, warn};
 
 use crate::config::{InitialClusterState, NodeFlags, parse_initial_cluster};
+use crate::proto::etcdserverpb::MemberListRequest;
 use crate::proto::etcdserverpb::cluster_client::ClusterClient;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
-use crate::proto::etcdserverpb::MemberListRequest;
 use crate::proto::kvserverpb::{InternalRequest, Member, MemberAttributes, internal_request};
 use crate::proto::peerpb::PublishRequest;
 use crate::proto::peerpb::peer_client::PeerClient;
@@ -175,10 +175,11 @@ fn raft_config(flags: &NodeFlags, id: u64, applied: u64) -> Result<RaftConfig, S
             flags.election_timeout, flags.heartbeat_interval
         )));
     }
-    let seed = id ^ std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
+    let seed = id
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
     Ok(RaftConfig {
         id,
         election_tick: (flags.election_timeout / flags.heartbeat_interval) as usize,
@@ -195,12 +196,19 @@ fn raft_config(flags: &NodeFlags, id: u64, applied: u64) -> Result<RaftConfig, S
 
 /// The founding members named by `--initial-cluster`, with their derived ids, sorted by id.
 fn founding_members(flags: &NodeFlags) -> Result<Vec<Member>, StartError> {
-    let pairs = parse_initial_cluster(&flags.initial_cluster).map_err(|e| StartError::Config(e.to_string()))?;
+    let pairs =
+        parse_initial_cluster(&flags.initial_cluster).map_err(|e| StartError::Config(e.to_string()))?;
     let mut members: Vec<Member> = Vec::new();
     for (name, url) in pairs {
         match members.iter_mut().find(|m| m.name == name) {
             Some(m) => m.peer_urls.push(url),
-            None => members.push(Member { id: 0, name, peer_urls: vec![url], client_urls: Vec::new(), is_learner: false }),
+            None => members.push(Member {
+                id: 0,
+                name,
+                peer_urls: vec![url],
+                client_urls: Vec::new(),
+                is_learner: false,
+            }),
         }
     }
     for m in &mut members {
@@ -212,8 +220,9 @@ fn founding_members(flags: &NodeFlags) -> Result<Vec<Member>, StartError> {
 
 /// Finds this member's identity by asking the running cluster (for `--initial-cluster-state
 /// existing`): the member whose peer URLs match ours, added earlier with MemberAdd.
-async fn discover_identity(flags: &NodeFlags) -> Result<Identity, StartError> {
-    let pairs = parse_initial_cluster(&flags.initial_cluster).map_err(|e| StartError::Config(e.to_string()))?;
+async fn discover_identity(flags: &NodeFlags) -> Result<(Identity, Vec<(u64, String)>), StartError> {
+    let pairs =
+        parse_initial_cluster(&flags.initial_cluster).map_err(|e| StartError::Config(e.to_string()))?;
     let mut last_error = String::from("no other member in --initial-cluster");
     for (name, url) in pairs.iter().filter(|(n, _)| *n != flags.name) {
         let client = match tonic::transport::Endpoint::from_shared(url.clone()) {
@@ -230,20 +239,23 @@ async fn discover_identity(flags: &NodeFlags) -> Result<Identity, StartError> {
                 continue;
             }
         };
-        let resp = match ClusterClient::new(channel).member_list(MemberListRequest { linearizable: false }).await {
-            Ok(r) => r.into_inner(),
-            Err(e) => {
-                last_error = format!("{name} ({url}): {}", e.message());
-                continue;
-            }
-        };
+        let resp =
+            match ClusterClient::new(channel).member_list(MemberListRequest { linearizable: false }).await {
+                Ok(r) => r.into_inner(),
+                Err(e) => {
+                    last_error = format!("{name} ({url}): {}", e.message());
+                    continue;
+                }
+            };
         let cluster_id = resp.header.map_or(0, |h| h.cluster_id);
         let me = resp
             .members
             .iter()
             .find(|m| m.peer_ur_ls.iter().any(|u| flags.initial_advertise_peer_urls.contains(u)));
+        let peers =
+            resp.members.iter().filter_map(|m| m.peer_ur_ls.first().map(|u| (m.id, u.clone()))).collect();
         return match me {
-            Some(m) => Ok(Identity { member_id: m.id, cluster_id }),
+            Some(m) => Ok((Identity { member_id: m.id, cluster_id }, peers)),
             None => Err(StartError::Join(format!(
                 "no member with peer URLs {:?} in the cluster; add it first (MemberAdd)",
                 flags.initial_advertise_peer_urls
@@ -253,8 +265,10 @@ async fn discover_identity(flags: &NodeFlags) -> Result<Identity, StartError> {
     Err(StartError::Join(last_error))
 }
 
-/// Opens the store and settles who this member is, bootstrapping a new cluster if asked.
-async fn open_and_identify(flags: &NodeFlags) -> Result<(Store, Identity), StartError> {
+/// Opens the store and settles who this member is, bootstrapping a new cluster if asked. Also
+/// returns the peers a joining member learned from the cluster: its own membership table is
+/// empty until the leader's log or snapshot reaches it, and it must answer the leader before.
+async fn open_and_identify(flags: &NodeFlags) -> Result<(Store, Identity, Vec<(u64, String)>), StartError> {
     std::fs::create_dir_all(&flags.data_dir)
         .map_err(|source| StartError::DataDir { path: flags.data_dir.display().to_string(), source })?;
     let store = Store::open(Path::new(&flags.data_dir)).map_err(|e| StartError::Storage(e.to_string()))?;
@@ -262,8 +276,9 @@ async fn open_and_identify(flags: &NodeFlags) -> Result<(Store, Identity), Start
     let member_id = store.kv().local_member_id().map_err(storage_err)?;
     if member_id != 0 {
         let cluster_id = store.kv().cluster_id().map_err(storage_err)?;
-        return Ok((store, Identity { member_id, cluster_id }));
+        return Ok((store, Identity { member_id, cluster_id }, Vec::new()));
     }
+    let mut discovered = Vec::new();
     let identity = match flags.initial_cluster_state {
         InitialClusterState::New => {
             let members = founding_members(flags)?;
@@ -279,17 +294,21 @@ async fn open_and_identify(flags: &NodeFlags) -> Result<(Store, Identity), Start
             store.raft().persist(Some(&boot.hard_state), &boot.entries).map_err(storage_err)?;
             identity
         }
-        InitialClusterState::Existing => discover_identity(flags).await?,
+        InitialClusterState::Existing => {
+            let (identity, peers) = discover_identity(flags).await?;
+            discovered = peers;
+            identity
+        }
     };
     // Recorded last: a crash before this point leaves a member that bootstraps again from
     // scratch with the same result.
     store.kv().set_identity(identity.member_id, identity.cluster_id).map_err(storage_err)?;
-    Ok((store, identity))
+    Ok((store, identity, discovered))
 }
 
 /// Starts a member on the given listeners.
 pub async fn start(flags: NodeFlags, listeners: Listeners) -> Result<RunningMember, StartError> {
-    let (store, identity) = open_and_identify(&flags).await?;
+    let (store, identity, discovered) = open_and_identify(&flags).await?;
     let id = identity.member_id;
     let kv = store.kv().clone();
     let raft_storage = store.raft().clone();
@@ -303,10 +322,9 @@ pub async fn start(flags: NodeFlags, listeners: Listeners) -> Result<RunningMemb
     let node = RawNode::new(&config, raft_storage.clone()).map_err(|e| StartError::Storage(e.to_string()))?;
     let metrics = Arc::new(Metrics::new(id).map_err(|e| StartError::Config(e.to_string()))?);
     let peers = PeerSenders::new(metrics.clone());
-    for m in members.iter().filter(|m| m.id != id) {
-        if let Some(url) = m.peer_urls.first() {
-            peers.set_peer(m.id, url);
-        }
+    let known = members.iter().filter_map(|m| m.peer_urls.first().map(|u| (m.id, u.clone())));
+    for (peer_id, url) in known.chain(discovered).filter(|(p, _)| *p != id) {
+        peers.set_peer(peer_id, &url);
     }
     let loop_config = LoopConfig {
         tick: Duration::from_millis(flags.heartbeat_interval),
@@ -350,18 +368,23 @@ pub async fn start(flags: NodeFlags, listeners: Listeners) -> Result<RunningMemb
         .add_service(KvServer::new(KvService::new(ctx.clone())).max_decoding_message_size(grpc_limit))
         .add_service(ClusterServer::new(ClusterService::new(ctx.clone())))
         .add_service(MaintenanceServer::new(MaintenanceService::new(ctx.clone())))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.client), wait_for(shutdown_rx.clone()));
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listeners.client),
+            wait_for(shutdown_rx.clone()),
+        );
     let peer_server = Server::builder()
         .tcp_nodelay(true)
         .add_service(
             RaftTransportServer::new(PeerService::new(started.inbox.clone()))
                 .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES),
         )
+        .add_service(KvServer::new(KvService::new(ctx.clone())).max_decoding_message_size(grpc_limit))
         .add_service(ClusterServer::new(ClusterService::new(ctx.clone())))
         .add_service(PeerServer::new(PeerApi::new(ctx.clone())))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.peer), wait_for(shutdown_rx.clone()));
     let health = Arc::new(MemberHealth::new(ctx.clone(), election));
-    let http_server = http::serve(listeners.metrics, http::router(metrics.clone(), health), wait_for(shutdown_rx.clone()));
+    let http_server =
+        http::serve(listeners.metrics, http::router(metrics.clone(), health), wait_for(shutdown_rx.clone()));
     let mut servers = vec![
         tokio::spawn(async move {
             if let Err(e) = client_server.await {
@@ -420,7 +443,12 @@ async fn wait_for(mut rx: watch::Receiver<bool>) {
 /// Records this member's name and client URLs in the replicated membership (as etcd's
 /// `publish`), so MemberList shows them and followers can forward to it when it leads. Retries
 /// until the stored attributes match.
-async fn publish_attributes(ctx: Arc<ServerContext>, name: String, client_urls: Vec<String>, shutdown: watch::Receiver<bool>) {
+async fn publish_attributes(
+    ctx: Arc<ServerContext>,
+    name: String,
+    client_urls: Vec<String>,
+    shutdown: watch::Receiver<bool>,
+) {
     let mut delay = Duration::from_millis(100);
     loop {
         if *shutdown.borrow() {
@@ -459,7 +487,8 @@ async fn publish_attributes(ctx: Arc<ServerContext>, name: String, client_urls: 
 
 /// Followers publish through the leader's `Peer.Publish` (their proposals would be refused).
 async fn forward_attributes(ctx: &ServerContext, name: &str, client_urls: &[String]) -> bool {
-    let Ok((_, channel)) = ctx.leader_peer_channel().await else { return false };
-    let request = PublishRequest { id: ctx.member_id, name: name.to_string(), client_urls: client_urls.to_vec() };
+    let Ok((_, channel)) = ctx.leader_channel().await else { return false };
+    let request =
+        PublishRequest { id: ctx.member_id, name: name.to_string(), client_urls: client_urls.to_vec() };
     PeerClient::new(channel).publish(request).await.is_ok()
 }

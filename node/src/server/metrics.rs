@@ -130,7 +130,11 @@ impl Metrics {
                 "raftkv_network_peer_dropped_messages_total",
                 "Raft messages dropped (peer unknown, unreachable or too slow).",
             )?,
-            snapshots_installed: counter(r, "raftkv_server_snapshots_installed_total", "Snapshots installed.")?,
+            snapshots_installed: counter(
+                r,
+                "raftkv_server_snapshots_installed_total",
+                "Snapshots installed.",
+            )?,
             log_compactions: counter(r, "raftkv_server_log_compactions_total", "Log compactions done.")?,
             registry,
         })

@@ -18,11 +18,13 @@ use tokio::sync::{oneshot, watch};
 use tracing::{debug, error, info, warn};
 
 use crate::proto::kvserverpb::{InternalRequest, Member};
-use crate::proto::raftpb::{ConfChange, ConfChangeType, ConfState, Entry, EntryType, RaftMessage, raft_message};
-use crate::raft::{RaftError, RawNode, Ready, Role};
+use crate::proto::raftpb::{
+    ConfChange, ConfChangeType, ConfState, Entry, EntryType, RaftMessage, raft_message,
+};
+use crate::raft::{RaftError, RawNode, Ready, Role, Storage as _};
+use crate::server::errors::EtcdError;
 use crate::server::metrics::Metrics;
 use crate::server::transport::{Inbox, PeerSenders};
-use crate::server::errors::EtcdError;
 use crate::storage::{ApplyResult, Command, KvStore, MemberChange, Outcome, RedbRaftStorage};
 
 /// Why a request to the Raft loop did not produce a result.
@@ -332,7 +334,8 @@ impl RaftLoop {
             },
             Input::ConfChange { cc, reply } => {
                 if self.pending_conf.is_some() {
-                    let _ = reply.send(Err(ProposeError::Dropped("a membership change is in progress".into())));
+                    let _ =
+                        reply.send(Err(ProposeError::Dropped("a membership change is in progress".into())));
                     return;
                 }
                 match self.node.propose_conf_change(cc.clone()) {
@@ -495,7 +498,8 @@ impl RaftLoop {
 
     /// Applies committed entries in one state-machine transaction and answers their waiters.
     fn apply(&mut self, entries: &[Entry]) -> Result<(), String> {
-        let decoded: Vec<Decoded> = entries.iter().map(|e| self.decode_for_apply(e)).collect::<Result<_, _>>()?;
+        let decoded: Vec<Decoded> =
+            entries.iter().map(|e| self.decode_for_apply(e)).collect::<Result<_, _>>()?;
         let commands: Vec<(u64, Command<'_>)> = entries
             .iter()
             .zip(&decoded)
@@ -503,7 +507,9 @@ impl RaftLoop {
                 let cmd = match d {
                     Decoded::Noop => Command::Noop,
                     Decoded::Request(r) => Command::Request(r),
-                    Decoded::ConfChange { conf_state, change, .. } => Command::ConfChange { conf_state, change },
+                    Decoded::ConfChange { conf_state, change, .. } => {
+                        Command::ConfChange { conf_state, change }
+                    }
                 };
                 (e.index, cmd)
             })
@@ -522,8 +528,11 @@ impl RaftLoop {
                 self.metrics.proposals_failed.inc();
                 let _ = reply.send(Err(ProposeError::LeaderChanged));
             }
-            if let Decoded::ConfChange { cc, conf_state, .. } = d {
+            if let Decoded::ConfChange { cc, conf_state, change } = d {
                 membership_changed = true;
+                if let MemberChange::Remove(id) = change {
+                    self.peers.remove_peer(*id);
+                }
                 self.answer_conf_change(cc, conf_state);
             }
             if result.request_id != 0
@@ -617,6 +626,8 @@ impl RaftLoop {
     }
 
     /// Points the transport at the current members (after membership changes or a snapshot).
+    /// Peers are only ever dropped by an applied removal: a joining member replaying the log
+    /// sees a partial membership for a while and must keep talking to the peers it was given.
     fn refresh_peers(&mut self) {
         let my_id = self.node.status().id;
         let members = match self.kv.members() {
@@ -626,17 +637,11 @@ impl RaftLoop {
                 return;
             }
         };
-        let known: Vec<u64> = members.iter().map(|m| m.id).collect();
         for m in &members {
             if m.id != my_id
                 && let Some(url) = m.peer_urls.first()
             {
                 self.peers.set_peer(m.id, url);
-            }
-        }
-        for id in self.peers.peer_ids() {
-            if !known.contains(&id) {
-                self.peers.remove_peer(id);
             }
         }
     }

@@ -102,11 +102,6 @@ impl PeerSenders {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
     }
 
-    /// Ids of the peers currently known.
-    pub fn peer_ids(&self) -> Vec<u64> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner).keys().copied().collect()
-    }
-
     /// Queues a message for its addressee without waiting. Drops it (and counts the drop) when
     /// the peer is unknown or its queue is full.
     pub fn send(&self, msg: RaftMessage) {

@@ -344,25 +344,3 @@ impl Storage for RedbRaftStorage {
         Ok(snap)
     }
 }
-
-/// The driver may share the storage between the core and itself through an `Arc`.
-impl Storage for Arc<RedbRaftStorage> {
-    fn initial_state(&self) -> Result<RaftState, StorageError> {
-        self.as_ref().initial_state()
-    }
-    fn entries(&self, low: u64, high: u64, max_bytes: Option<u64>) -> Result<Vec<Entry>, StorageError> {
-        self.as_ref().entries(low, high, max_bytes)
-    }
-    fn term(&self, index: u64) -> Result<u64, StorageError> {
-        self.as_ref().term(index)
-    }
-    fn first_index(&self) -> Result<u64, StorageError> {
-        self.as_ref().first_index()
-    }
-    fn last_index(&self) -> Result<u64, StorageError> {
-        self.as_ref().last_index()
-    }
-    fn snapshot(&self, request_index: u64) -> Result<Snapshot, StorageError> {
-        self.as_ref().snapshot(request_index)
-    }
-}

@@ -16,6 +16,9 @@ use tokio::net::TcpListener;
 pub struct Slot {
     pub flags: NodeFlags,
     pub member: Option<RunningMember>,
+    /// Each member runs on a runtime of its own, so that killing it ends every one of its
+    /// tasks and connections at once, as a process crash would.
+    pub runtime: Option<tokio::runtime::Runtime>,
 }
 
 /// A cluster of in-process members.
@@ -23,6 +26,13 @@ pub struct TestCluster {
     pub dir: TempDir,
     pub slots: Vec<Slot>,
     pub token: String,
+}
+
+/// Logs to the test's captured output; `RUST_LOG` selects (default: warnings).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
 }
 
 async fn free_addr() -> SocketAddr {
@@ -35,7 +45,13 @@ fn default_flags() -> NodeFlags {
 }
 
 /// Flags with fast timers so tests elect and fail over quickly.
-pub fn test_flags(name: &str, dir: &std::path::Path, client: SocketAddr, peer: SocketAddr, metrics: SocketAddr) -> NodeFlags {
+pub fn test_flags(
+    name: &str,
+    dir: &std::path::Path,
+    client: SocketAddr,
+    peer: SocketAddr,
+    metrics: SocketAddr,
+) -> NodeFlags {
     NodeFlags {
         name: name.to_string(),
         data_dir: dir.join(name),
@@ -58,13 +74,14 @@ impl TestCluster {
 
     /// Starts `n` founding members, letting the caller adjust each member's flags.
     pub async fn start_with(n: usize, adjust: impl Fn(&mut NodeFlags)) -> Self {
+        init_logging();
         let dir = tempfile::tempdir().expect("tempdir");
         let mut slots = Vec::new();
         for i in 0..n {
             let (c, p, m) = (free_addr().await, free_addr().await, free_addr().await);
             let mut flags = test_flags(&format!("m{i}"), dir.path(), c, p, m);
             adjust(&mut flags);
-            slots.push(Slot { flags, member: None });
+            slots.push(Slot { flags, member: None, runtime: None });
         }
         let initial = slots
             .iter()
@@ -87,9 +104,21 @@ impl TestCluster {
     /// (Re)starts member `i` from its data dir.
     pub async fn start_member(&mut self, i: usize) {
         let flags = self.slots[i].flags.clone();
-        let listeners = bind_exact(&flags).await;
-        let m = member::start(flags, listeners).await.expect("member starts");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("member runtime");
+        let m = runtime
+            .spawn(async move {
+                let listeners = bind_exact(&flags).await;
+                member::start(flags, listeners).await
+            })
+            .await
+            .expect("start task")
+            .expect("member starts");
         self.slots[i].member = Some(m);
+        self.slots[i].runtime = Some(runtime);
     }
 
     /// Crashes member `i`: no leadership hand-off, nothing flushed beyond what Raft fsync'd.
@@ -97,12 +126,18 @@ impl TestCluster {
         if let Some(m) = self.slots[i].member.take() {
             m.kill();
         }
+        if let Some(rt) = self.slots[i].runtime.take() {
+            rt.shutdown_background();
+        }
     }
 
     /// Stops member `i` gracefully.
     pub async fn stop(&mut self, i: usize) {
         if let Some(m) = self.slots[i].member.take() {
             m.stop().await;
+        }
+        if let Some(rt) = self.slots[i].runtime.take() {
+            rt.shutdown_background();
         }
     }
 
@@ -123,9 +158,14 @@ impl TestCluster {
     pub async fn wait_leader(&self) -> usize {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
-            let running: Vec<(usize, &RunningMember)> =
-                self.slots.iter().enumerate().filter_map(|(i, s)| s.member.as_ref().map(|m| (i, m))).collect();
-            let leaders: Vec<Option<u64>> = running.iter().map(|(_, m)| m.handle.status().leader_id).collect();
+            let running: Vec<(usize, &RunningMember)> = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| s.member.as_ref().map(|m| (i, m)))
+                .collect();
+            let leaders: Vec<Option<u64>> =
+                running.iter().map(|(_, m)| m.handle.status().leader_id).collect();
             if let Some(Some(l)) = leaders.first()
                 && leaders.iter().all(|x| *x == Some(*l))
                 && let Some((i, _)) = running.iter().find(|(_, m)| m.id == *l && m.handle.status().is_leader)
@@ -200,7 +240,7 @@ impl TestCluster {
         flags.initial_cluster_token = self.token.clone();
         flags.initial_cluster_state = InitialClusterState::Existing;
         let url = flags.initial_advertise_peer_urls[0].clone();
-        self.slots.push(Slot { flags, member: None });
+        self.slots.push(Slot { flags, member: None, runtime: None });
         (i, url)
     }
 }

@@ -372,7 +372,11 @@ fn apply_request(w: &mut Writer<'_>, req: &InternalRequest) -> Result<Outcome, S
 
 /// Changes the stored record of member `id`; a member no longer in the table is left out
 /// (its removal was applied first, on every member alike).
-fn update_member(txn: &redb::WriteTransaction, id: u64, change: impl FnOnce(&mut Member)) -> Result<(), StoreError> {
+fn update_member(
+    txn: &redb::WriteTransaction,
+    id: u64,
+    change: impl FnOnce(&mut Member),
+) -> Result<(), StoreError> {
     let mut members = txn.open_table(MEMBERS)?;
     let current = match members.get(id)? {
         Some(v) => Member::decode(v.value()).map_err(|e| StoreError::decode("members", e))?,
