@@ -160,7 +160,12 @@ pub(super) fn vote_resp(from: u64, to: u64, term: u64, granted: bool) -> RaftMes
     msg(
         from,
         to,
-        Body::RequestVoteResponse(RequestVoteResponse { term, vote_granted: granted, pre_vote: false }),
+        Body::RequestVoteResponse(RequestVoteResponse {
+            term,
+            vote_granted: granted,
+            pre_vote: false,
+            ..Default::default()
+        }),
     )
 }
 
@@ -273,7 +278,7 @@ impl Net {
         let boot = bootstrap(ids).unwrap();
         let mut nodes = BTreeMap::new();
         for &id in ids {
-            let s = MemStorage::new_with_conf_state(boot.conf_state.clone());
+            let s = MemStorage::new();
             s.append(&boot.entries).unwrap();
             s.set_hard_state(boot.hard_state);
             nodes.insert(id, RawNode::new(&cfg(id), s).unwrap());
