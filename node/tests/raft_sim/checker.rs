@@ -91,6 +91,8 @@ pub struct Checker {
     pending_reads: HashMap<Vec<u8>, u64>,
     pub reads_confirmed: u64,
     pub leaders_elected: u64,
+    /// Leaders elected since the simulation last looked (for its trace).
+    pub new_leaders: Vec<(u64, u64)>,
     /// Data of every applied entry (to check that accepted proposals were applied).
     pub applied_data: std::collections::HashSet<Vec<u8>>,
 }
@@ -103,6 +105,7 @@ impl Checker {
             Some(_) => Ok(()),
             None => {
                 self.leaders_elected += 1;
+                self.new_leaders.push((term, id));
                 Ok(())
             }
         }

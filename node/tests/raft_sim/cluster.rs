@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use kvnode::proto::raftpb::{ConfChange, ConfChangeType};
-use kvnode::raft::{Config, MemStorage, RaftError, bootstrap};
+use kvnode::raft::{Config, MemStorage, RaftError, Storage, bootstrap};
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -51,8 +51,24 @@ impl Outcome {
     }
 }
 
+/// Per-mille rates of the fault-phase events; each seed picks its own regime.
+#[derive(Debug, Clone, Copy)]
+struct Rates {
+    propose: u32,
+    read: u32,
+    conf: u32,
+    transfer: u32,
+    compact: u32,
+    crash: u32,
+    restart: u32,
+    partition: u32,
+    heal: u32,
+    hostile: u32,
+}
+
 struct Sim {
     rng: ChaCha8Rng,
+    rates: Rates,
     now: u64,
     nodes: BTreeMap<u64, SimNode>,
     net: Network,
@@ -124,6 +140,9 @@ impl Sim {
         }
         for n in self.nodes.values_mut() {
             n.drive(self.now, &mut self.rng, &mut self.net, &mut self.checker)?;
+        }
+        for (term, id) in std::mem::take(&mut self.checker.new_leaders) {
+            self.log(|| format!("node {id} leads term {term}"));
         }
         Ok(())
     }
@@ -253,40 +272,53 @@ impl Sim {
     }
 
     fn fault_event(&mut self) -> Result<(), Violation> {
-        let r = self.rng.random_range(0..1000);
-        match r {
-            0..150 => self.propose()?,
-            150..180 => self.read()?,
-            180..190 => self.conf_change()?,
-            190..195 => self.transfer()?,
-            195..205 => {
-                let alive = self.alive();
-                if let Some(&id) = alive.choose(&mut self.rng) {
-                    let keep = self.rng.random_range(0..4);
-                    self.node(id).compact(keep)?;
-                }
+        let r = self.rates;
+        if self.rng.random_ratio(r.propose, 1000) {
+            self.propose()?;
+        }
+        if self.rng.random_ratio(r.read, 1000) {
+            self.read()?;
+        }
+        if self.rng.random_ratio(r.conf, 1000) {
+            self.conf_change()?;
+        }
+        if self.rng.random_ratio(r.transfer, 1000) {
+            self.transfer()?;
+        }
+        if self.rng.random_ratio(r.compact, 1000) {
+            let alive = self.alive();
+            if let Some(&id) = alive.choose(&mut self.rng) {
+                let keep = self.rng.random_range(0..4);
+                self.node(id).compact(keep)?;
             }
-            205..209 => {
-                let alive = self.alive();
-                if let Some(&id) = alive.choose(&mut self.rng) {
-                    self.node(id).crash();
-                    self.log(|| format!("crash {id}"));
-                }
+        }
+        if self.rng.random_ratio(r.crash, 1000) {
+            // Leaders are the most interesting victims.
+            let leaders = self.leaders();
+            let alive = self.alive();
+            let pick =
+                if self.rng.random() { leaders.choose(&mut self.rng) } else { alive.choose(&mut self.rng) };
+            if let Some(&id) = pick {
+                self.node(id).crash();
+                self.log(|| format!("crash {id}"));
             }
-            209..229 => {
-                let down: Vec<u64> = self.nodes.values().filter(|n| !n.alive()).map(|n| n.id).collect();
-                if let Some(&id) = down.choose(&mut self.rng) {
-                    self.node(id).restart()?;
-                    self.log(|| format!("restart {id}"));
-                }
+        }
+        if self.rng.random_ratio(r.restart, 1000) {
+            let down: Vec<u64> = self.nodes.values().filter(|n| !n.alive()).map(|n| n.id).collect();
+            if let Some(&id) = down.choose(&mut self.rng) {
+                self.node(id).restart()?;
+                self.log(|| format!("restart {id}"));
             }
-            229..233 => self.partition(),
-            233..243 => {
-                self.net.heal();
-                self.log(|| "heal".to_string());
-            }
-            243..263 => self.hostile()?,
-            _ => {}
+        }
+        if self.rng.random_ratio(r.partition, 1000) {
+            self.partition();
+        }
+        if self.rng.random_ratio(r.heal, 1000) {
+            self.net.heal();
+            self.log(|| "heal".to_string());
+        }
+        if self.rng.random_ratio(r.hostile, 1000) {
+            self.hostile()?;
         }
         Ok(())
     }
@@ -298,13 +330,23 @@ impl Sim {
             .unwrap_or_default()
     }
 
-    /// Quiet world: no loss, no partitions, every server up again. Removed servers stay up
-    /// too: one that applied its removal never campaigns but may still be needed to vote by
-    /// a member that has not learned of the change yet.
+    /// Quiet world: no loss, no partitions, every server up again, except servers outside
+    /// the committed membership that still believe they are voters: the operator shuts
+    /// removed servers down, and without pre-vote or check-quorum such a server would
+    /// disrupt every election (Raft thesis, 4.2.3). Removed servers that know it stay up: they
+    /// never campaign, but may still be needed to vote by a member that has not yet learned
+    /// of the change.
     fn quiet(&mut self) -> Result<(), Violation> {
+        let members = self.members();
         for id in self.nodes.keys().copied().collect::<Vec<_>>() {
-            if !self.nodes[&id].alive() {
-                self.node(id).restart()?;
+            let n = self.node(id);
+            let believes_voter = n.storage.initial_state().is_ok_and(|s| s.conf_state.voters.contains(&id));
+            if !members.contains(&id) && believes_voter {
+                if n.alive() {
+                    n.crash();
+                }
+            } else if !n.alive() {
+                n.restart()?;
             }
         }
         Ok(())
@@ -351,7 +393,20 @@ impl Sim {
     fn liveness(&mut self) -> Result<(), Violation> {
         self.net.heal();
         self.net.faults = Faults { loss: 0, dup: 0, max_delay: 2 };
-        let leader = self.quiet_steps("no leader elected", |s| s.stable_leader())?;
+        // Elected, and still leading two election timeouts later: whatever the fault phase
+        // left in flight (a leadership transfer, say) has played out by then.
+        let settle = 2 * ELECTION_TICK as u64 * STEPS_PER_TICK;
+        let mut seen: Option<(u64, u64)> = None;
+        let leader = self.quiet_steps("no leader elected", |s| {
+            let leader = s.stable_leader()?;
+            match seen {
+                Some((l, since)) if l == leader => (s.now - since >= settle).then_some(leader),
+                _ => {
+                    seen = Some((leader, s.now));
+                    None
+                }
+            }
+        })?;
         self.log(|| format!("quiet phase: leader {leader}"));
         let mut last = 0;
         for i in 0..3 {
@@ -410,8 +465,22 @@ pub fn run_seed(opts: &SimOptions) -> Result<Outcome, String> {
         dup: *[0u32, 30, 150].choose(&mut rng).expect("non-empty"),
         max_delay: *[1u64, 4, 12].choose(&mut rng).expect("non-empty"),
     };
+    let mut pick = |choices: &[u32]| *choices.choose(&mut rng).expect("non-empty");
+    let rates = Rates {
+        propose: pick(&[50, 150, 300]),
+        read: pick(&[10, 30, 80]),
+        conf: pick(&[3, 10, 40]),
+        transfer: pick(&[2, 5, 20]),
+        compact: pick(&[3, 10, 40]),
+        crash: pick(&[1, 4, 12]),
+        restart: pick(&[10, 20, 60]),
+        partition: pick(&[1, 4, 12]),
+        heal: pick(&[5, 10, 30]),
+        hostile: pick(&[0, 20, 60]),
+    };
     let mut sim = Sim {
         rng,
+        rates,
         now: 0,
         nodes: BTreeMap::new(),
         net: Network::new(faults),
@@ -424,7 +493,7 @@ pub fn run_seed(opts: &SimOptions) -> Result<Outcome, String> {
         reads: 0,
         conf_changes: 0,
     };
-    sim.log(|| format!("seed {} voters {voters} {cfg:?} {faults:?}", opts.seed));
+    sim.log(|| format!("seed {} voters {voters} {cfg:?} {faults:?} {rates:?}", opts.seed));
     let ids: Vec<u64> = (1..=voters).collect();
     let boot = bootstrap(&ids).map_err(|e| e.to_string())?;
     let result = (|| -> Result<(), Violation> {
