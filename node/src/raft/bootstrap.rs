@@ -1,22 +1,23 @@
 //! The initial state of a brand-new cluster.
 //!
 //! Every founding member starts from the same log: one ADD_NODE conf change per founding
-//! voter at term 1, already committed. Because the membership is in the log (not only in a
-//! side record), a member that joins later and replays the log from index 1 reconstructs it
-//! exactly.
+//! voter at term 1, already committed but not yet applied, and an empty membership. The
+//! driver applies these entries like any others, so the membership at every index is the
+//! same function of the log on every node, including a member that joins later and replays
+//! the log from index 1.
 
 use prost::Message as _;
 
-use crate::proto::raftpb::{ConfChange, ConfChangeType, ConfState, Entry, EntryType, HardState};
+use crate::proto::raftpb::{ConfChange, ConfChangeType, Entry, EntryType, HardState};
 
 use super::error::RaftError;
 
-/// What a founding member persists before starting its node with `applied = 0`.
+/// What a founding member persists (with an empty membership) before starting its node with
+/// `applied = 0`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bootstrap {
     pub entries: Vec<Entry>,
     pub hard_state: HardState,
-    pub conf_state: ConfState,
 }
 
 /// The shared initial log of a cluster founded by `voters` (order does not matter).
@@ -52,11 +53,7 @@ pub fn bootstrap_with_context(voters: &[(u64, Vec<u8>)]) -> Result<Bootstrap, Ra
         })
         .collect();
     let commit = entries.len() as u64;
-    Ok(Bootstrap {
-        entries,
-        hard_state: HardState { current_term: 1, voted_for: 0, commit },
-        conf_state: ConfState { voters: members.iter().map(|(id, _)| *id).collect(), learners: Vec::new() },
-    })
+    Ok(Bootstrap { entries, hard_state: HardState { current_term: 1, voted_for: 0, commit } })
 }
 
 #[cfg(test)]
@@ -70,7 +67,6 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a.entries.len(), 3);
         assert_eq!(a.hard_state.commit, 3);
-        assert_eq!(a.conf_state.voters, vec![1, 2, 3]);
         let cc = ConfChange::decode(a.entries[1].data.as_slice()).unwrap();
         assert_eq!(cc.node_id, 2);
         assert!(bootstrap(&[]).is_err());

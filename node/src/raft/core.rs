@@ -100,6 +100,20 @@ pub(crate) struct Raft<S: Storage> {
     /// The leader's heartbeat round; followers echo it so reads can be confirmed.
     round: u64,
     snapshot_recv: Option<SnapshotReceiver>,
+    /// Set while a leader that is no longer a voter hands over.
+    pub(crate) step_down: Option<StepDown>,
+}
+
+/// A leader removed from (or demoted in) the configuration leaves only once a majority of
+/// the new voters acknowledged, in a round started after the change was applied, a log that
+/// reaches the commit index of that moment. They then know the change is committed, apply
+/// it, and can elect a leader among themselves; had the leader left at once, they might
+/// still need its vote under the old configuration, and wait for it forever.
+#[derive(Debug, Clone)]
+pub(crate) struct StepDown {
+    round: u64,
+    commit: u64,
+    informed: std::collections::BTreeSet<u64>,
 }
 
 impl<S: Storage> Raft<S> {
@@ -151,6 +165,7 @@ impl<S: Storage> Raft<S> {
             pending_conf_index: 0,
             round: 0,
             snapshot_recv: None,
+            step_down: None,
         };
         raft.become_follower(hs.current_term, 0)?;
         Ok(raft)
@@ -203,6 +218,7 @@ impl<S: Storage> Raft<S> {
         self.tracker.restore(&cs, last + 1);
         self.pending_conf_index = 0;
         self.read_only.clear();
+        self.step_down = None;
         Ok(())
     }
 
@@ -425,21 +441,19 @@ impl<S: Storage> Raft<S> {
                         ..Default::default()
                     }),
                 ),
-                Body::RequestVote(rv) => self.send(
-                    m.from,
-                    Body::RequestVoteResponse(RequestVoteResponse {
-                        term: self.term,
-                        vote_granted: false,
-                        pre_vote: rv.pre_vote,
-                    }),
-                ),
+                Body::RequestVote(rv) => {
+                    let resp = self.vote_response(self.term, false, rv.pre_vote)?;
+                    self.send(m.from, Body::RequestVoteResponse(resp));
+                }
                 _ => tracing::trace!(id = self.id, from = m.from, term, "ignoring message with stale term"),
             }
             return Ok(());
         }
 
-        if let Body::RequestVote(rv) = &body {
-            return self.handle_request_vote(m.from, rv);
+        match &body {
+            Body::RequestVote(rv) => return self.handle_request_vote(m.from, rv),
+            Body::RequestVoteResponse(r) => self.learn_commit(r)?,
+            _ => {}
         }
         match self.role {
             Role::Leader => self.step_leader(m.from, m.round, body),
@@ -463,14 +477,33 @@ impl<S: Storage> Raft<S> {
             self.vote = from;
         }
         tracing::debug!(id = self.id, from, term = rv.term, pre_vote = rv.pre_vote, granted, "vote request");
-        self.send(
-            from,
-            Body::RequestVoteResponse(RequestVoteResponse {
-                term,
-                vote_granted: granted,
-                pre_vote: rv.pre_vote,
-            }),
-        );
+        let resp = self.vote_response(term, granted, rv.pre_vote)?;
+        self.send(from, Body::RequestVoteResponse(resp));
+        Ok(())
+    }
+
+    /// A vote answer, carrying what this node knows is committed.
+    fn vote_response(
+        &self,
+        term: u64,
+        granted: bool,
+        pre_vote: bool,
+    ) -> Result<RequestVoteResponse, RaftError> {
+        let commit_index = self.log.committed;
+        let commit_term = self.log.term_opt(commit_index)?.unwrap_or(0);
+        Ok(RequestVoteResponse { term, vote_granted: granted, pre_vote, commit_index, commit_term })
+    }
+
+    /// Learns from a voter's answer that entries up to its commit index are committed, when
+    /// our log holds the same entry there (and so, by Log Matching, the same prefix).
+    fn learn_commit(&mut self, r: &RequestVoteResponse) -> Result<(), RaftError> {
+        if self.role == Role::Leader || r.commit_term == 0 || r.commit_index <= self.log.committed {
+            return Ok(());
+        }
+        if self.log.term_opt(r.commit_index)? == Some(r.commit_term) {
+            tracing::debug!(id = self.id, commit = r.commit_index, "learned commit index from a voter");
+            self.log.commit_to(r.commit_index);
+        }
         Ok(())
     }
 
@@ -817,7 +850,6 @@ impl<S: Storage> Raft<S> {
             pr.acked_round = round;
             self.confirm_reads();
         }
-        let Some(pr) = self.tracker.progress.get_mut(&from) else { return Ok(()) };
         if !r.success {
             if let Some(next) = self.next_from_rejection(from, r)? {
                 if let Some(pr) = self.tracker.progress.get_mut(&from) {
@@ -834,6 +866,18 @@ impl<S: Storage> Raft<S> {
         if r.match_index > last {
             return Err(RaftError::InvalidMessage("match_index beyond the leader's log"));
         }
+        if let Some(sd) = self.step_down.as_mut()
+            && round >= sd.round
+            && r.match_index >= sd.commit
+            && self.tracker.voters.contains(&from)
+        {
+            sd.informed.insert(from);
+            if sd.informed.len() > self.tracker.voters.len() / 2 {
+                tracing::info!(id = self.id, "new voters know of the change: stepping down");
+                return self.become_follower(self.term, 0);
+            }
+        }
+        let Some(pr) = self.tracker.progress.get_mut(&from) else { return Ok(()) };
         if pr.maybe_update(r.match_index) {
             match pr.state {
                 ProgressState::Probe => pr.become_replicate(),
@@ -962,6 +1006,9 @@ impl<S: Storage> Raft<S> {
         if self.lead_transferee.is_some() {
             return Err(RaftError::TransferInProgress);
         }
+        if self.step_down.is_some() {
+            return Err(RaftError::ProposalDropped("this leader was removed and is handing over"));
+        }
         Ok(())
     }
 
@@ -1032,18 +1079,22 @@ impl<S: Storage> Raft<S> {
         }
         tracing::info!(id = self.id, node = id, ?kind, "applied conf change");
         if self.role == Role::Leader {
-            if !self.promotable() {
-                tracing::info!(id = self.id, "leader is no longer a voter: stepping down");
-                self.become_follower(self.term, 0)?;
-            } else {
-                if self.lead_transferee.is_some_and(|t| !self.tracker.is_voter(t)) {
-                    self.lead_transferee = None;
-                }
-                self.confirm_reads();
-                // The quorum may have changed, and a new member should hear from us now.
-                self.maybe_commit()?;
-                self.bcast_append()?;
+            if !self.promotable() && self.step_down.is_none() {
+                tracing::info!(id = self.id, "leader is no longer a voter: handing over, then stepping down");
+                self.round += 1;
+                self.step_down = Some(StepDown {
+                    round: self.round,
+                    commit: self.log.committed,
+                    informed: Default::default(),
+                });
             }
+            if self.lead_transferee.is_some_and(|t| !self.tracker.is_voter(t)) {
+                self.lead_transferee = None;
+            }
+            self.confirm_reads();
+            // The quorum may have changed, and a new member should hear from us now.
+            self.maybe_commit()?;
+            self.bcast_append()?;
         }
         Ok(self.tracker.conf_state())
     }

@@ -221,6 +221,16 @@ impl<S: Storage> RawNode<S> {
         }
     }
 
+    /// Leader and role, cheaply (no allocation): what a driver checks on every request.
+    pub fn soft_state(&self) -> SoftState {
+        self.raft.soft_state()
+    }
+
+    /// Term, vote and commit index as they are now (possibly not yet persisted).
+    pub fn hard_state(&self) -> HardState {
+        self.raft.hard_state()
+    }
+
     /// The node's current state.
     pub fn status(&self) -> Status {
         let r = &self.raft;

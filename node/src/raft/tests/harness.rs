@@ -160,7 +160,12 @@ pub(super) fn vote_resp(from: u64, to: u64, term: u64, granted: bool) -> RaftMes
     msg(
         from,
         to,
-        Body::RequestVoteResponse(RequestVoteResponse { term, vote_granted: granted, pre_vote: false }),
+        Body::RequestVoteResponse(RequestVoteResponse {
+            term,
+            vote_granted: granted,
+            pre_vote: false,
+            ..Default::default()
+        }),
     )
 }
 
@@ -273,7 +278,7 @@ impl Net {
         let boot = bootstrap(ids).unwrap();
         let mut nodes = BTreeMap::new();
         for &id in ids {
-            let s = MemStorage::new_with_conf_state(boot.conf_state.clone());
+            let s = MemStorage::new();
             s.append(&boot.entries).unwrap();
             s.set_hard_state(boot.hard_state);
             nodes.insert(id, RawNode::new(&cfg(id), s).unwrap());
@@ -330,34 +335,49 @@ impl Net {
         self.cut.clear();
     }
 
+    /// One round: every node hands out its readies, then their messages are delivered.
+    /// Returns whether any message was sent.
+    pub fn round(&mut self) -> bool {
+        let mut msgs = Vec::new();
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for id in ids {
+            let n = self.nodes.get_mut(&id).unwrap();
+            while n.has_ready() {
+                let h = handle(n);
+                self.applied.entry(id).or_default().extend(h.committed);
+                self.reads.entry(id).or_default().extend(h.read_states);
+                msgs.extend(h.msgs);
+            }
+        }
+        let sent = !msgs.is_empty();
+        for m in msgs {
+            if self.cut.contains(&(m.from, m.to)) {
+                continue;
+            }
+            self.delivered.push(m.clone());
+            if let Some(n) = self.nodes.get_mut(&m.to) {
+                let _ = n.step(m);
+            }
+        }
+        sent
+    }
+
     /// Delivers messages until the network is quiet.
     pub fn settle(&mut self) {
         for _ in 0..10_000 {
-            let mut msgs = Vec::new();
-            let ids: Vec<u64> = self.nodes.keys().copied().collect();
-            for id in ids {
-                let n = self.nodes.get_mut(&id).unwrap();
-                while n.has_ready() {
-                    let h = handle(n);
-                    self.applied.entry(id).or_default().extend(h.committed);
-                    self.reads.entry(id).or_default().extend(h.read_states);
-                    msgs.extend(h.msgs);
-                }
-            }
-            if msgs.is_empty() {
+            if !self.round() {
                 return;
-            }
-            for m in msgs {
-                if self.cut.contains(&(m.from, m.to)) {
-                    continue;
-                }
-                self.delivered.push(m.clone());
-                if let Some(n) = self.nodes.get_mut(&m.to) {
-                    let _ = n.step(m);
-                }
             }
         }
         panic!("network never settled");
+    }
+
+    /// Replaces node `id` by a restart from its storage (everything unpersisted is lost).
+    pub fn restart(&mut self, id: u64) {
+        let applied = self.node(id).status().applied;
+        let store = self.node(id).storage().clone();
+        let n = RawNode::new(&Config { applied, ..config(id) }, store).unwrap();
+        self.nodes.insert(id, n);
     }
 
     pub fn tick_all(&mut self, ticks: usize) {

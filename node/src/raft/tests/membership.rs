@@ -176,3 +176,56 @@ fn conf_no_campaign_with_committed_unapplied_conf_change() {
     n.campaign().unwrap();
     assert_eq!(n.status().role, Role::Follower, "and now this node is not a voter");
 }
+
+/// Two voters {1, 2}; leader 1 removes itself. Node 2 stores the removal and acknowledges
+/// it, then is cut off before learning that it committed, while 1 appends one more entry.
+fn removal_committed_behind_voters_back() -> Net {
+    let mut net = Net::new(&[1, 2]);
+    net.elect(1);
+    net.node(1).propose_conf_change(remove_node(1)).unwrap();
+    assert!(net.round(), "the removal goes out to 2");
+    net.cut.insert((1, 2));
+    net.node(1).propose(b"tail".to_vec()).unwrap();
+    net.settle();
+    let removal_index = net.node(2).status().last_index;
+    assert_eq!(net.node(1).status().commit, removal_index, "committed, and applied by the leader");
+    assert!(net.node(2).status().commit < removal_index, "but node 2 does not know");
+    assert_eq!(net.node(2).status().conf_state.voters, vec![1, 2]);
+    net
+}
+
+#[test]
+fn conf_removed_leader_informs_new_voters_before_stepping_down() {
+    let mut net = removal_committed_behind_voters_back();
+    let st = net.node(1).status();
+    assert_eq!(st.role, Role::Leader, "the removed leader stays until the new voters know");
+    assert!(!st.conf_state.voters.contains(&1));
+    assert!(matches!(net.node(1).propose(b"x".to_vec()), Err(RaftError::ProposalDropped(_))));
+    net.heal();
+    net.tick_all(1);
+    assert_eq!(net.node(1).status().role, Role::Follower, "stepped down once 2 knew");
+    assert_eq!(net.node(2).status().conf_state.voters, vec![2]);
+    net.tick_all(30);
+    assert_eq!(net.leader(), Some(2));
+}
+
+#[test]
+fn conf_vote_response_commit_hint_unblocks_a_voter_left_behind() {
+    // Regression for simulator seed 378: the removed leader left without telling node 2,
+    // whose log is shorter, so under the old configuration node 2 needed a vote it could
+    // never get.
+    let mut net = removal_committed_behind_voters_back();
+    net.restart(1); // gone without handing over; back as a non-voter
+    net.delivered.clear();
+    assert_eq!(net.node(1).status().role, Role::Follower);
+    net.heal();
+    net.tick_all(60);
+    assert_eq!(net.leader(), Some(2), "node 2 learned the commit from 1's refusal and won alone");
+    assert_eq!(net.node(2).status().conf_state.voters, vec![2]);
+    let votes_from_1 = net
+        .delivered
+        .iter()
+        .filter(|m| m.from == 1 && !vote_requests(std::slice::from_ref(m)).is_empty())
+        .count();
+    assert_eq!(votes_from_1, 0, "the removed node never campaigned");
+}

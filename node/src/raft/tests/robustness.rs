@@ -174,6 +174,7 @@ fn random_message(rng: &mut ChaCha8Rng, to: u64) -> RaftMessage {
             term,
             vote_granted: rng.random(),
             pre_vote: rng.random(),
+            ..Default::default()
         }),
         4 => Body::InstallSnapshot(InstallSnapshotRequest {
             term,

@@ -1,0 +1,77 @@
+//! The simulated network: every message gets a random delay (so messages reorder), may be
+//! lost or duplicated, and is dropped when a partition blocks its link at delivery time.
+
+use std::collections::BTreeSet;
+
+use kvnode::proto::raftpb::RaftMessage;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Faults {
+    /// Per-mille chance to lose a message.
+    pub loss: u32,
+    /// Per-mille chance to deliver a message twice.
+    pub dup: u32,
+    /// Largest delay, in steps.
+    pub max_delay: u64,
+}
+
+pub struct Network {
+    in_flight: Vec<(u64, RaftMessage)>,
+    pub blocked: BTreeSet<(u64, u64)>,
+    pub faults: Faults,
+}
+
+impl Network {
+    pub fn new(faults: Faults) -> Self {
+        Self { in_flight: Vec::new(), blocked: BTreeSet::new(), faults }
+    }
+
+    pub fn send(&mut self, now: u64, msg: RaftMessage, rng: &mut ChaCha8Rng) {
+        if rng.random_ratio(self.faults.loss, 1000) {
+            return;
+        }
+        if rng.random_ratio(self.faults.dup, 1000) {
+            let at = now + rng.random_range(0..=self.faults.max_delay);
+            self.in_flight.push((at, msg.clone()));
+        }
+        let at = now + rng.random_range(0..=self.faults.max_delay);
+        self.in_flight.push((at, msg));
+    }
+
+    /// Messages due at `now`, in random order, minus those a partition blocks.
+    pub fn due(&mut self, now: u64, rng: &mut ChaCha8Rng) -> Vec<RaftMessage> {
+        let mut due = Vec::new();
+        let mut i = 0;
+        while i < self.in_flight.len() {
+            if self.in_flight[i].0 <= now {
+                due.push(self.in_flight.swap_remove(i).1);
+            } else {
+                i += 1;
+            }
+        }
+        // Fisher-Yates with the simulation's RNG keeps the order reproducible.
+        for i in (1..due.len()).rev() {
+            let j = rng.random_range(0..=i);
+            due.swap(i, j);
+        }
+        due.retain(|m| !self.blocked.contains(&(m.from, m.to)));
+        due
+    }
+
+    pub fn partition(&mut self, a: &[u64], b: &[u64], symmetric: bool) {
+        for &x in a {
+            for &y in b {
+                self.blocked.insert((x, y));
+                if symmetric {
+                    self.blocked.insert((y, x));
+                }
+            }
+        }
+    }
+
+    pub fn heal(&mut self) {
+        self.blocked.clear();
+    }
+}

@@ -1,0 +1,83 @@
+//! Deterministic simulation of the Raft core under faults (see `raft_sim`).
+//!
+//! `cargo test -p kvnode --test raft_simulation` runs the default seed range. Environment:
+//! - `RAFT_SIM_SEEDS=N`: how many seeds (default 500), starting at `RAFT_SIM_FIRST_SEED` (0);
+//! - `RAFT_SIM_SEED=S`: run only seed S, printing its trace;
+//! - `RAFT_SIM_STEPS=N`: fault-phase steps per seed (default 2500).
+
+mod raft_sim;
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use raft_sim::{Outcome, SimOptions, run_seed};
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+const DEFAULT_STEPS: u64 = 2500;
+
+fn replay_command(seed: u64, steps: u64) -> String {
+    format!(
+        "RAFT_SIM_SEED={seed} RAFT_SIM_STEPS={steps} cargo test -p kvnode --test raft_simulation -- simulate_seeds --nocapture"
+    )
+}
+
+#[test]
+fn simulate_seeds() {
+    let steps = env_u64("RAFT_SIM_STEPS").unwrap_or(DEFAULT_STEPS);
+    if let Some(seed) = env_u64("RAFT_SIM_SEED") {
+        match run_seed(&SimOptions { seed, steps, verbose: true }) {
+            Ok(o) => println!("seed {seed}: ok {o:?}"),
+            Err(e) => panic!("{e}\nreplay: {}", replay_command(seed, steps)),
+        }
+        return;
+    }
+    let first = env_u64("RAFT_SIM_FIRST_SEED").unwrap_or(0);
+    let count = env_u64("RAFT_SIM_SEEDS").unwrap_or(500);
+    let next = AtomicU64::new(first);
+    let failures: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let totals = Mutex::new(Outcome::default());
+    let started = Instant::now();
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                loop {
+                    let seed = next.fetch_add(1, Ordering::Relaxed);
+                    if seed >= first + count {
+                        return;
+                    }
+                    match run_seed(&SimOptions { seed, steps, verbose: false }) {
+                        Ok(o) => totals.lock().unwrap().add(&o),
+                        Err(e) => {
+                            let first_line = e.lines().next().unwrap_or_default().to_string();
+                            eprintln!("{first_line}\nreplay: {}", replay_command(seed, steps));
+                            failures
+                                .lock()
+                                .unwrap()
+                                .push(format!("{first_line}\n  replay: {}", replay_command(seed, steps)));
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let t = totals.lock().unwrap();
+    println!(
+        "{count} seeds from {first} ({steps} fault steps each) in {:.1?}: {} steps, {} leaders elected, \
+         {} entries applied, {} reads confirmed, {} conf changes, {} crashes, {} snapshots installed",
+        started.elapsed(),
+        t.steps,
+        t.leaders,
+        t.applied,
+        t.reads,
+        t.conf_changes,
+        t.crashes,
+        t.snapshots_installed
+    );
+    let failures = failures.lock().unwrap();
+    assert!(failures.is_empty(), "{} seeds failed:\n{}", failures.len(), failures.join("\n"));
+}
