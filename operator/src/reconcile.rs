@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ObjectReference, PersistentVolumeClaim, Pod, Service, ServiceAccount,
+};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action as Requeue;
@@ -402,6 +404,31 @@ fn event_reason(action: &Action) -> Option<(&'static str, EventType)> {
     })
 }
 
+/// The member pod a step concerns, as the Event's related object. Besides pointing people at
+/// the pod, it keeps the recorder from folding steps on different members into one Event series.
+fn event_subject(names: &ClusterNames, obs: &ObservedState, action: &Action) -> Option<ObjectReference> {
+    let ordinal = match action {
+        Action::DeletePvc { ordinal }
+        | Action::AddLearner { ordinal }
+        | Action::Promote { ordinal, .. }
+        | Action::RemoveMember { ordinal, .. }
+        | Action::RestartPod { ordinal }
+        | Action::MoveLeader { to_ordinal: ordinal, .. } => *ordinal,
+        Action::SetReplicas { replicas } => {
+            let current = obs.statefulset.as_ref().map_or(0, |s| s.replicas);
+            if *replicas > current { replicas - 1 } else { *replicas }
+        }
+        _ => return None,
+    };
+    Some(ObjectReference {
+        api_version: Some("v1".to_string()),
+        kind: Some("Pod".to_string()),
+        name: Some(names.member(ordinal)),
+        namespace: Some(names.namespace.clone()),
+        ..ObjectReference::default()
+    })
+}
+
 /// Writes status, metrics and an Event for the step taken.
 async fn report(
     kvc: &KVCluster,
@@ -418,7 +445,12 @@ async fn report(
     ctx.metrics.operation_in_progress.with_label_values(&labels).set(i64::from(in_progress));
 
     let api: Api<KVCluster> = ns_api(ctx, names);
-    api.patch_status(&names.name, &PatchParams::default(), &Patch::Merge(status_patch(&status))).await?;
+    api.patch_status(
+        &names.name,
+        &PatchParams::default(),
+        &Patch::Merge(status_patch(kvc.status.as_ref(), &status)),
+    )
+    .await?;
 
     if let Some((reason, type_)) = event_reason(&decision.action) {
         let note = plan::describe(&decision.action, kvc);
@@ -428,8 +460,8 @@ async fn report(
             type_,
             reason: reason.to_string(),
             note: Some(note),
-            action: "Reconcile".to_string(),
-            secondary: None,
+            action: reason.to_string(),
+            secondary: event_subject(names, obs, &decision.action),
         };
         if let Err(e) = ctx.recorder.publish(&event, &kvc.object_ref(&())).await {
             warn!(cluster = %plan::display_name(kvc), error = %e, "could not publish event");

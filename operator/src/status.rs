@@ -213,14 +213,48 @@ pub fn build_status(kvc: &KVCluster, obs: &ObservedState, decision: &Decision) -
     }
 }
 
-/// The status as a merge patch body: fields that became empty are sent as `null` so that the
-/// merge removes them instead of keeping the old value.
-pub fn status_patch(status: &KVClusterStatus) -> serde_json::Value {
-    let mut value = serde_json::to_value(status).unwrap_or(serde_json::Value::Null);
-    if let Some(map) = value.as_object_mut() {
-        for key in ["operation", "leader", "currentVersion", "currentRevision", "observedGeneration"] {
-            map.entry(key).or_insert(serde_json::Value::Null);
+/// A JSON merge patch (RFC 7386) turning `old` into `new`: keys that disappeared, at any
+/// depth, are sent as `null`, because a merge patch keeps whatever it does not mention (an
+/// omitted `operation.failed` would otherwise survive the end of the operation).
+pub fn merge_diff(old: &serde_json::Value, new: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match (old, new) {
+        (Value::Object(o), Value::Object(n)) => {
+            let mut patch = serde_json::Map::new();
+            for (k, nv) in n {
+                let pv = match o.get(k) {
+                    Some(ov) if ov == nv => continue,
+                    Some(ov) => merge_diff(ov, nv),
+                    None => nv.clone(),
+                };
+                patch.insert(k.clone(), pv);
+            }
+            for k in o.keys().filter(|k| !n.contains_key(*k)) {
+                patch.insert(k.clone(), Value::Null);
+            }
+            Value::Object(patch)
         }
+        _ => new.clone(),
     }
-    serde_json::json!({ "status": value })
+}
+
+/// The merge patch of the status subresource from `old` to `new`.
+pub fn status_patch(old: Option<&KVClusterStatus>, new: &KVClusterStatus) -> serde_json::Value {
+    let old = old.map_or(serde_json::Value::Null, |s| serde_json::to_value(s).unwrap_or_default());
+    let new = serde_json::to_value(new).unwrap_or_default();
+    serde_json::json!({ "status": merge_diff(&old, &new) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn merge_diff_nulls_vanished_keys_at_any_depth() {
+        let old = json!({"a": 1, "op": {"kind": "Rollout", "failed": "x"}, "gone": true, "same": [1]});
+        let new = json!({"a": 2, "op": {"kind": "Rollout"}, "same": [1]});
+        assert_eq!(merge_diff(&old, &new), json!({"a": 2, "op": {"failed": null}, "gone": null}));
+        assert_eq!(merge_diff(&json!(null), &json!({"a": 1})), json!({"a": 1}));
+    }
 }

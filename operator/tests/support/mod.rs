@@ -173,7 +173,22 @@ impl Store {
         };
         let before_spec = obj["spec"].clone();
         if content_type.contains("json-patch") {
-            let patch: json_patch::Patch = serde_json::from_value(body).unwrap();
+            // Like the API server, a `test` for null passes on an absent path.
+            let mut ops = body.as_array().cloned().unwrap_or_default();
+            let mut null_tests_ok = true;
+            ops.retain(|op| {
+                if op["op"] == "test" && op["value"].is_null() {
+                    let path = op["path"].as_str().unwrap_or_default();
+                    null_tests_ok &= obj.pointer(path).is_none_or(Value::is_null);
+                    false
+                } else {
+                    true
+                }
+            });
+            if !null_tests_ok {
+                return status_error(422, "Invalid", "json patch test failed");
+            }
+            let patch: json_patch::Patch = serde_json::from_value(Value::Array(ops)).unwrap();
             if json_patch::patch(&mut obj, &patch).is_err() {
                 return status_error(422, "Invalid", "json patch test failed");
             }
