@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_IMAGE_REPOSITORY: &str = "ghcr.io/raftkv/kvnode";
 
 /// Desired state of a raftkv cluster.
+// Several `printcolumn(...)` share `type_` values, which clippy mistakes for repeated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "raftkv.dev",
