@@ -463,3 +463,282 @@ pub fn deadline_in(op: &Operation, now: Timestamp, cfg: &PlanConfig) -> Duration
 pub fn display_name(kvc: &KVCluster) -> String {
     format!("{}/{}", kvc.namespace().unwrap_or_default(), kvc.name_any())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use super::*;
+    use crate::crd::KVClusterStatus;
+    use crate::membership::EndpointStatus;
+    use crate::state::{ObservedPod, ObservedStatefulSet};
+    use crate::test_support::example;
+
+    const NOW: i64 = 1_000_000;
+
+    fn status(id: u64, leader: u64, applied: u64) -> EndpointStatus {
+        EndpointStatus {
+            member_id: id,
+            leader,
+            raft_index: applied,
+            raft_applied_index: applied,
+            raft_term: 2,
+            is_learner: false,
+            has_errors: false,
+        }
+    }
+
+    /// A settled cluster of `n` members (ids 1..=n, ordinal = id-1) led by ordinal `leader`.
+    fn healthy(kvc: &mut KVCluster, n: i32, leader: i32) -> ObservedState {
+        let revision = template_revision(kvc);
+        kvc.status = Some(KVClusterStatus { current_revision: Some(revision.clone()), ..Default::default() });
+        let leader_id = leader as u64 + 1;
+        let members = (0..n)
+            .map(|o| ObservedMember {
+                id: o as u64 + 1,
+                ordinal: Some(o),
+                is_learner: false,
+                status: Some(status(o as u64 + 1, leader_id, 100)),
+            })
+            .collect();
+        ObservedState {
+            now: Timestamp::from_second(NOW).unwrap(),
+            statefulset: Some(ObservedStatefulSet { replicas: n, up_to_date: true }),
+            pods: (0..n)
+                .map(|o| {
+                    (o, ObservedPod { ready: true, revision: Some(revision.clone()), terminating: false })
+                })
+                .collect::<BTreeMap<_, _>>(),
+            pvcs: (0..n).collect::<BTreeSet<_>>(),
+            membership: Some(Membership { members, leader: Some(leader_id), leader_index: 100 }),
+        }
+    }
+
+    fn decide(kvc: &KVCluster, obs: &ObservedState) -> Decision {
+        plan(kvc, obs, &PlanConfig { step_timeout: Duration::from_secs(60), max_lag: 10 })
+    }
+
+    fn with_op(kvc: &mut KVCluster, d: &Decision) {
+        kvc.status.get_or_insert_with(Default::default).operation = d.operation.clone();
+    }
+
+    fn members(obs: &mut ObservedState) -> &mut Membership {
+        obs.membership.as_mut().unwrap()
+    }
+
+    #[test]
+    fn creates_when_there_is_no_statefulset_and_idles_when_settled() {
+        let mut kvc = example(3);
+        let mut obs = healthy(&mut kvc, 3, 0);
+        assert_eq!(decide(&kvc, &obs), Decision { action: Action::Idle, operation: None });
+        obs.statefulset = None;
+        assert_eq!(decide(&kvc, &obs).action, Action::Create);
+    }
+
+    #[test]
+    fn unreachable_cluster_only_waits() {
+        let mut kvc = example(1);
+        let mut obs = healthy(&mut kvc, 3, 0);
+        obs.membership = None;
+        assert!(matches!(decide(&kvc, &obs).action, Action::Wait(_)));
+    }
+
+    #[test]
+    fn a_missing_pod_is_not_a_scale_in() {
+        let mut kvc = example(3);
+        let mut obs = healthy(&mut kvc, 3, 0);
+        obs.pods.remove(&1);
+        members(&mut obs).members[1].status = None;
+        let d = decide(&kvc, &obs);
+        assert_eq!(d.action, Action::Idle, "nothing to change: membership matches spec");
+        assert_eq!(statefulset_replicas(&kvc, &obs, &d.action), 3);
+        assert_eq!(pdb_voters(&kvc, &obs), 3);
+    }
+
+    #[test]
+    fn scale_up_adds_the_lowest_free_ordinal_after_deleting_its_stale_claim() {
+        let mut kvc = example(5);
+        let mut obs = healthy(&mut kvc, 3, 0);
+        obs.pvcs.insert(3);
+        let d = decide(&kvc, &obs);
+        assert_eq!(d.action, Action::DeletePvc { ordinal: 3 });
+        let op = d.operation.clone().unwrap();
+        assert_eq!((op.kind, op.ordinal), (OperationKind::ScaleUp, Some(3)));
+        with_op(&mut kvc, &d);
+        obs.pvcs.remove(&3);
+        assert_eq!(decide(&kvc, &obs).action, Action::AddLearner { ordinal: 3 });
+    }
+
+    #[test]
+    fn scale_up_waits_for_unhealthy_voters_then_halts_at_the_deadline() {
+        let mut kvc = example(5);
+        let mut obs = healthy(&mut kvc, 3, 0);
+        members(&mut obs).members[2].status = None;
+        let d = decide(&kvc, &obs);
+        assert!(matches!(d.action, Action::Wait(_)), "{:?}", d.action);
+        with_op(&mut kvc, &d);
+        obs.now = Timestamp::from_second(NOW + 61).unwrap();
+        let d = decide(&kvc, &obs);
+        assert!(matches!(d.action, Action::Halt(_)));
+        assert!(d.operation.unwrap().failed.is_some());
+    }
+
+    #[test]
+    fn learner_is_started_then_promoted_only_when_caught_up() {
+        let mut kvc = example(5);
+        let mut obs = healthy(&mut kvc, 3, 0);
+        members(&mut obs).members.push(ObservedMember {
+            id: 9,
+            ordinal: Some(3),
+            is_learner: true,
+            status: None,
+        });
+        assert_eq!(decide(&kvc, &obs).action, Action::SetReplicas { replicas: 4 });
+        obs.statefulset = Some(ObservedStatefulSet { replicas: 4, up_to_date: true });
+        assert!(matches!(decide(&kvc, &obs).action, Action::Wait(_)));
+        let mut behind = status(9, 1, 50);
+        behind.is_learner = true;
+        members(&mut obs).members[3].status = Some(behind);
+        assert!(matches!(decide(&kvc, &obs).action, Action::Wait(_)));
+        members(&mut obs).members[3].status = Some(status(9, 1, 95));
+        assert_eq!(decide(&kvc, &obs).action, Action::Promote { ordinal: 3, id: 9 });
+    }
+
+    #[test]
+    fn a_learner_beyond_spec_is_removed() {
+        let mut kvc = example(3);
+        let mut obs = healthy(&mut kvc, 3, 0);
+        members(&mut obs).members.push(ObservedMember {
+            id: 9,
+            ordinal: Some(3),
+            is_learner: true,
+            status: None,
+        });
+        let d = decide(&kvc, &obs);
+        assert_eq!(d.action, Action::RemoveMember { ordinal: 3, id: 9 });
+        assert_eq!(d.operation.unwrap().kind, OperationKind::ScaleDown);
+    }
+
+    #[test]
+    fn scale_down_moves_leadership_off_the_victim_then_removes_then_shrinks() {
+        let mut kvc = example(3);
+        let mut obs = healthy(&mut kvc, 5, 4);
+        members(&mut obs).members[0].status = Some(status(1, 5, 80)); // behind: not the first choice
+        let d = decide(&kvc, &obs);
+        assert_eq!(d.action, Action::MoveLeader { from: 5, to: 2, to_ordinal: 1 });
+        with_op(&mut kvc, &d);
+        *members(&mut obs) = healthy(&mut kvc.clone(), 5, 1).membership.unwrap();
+        assert_eq!(decide(&kvc, &obs).action, Action::RemoveMember { ordinal: 4, id: 5 });
+        members(&mut obs).members.retain(|m| m.id != 5);
+        assert_eq!(decide(&kvc, &obs).action, Action::SetReplicas { replicas: 4 });
+        obs.statefulset = Some(ObservedStatefulSet { replicas: 4, up_to_date: true });
+        assert!(matches!(decide(&kvc, &obs).action, Action::Wait(_)), "pod 4 still terminating");
+        obs.pods.remove(&4);
+        // Retain: the claim stays and the operation completes.
+        let d = decide(&kvc, &obs);
+        assert_eq!(d, Decision { action: Action::Complete(OperationKind::ScaleDown), operation: None });
+        kvc.spec.pvc_retention_policy.when_scaled = PvcPolicy::Delete;
+        assert_eq!(decide(&kvc, &obs).action, Action::DeletePvc { ordinal: 4 });
+    }
+
+    #[test]
+    fn scale_down_never_breaks_quorum() {
+        let mut kvc = example(3);
+        let mut obs = healthy(&mut kvc, 5, 0);
+        // Two of the four remaining members are down: removing ordinal 4 leaves 2 of 4 healthy.
+        members(&mut obs).members[1].status = None;
+        members(&mut obs).members[2].status = None;
+        assert!(matches!(decide(&kvc, &obs).action, Action::Wait(_)));
+        // If the victim is the one that is down, removing it is fine.
+        members(&mut obs).members[2].status = Some(status(3, 1, 100));
+        members(&mut obs).members[4].status = None;
+        assert_eq!(decide(&kvc, &obs).action, Action::RemoveMember { ordinal: 4, id: 5 });
+    }
+
+    fn upgraded(kvc: &mut KVCluster) {
+        kvc.spec.version = Some("0.2.0".into());
+        kvc.metadata.generation = Some(2);
+    }
+
+    #[test]
+    fn rollout_restarts_followers_first_from_the_highest_ordinal_and_the_leader_last() {
+        let mut kvc = example(3);
+        let mut obs = healthy(&mut kvc, 3, 2);
+        upgraded(&mut kvc);
+        let new = template_revision(&kvc);
+        let d = decide(&kvc, &obs);
+        assert_eq!(d.action, Action::RestartPod { ordinal: 1 });
+        assert_eq!(d.operation.as_ref().unwrap().pod.as_deref(), Some("kv-1"));
+        with_op(&mut kvc, &d);
+        obs.pods.get_mut(&1).unwrap().revision = Some(new.clone());
+        assert_eq!(decide(&kvc, &obs).action, Action::RestartPod { ordinal: 0 });
+        obs.pods.get_mut(&0).unwrap().revision = Some(new.clone());
+        // Only the leader is left: move leadership to an updated, caught-up follower.
+        assert_eq!(decide(&kvc, &obs).action, Action::MoveLeader { from: 3, to: 1, to_ordinal: 0 });
+        *members(&mut obs) = healthy(&mut kvc.clone(), 3, 0).membership.unwrap();
+        assert_eq!(decide(&kvc, &obs).action, Action::RestartPod { ordinal: 2 });
+        obs.pods.get_mut(&2).unwrap().revision = Some(new);
+        assert_eq!(decide(&kvc, &obs).action, Action::Complete(OperationKind::Rollout));
+    }
+
+    #[test]
+    fn rollout_waits_for_a_lagging_member_and_halts_only_after_its_own_restart() {
+        let mut kvc = example(3);
+        let mut obs = healthy(&mut kvc, 3, 0);
+        upgraded(&mut kvc);
+        members(&mut obs).members[0].status = Some(status(1, 1, 100));
+        members(&mut obs).members[1].status = Some(status(2, 1, 20)); // behind the leader
+        let d = decide(&kvc, &obs);
+        assert!(matches!(d.action, Action::Wait(_)));
+        with_op(&mut kvc, &d);
+        obs.now = Timestamp::from_second(NOW + 3600).unwrap();
+        assert!(matches!(decide(&kvc, &obs).action, Action::Wait(_)), "nothing the rollout did is to blame");
+
+        members(&mut obs).members[1].status = Some(status(2, 1, 100));
+        let d = decide(&kvc, &obs);
+        assert_eq!(d.action, Action::RestartPod { ordinal: 2 });
+        with_op(&mut kvc, &d);
+        obs.pods.get_mut(&2).unwrap().ready = false;
+        obs.pods.get_mut(&2).unwrap().revision = Some(template_revision(&kvc));
+        assert!(matches!(decide(&kvc, &obs).action, Action::Wait(_)));
+        obs.now = Timestamp::from_second(NOW + 3600 + 61).unwrap();
+        let d = decide(&kvc, &obs);
+        assert!(matches!(d.action, Action::Halt(_)));
+        with_op(&mut kvc, &d);
+        // Halted: nothing more until the spec changes.
+        obs.pods.get_mut(&2).unwrap().ready = true;
+        assert!(matches!(decide(&kvc, &obs).action, Action::Wait(ref w) if w.starts_with("halted")));
+        kvc.metadata.generation = Some(3);
+        assert!(matches!(decide(&kvc, &obs).action, Action::RestartPod { .. }));
+    }
+
+    #[test]
+    fn rollout_waits_for_the_statefulset_controller() {
+        let mut kvc = example(3);
+        let mut obs = healthy(&mut kvc, 3, 0);
+        upgraded(&mut kvc);
+        obs.statefulset = Some(ObservedStatefulSet { replicas: 3, up_to_date: false });
+        assert!(matches!(decide(&kvc, &obs).action, Action::Wait(_)));
+    }
+
+    #[test]
+    fn a_single_member_is_restarted_in_place() {
+        let mut kvc = example(1);
+        let obs = healthy(&mut kvc, 1, 0);
+        upgraded(&mut kvc);
+        assert_eq!(decide(&kvc, &obs).action, Action::RestartPod { ordinal: 0 });
+    }
+
+    #[test]
+    fn budget_and_replicas_follow_membership() {
+        let mut kvc = example(5);
+        let obs = healthy(&mut kvc, 3, 0);
+        assert_eq!(pdb_voters(&kvc, &obs), 3);
+        assert_eq!(statefulset_replicas(&kvc, &obs, &Action::Idle), 3);
+        assert_eq!(statefulset_replicas(&kvc, &obs, &Action::SetReplicas { replicas: 4 }), 4);
+        let mut fresh = obs.clone();
+        fresh.statefulset = None;
+        fresh.membership = None;
+        assert_eq!(statefulset_replicas(&example(5), &fresh, &Action::Create), 5);
+    }
+}
