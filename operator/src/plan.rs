@@ -23,6 +23,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
 use crate::crd::{KVCluster, Operation, OperationKind, PvcPolicy};
+use crate::names::ClusterNames;
 use crate::resources::{names, statefulset::template_revision};
 use crate::state::{Membership, ObservedMember, ObservedState};
 
@@ -205,7 +206,7 @@ impl Ctx<'_> {
             Action::Complete(_) => return None,
             Action::Halt(reason) => op.failed = Some(reason.clone()),
             a if a.is_step() => {
-                op.step = describe(a, self);
+                op.step = describe(a, &names(self.kvc));
                 op.step_started_at = Time(self.obs.now);
                 op.pod = match a {
                     Action::RestartPod { ordinal } => Some(names(self.kvc).member(*ordinal)),
@@ -382,50 +383,26 @@ impl Ctx<'_> {
 }
 
 /// Human-readable description of a step, for the operation record and Events.
-pub fn describe(action: &Action, ctx_names: &impl MemberNames) -> String {
+pub fn describe(action: &Action, names: &ClusterNames) -> String {
     match action {
         Action::Create => "created the cluster's objects".to_string(),
         Action::Idle => "idle".to_string(),
         Action::Wait(why) => format!("waiting: {why}"),
-        Action::DeletePvc { ordinal } => format!("deleted claim {}", ctx_names.pvc_name(*ordinal)),
-        Action::AddLearner { ordinal } => format!("added {} as a learner", ctx_names.member_name(*ordinal)),
+        Action::DeletePvc { ordinal } => format!("deleted claim {}", names.pvc(*ordinal)),
+        Action::AddLearner { ordinal } => format!("added {} as a learner", names.member(*ordinal)),
         Action::SetReplicas { replicas } => format!("set StatefulSet replicas to {replicas}"),
         Action::Promote { ordinal, id } => {
-            format!("promoted {} ({id:x}) to voter", ctx_names.member_name(*ordinal))
+            format!("promoted {} ({id:x}) to voter", names.member(*ordinal))
         }
         Action::MoveLeader { from, to, to_ordinal } => {
-            format!("moved leadership from {from:x} to {} ({to:x})", ctx_names.member_name(*to_ordinal))
+            format!("moved leadership from {from:x} to {} ({to:x})", names.member(*to_ordinal))
         }
         Action::RemoveMember { ordinal, id } => {
-            format!("removed member {} ({id:x})", ctx_names.member_name(*ordinal))
+            format!("removed member {} ({id:x})", names.member(*ordinal))
         }
-        Action::RestartPod { ordinal } => format!("restarted pod {}", ctx_names.member_name(*ordinal)),
+        Action::RestartPod { ordinal } => format!("restarted pod {}", names.member(*ordinal)),
         Action::Complete(kind) => format!("{kind:?} complete"),
         Action::Halt(why) => format!("halted: {why}"),
-    }
-}
-
-/// Naming used by [`describe`].
-pub trait MemberNames {
-    fn member_name(&self, ordinal: i32) -> String;
-    fn pvc_name(&self, ordinal: i32) -> String;
-}
-
-impl MemberNames for Ctx<'_> {
-    fn member_name(&self, ordinal: i32) -> String {
-        names(self.kvc).member(ordinal)
-    }
-    fn pvc_name(&self, ordinal: i32) -> String {
-        names(self.kvc).pvc(ordinal)
-    }
-}
-
-impl MemberNames for KVCluster {
-    fn member_name(&self, ordinal: i32) -> String {
-        names(self).member(ordinal)
-    }
-    fn pvc_name(&self, ordinal: i32) -> String {
-        names(self).pvc(ordinal)
     }
 }
 

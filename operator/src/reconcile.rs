@@ -453,7 +453,7 @@ async fn report(
     .await?;
 
     if let Some((reason, type_)) = event_reason(&decision.action) {
-        let note = plan::describe(&decision.action, kvc);
+        let note = plan::describe(&decision.action, names);
         info!(cluster = %plan::display_name(kvc), step = %note, "step");
         ctx.metrics.steps.with_label_values(&[labels[0], labels[1], reason]).inc();
         let event = Event {
