@@ -28,6 +28,8 @@
 
 mod artifact;
 mod check;
+mod configs;
+mod entries;
 mod history;
 mod model;
 mod recorder;

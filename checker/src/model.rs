@@ -16,8 +16,11 @@ pub(crate) type State = u32;
 /// The state of a key that does not exist; every key starts absent.
 pub(crate) const ABSENT: State = 0;
 
+/// The one state that stands for every value no operation compares against (see [`compile`]).
+pub(crate) const UNOBSERVED: State = State::MAX;
+
 /// One operation's effect and its constraint on the state it is applied to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Step {
     /// A read that saw this state.
     Read(State),
@@ -46,6 +49,21 @@ impl Step {
             Step::CasFailed { expected } => (state != expected).then_some(state),
             Step::CasUnknown { expected, value } => Some(if state == expected { value } else { state }),
             Step::Impossible => None,
+        }
+    }
+
+    /// True for a write whose effect does not depend on the state it is applied to.
+    pub(crate) fn is_blind_write(self) -> bool {
+        matches!(self, Step::Write(_))
+    }
+
+    /// The same step with the value it writes passed through `map`.
+    fn map_written(self, map: impl Fn(State) -> State) -> Step {
+        match self {
+            Step::Write(value) => Step::Write(map(value)),
+            Step::CasSucceeded { expected, value } => Step::CasSucceeded { expected, value: map(value) },
+            Step::CasUnknown { expected, value } => Step::CasUnknown { expected, value: map(value) },
+            other => other,
         }
     }
 
@@ -155,10 +173,20 @@ impl Observations {
     fn could_need(&self, state: State) -> bool {
         self.equal.contains(&state) || self.not_equal.iter().any(|&other| other != state)
     }
+
+    /// True if some operation compares the state against `state`.
+    fn compares_with(&self, state: State) -> bool {
+        state == ABSENT || self.equal.contains(&state) || self.not_equal.contains(&state)
+    }
 }
 
 /// Compiles the operations of one key into search steps, dropping those that cannot affect the
 /// verdict.
+///
+/// Values that no operation compares against (no read returned them, no compare-and-set expected
+/// them) are indistinguishable to every operation: all of them pass every "different from" check
+/// and fail every "equal to" check. They are merged into [`UNOBSERVED`], which lets the search treat
+/// unknown-outcome writes of such values as interchangeable instead of trying every subset of them.
 pub(crate) fn compile(ops: &[&Operation]) -> Vec<SearchOp> {
     let mut values = Interner::default();
     let mut compiled: Vec<SearchOp> = ops
@@ -180,6 +208,9 @@ pub(crate) fn compile(ops: &[&Operation]) -> Vec<SearchOp> {
     compiled.retain(|op| {
         op.deadline.is_some() || op.step.unknown_write().is_none_or(|value| observed.could_need(value))
     });
+    for op in &mut compiled {
+        op.step = op.step.map_written(|value| if observed.compares_with(value) { value } else { UNOBSERVED });
+    }
     compiled
 }
 
@@ -233,6 +264,32 @@ mod tests {
         let with_cas: Vec<&Operation> = ops.iter().chain([&cas_failed]).collect();
         let sources: Vec<usize> = compile(&with_cas).iter().map(|op| op.source).collect();
         assert_eq!(sources, vec![2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn values_nobody_compares_with_are_merged() {
+        let put = |value: &str, outcome| operation(Op::Put { key: "k".into(), value: value.into() }, outcome);
+        let ops = [
+            put("a", Outcome::Ok(Output::Put)),
+            put("b", Outcome::Unknown),
+            put("c", Outcome::Unknown),
+            operation(
+                Op::Cas { key: "k".into(), expected: Some("c".into()), value: "d".into() },
+                Outcome::Ok(Output::Cas { succeeded: false }),
+            ),
+            operation(Op::Get { key: "k".into() }, Outcome::Ok(Output::Get { value: Some("c".into()) })),
+        ];
+        let refs: Vec<&Operation> = ops.iter().collect();
+        let steps: Vec<Step> = compile(&refs).iter().map(|op| op.step).collect();
+        let c = 3;
+        let expected = vec![
+            Step::Write(UNOBSERVED),
+            Step::Write(UNOBSERVED),
+            Step::Write(c),
+            Step::CasFailed { expected: c },
+            Step::Read(c),
+        ];
+        assert_eq!(steps, expected);
     }
 
     #[test]

@@ -2,18 +2,34 @@
 //! the shape Porcupine popularized).
 //!
 //! Every operation contributes a call entry and a return entry to a doubly linked list sorted by
-//! time. The search walks the list: at a call it tries to linearize that operation next (apply its
-//! step to the model); if that works and the pair (set of linearized operations, model state) was
-//! never seen before, the operation's two entries are unlinked ("lifted") and the walk restarts at
-//! the head. Reaching a return entry means an operation that already completed was not linearized
-//! in time, so the last choice is undone ("unlifted") and the next candidate is tried. The cache of
-//! seen pairs is what makes the search practical: two interleavings that linearized the same
-//! operations into the same state have the same future, so only one is explored.
+//! time ([`EntryList`]). The search walks the list: at a call it tries to linearize that operation
+//! next (apply its step to the model); if that works and the resulting configuration is new, the
+//! operation's two entries are lifted out and the walk restarts at the head. Reaching a return
+//! entry means an operation that already completed was not linearized in time, so the last choice
+//! is undone and the next candidate is tried.
+//!
+//! Unknown-outcome operations (return at +infinity) never force anything and may stay out for
+//! good, which makes them the expensive part: each one could be linearized at any later point. The
+//! search only considers *useful* placements, which loses no linearization:
+//!
+//! - an unknown-outcome operation is tried only after every known-outcome candidate failed at that
+//!   point, and only if it changes the state (one that changes nothing can be left out);
+//! - of several unknown-outcome operations with the same effect (e.g. timed-out deletes), the
+//!   earlier-invoked one is always used first: swapping two of them changes nothing;
+//! - right after one, only an operation that depends on the state may follow (a read, a
+//!   compare-and-set, a delete that reports existence): if a blind write followed instead, the
+//!   unknown-outcome operation could be left out with the same result.
+//!
+//! Any linearization can be turned into one of this shape by leaving such operations out, so the
+//! restriction keeps the verdict; with [`Refuted`] it keeps unknown outcomes from multiplying the
+//! configurations.
 
 use std::collections::HashMap;
 use std::time::Instant;
 
-use crate::model::{ABSENT, SearchOp, State};
+use crate::configs::{Linearized, Refuted, Seen, Situation, Slot};
+use crate::entries::{EntryList, HEAD};
+use crate::model::{ABSENT, SearchOp, Step};
 
 /// How often (in loop iterations) the clock is read; reading it every step would dominate.
 const DEADLINE_CHECK_INTERVAL: u32 = 1 << 12;
@@ -31,149 +47,62 @@ pub(crate) enum SearchOutcome {
     TimedOut,
 }
 
-/// A fixed-size set of operation indices.
-#[derive(Clone, PartialEq, Eq)]
-struct BitSet {
-    words: Box<[u64]>,
+/// Which candidates a walk over the list tries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Operations with a known outcome.
+    Known,
+    /// Operations with an unknown outcome, once no known one could go next.
+    Unknown,
 }
 
-impl BitSet {
-    fn new(len: usize) -> Self {
-        BitSet { words: vec![0; len.div_ceil(64)].into_boxed_slice() }
-    }
-
-    fn set(&mut self, index: usize, on: bool) {
-        if let Some(word) = self.words.get_mut(index / 64) {
-            let bit = 1u64 << (index % 64);
-            if on {
-                *word |= bit;
-            } else {
-                *word &= !bit;
-            }
-        }
-    }
-
-    fn hash_with(&self, state: State) -> u64 {
-        self.words.iter().fold(u64::from(state).wrapping_mul(0x9e37_79b9_7f4a_7c15), |hash, &word| {
-            (hash.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95)
-        })
-    }
+/// A linearization choice on the search stack.
+struct Choice {
+    op: usize,
+    /// The situation before the operation was applied.
+    before: Situation,
+    phase: Phase,
 }
 
-/// The set of (linearized operations, state) configurations already explored.
-///
-/// Keyed by a hash with explicit collision lists so that a lookup that hits allocates nothing.
-#[derive(Default)]
-struct SeenConfigurations {
-    buckets: HashMap<u64, Vec<(BitSet, State)>>,
-}
-
-impl SeenConfigurations {
-    /// Records the configuration; false if it was already there.
-    fn insert(&mut self, linearized: &BitSet, state: State) -> bool {
-        let bucket = self.buckets.entry(linearized.hash_with(state)).or_default();
-        if bucket.iter().any(|(bits, seen)| *seen == state && bits == linearized) {
-            return false;
-        }
-        bucket.push((linearized.clone(), state));
-        true
+/// For each unknown-outcome operation, the latest unknown-outcome operation invoked before it with
+/// the same step: it must be used before this one.
+fn prerequisites(ops: &[SearchOp]) -> Vec<Option<usize>> {
+    let mut unknown: Vec<usize> = (0..ops.len()).filter(|&index| ops[index].deadline.is_none()).collect();
+    unknown.sort_by_key(|&index| (ops[index].invoke, index));
+    let mut last_with_step: HashMap<Step, usize> = HashMap::new();
+    let mut prerequisite = vec![None; ops.len()];
+    for index in unknown {
+        prerequisite[index] = last_with_step.insert(ops[index].step, index);
     }
-}
-
-/// Node 0 is the head sentinel; the entries follow in time order; the last node is the tail.
-struct EntryList {
-    next: Vec<usize>,
-    prev: Vec<usize>,
-    /// For each node: the operation and whether it is the call (true) or the return entry.
-    entry: Vec<(usize, bool)>,
-    /// For each operation: its call and return nodes.
-    nodes_of: Vec<(usize, usize)>,
-}
-
-const HEAD: usize = 0;
-
-impl EntryList {
-    fn new(ops: &[SearchOp]) -> Self {
-        // Sort key: time, with +infinity last; at equal times calls come first, so operations that
-        // touch at one instant count as concurrent (the safe reading of a coarse clock).
-        let mut events: Vec<((bool, u64), bool, usize)> = Vec::with_capacity(ops.len() * 2);
-        for (index, op) in ops.iter().enumerate() {
-            events.push(((false, op.invoke), false, index));
-            let end = op.deadline.map_or((true, 0), |time| (false, time));
-            events.push((end, true, index));
-        }
-        events.sort_unstable();
-        let tail = events.len() + 1;
-        let mut entry = vec![(usize::MAX, false); tail + 1];
-        let mut nodes_of = vec![(0, 0); ops.len()];
-        for (position, &(_, is_return, op)) in events.iter().enumerate() {
-            let node = position + 1;
-            if let Some(slot) = entry.get_mut(node) {
-                *slot = (op, !is_return);
-            }
-            if let Some(nodes) = nodes_of.get_mut(op) {
-                if is_return {
-                    nodes.1 = node;
-                } else {
-                    nodes.0 = node;
-                }
-            }
-        }
-        EntryList {
-            next: (1..=tail + 1).map(|node| node.min(tail)).collect(),
-            prev: (0..=tail).map(|node| node.saturating_sub(1)).collect(),
-            entry,
-            nodes_of,
-        }
-    }
-
-    fn next(&self, node: usize) -> usize {
-        self.next.get(node).copied().unwrap_or(HEAD)
-    }
-
-    fn entry(&self, node: usize) -> Option<(usize, bool)> {
-        self.entry.get(node).copied().filter(|&(op, _)| op != usize::MAX)
-    }
-
-    fn unlink(&mut self, node: usize) {
-        let (prev, next) = (self.prev[node], self.next[node]);
-        self.next[prev] = next;
-        self.prev[next] = prev;
-    }
-
-    fn relink(&mut self, node: usize) {
-        let (prev, next) = (self.prev[node], self.next[node]);
-        self.next[prev] = node;
-        self.prev[next] = node;
-    }
-
-    /// Removes an operation's call and return entries (it has been linearized).
-    fn lift(&mut self, op: usize) {
-        let (call, ret) = self.nodes_of[op];
-        self.unlink(call);
-        self.unlink(ret);
-    }
-
-    /// Restores them, in the reverse order of [`EntryList::lift`] so the links line up again.
-    fn unlift(&mut self, op: usize) {
-        let (call, ret) = self.nodes_of[op];
-        self.relink(ret);
-        self.relink(call);
-    }
+    prerequisite
 }
 
 /// Searches for a linearization of one key's operations, starting from an absent key.
 pub(crate) fn search(ops: &[SearchOp], deadline: Instant) -> SearchOutcome {
+    let mut slots = Vec::with_capacity(ops.len());
+    let (mut known, mut unknown) = (0, 0);
+    for op in ops {
+        if op.deadline.is_some() {
+            slots.push(Slot::Known(known));
+            known += 1;
+        } else {
+            slots.push(Slot::Unknown(unknown));
+            unknown += 1;
+        }
+    }
+    let prerequisite = prerequisites(ops);
+    let mut applied = vec![false; ops.len()];
     let mut list = EntryList::new(ops);
-    let mut seen = SeenConfigurations::default();
-    let mut linearized = BitSet::new(ops.len());
-    let mut state = ABSENT;
+    let mut seen = Seen::default();
+    let mut refuted = Refuted::default();
+    let mut linearized = Linearized::new(known, unknown);
+    let mut situation = Situation { state: ABSENT, after_unknown: false };
     // Operations with a known completion still to linearize; the unknown ones may stay out.
-    let mut remaining = ops.iter().filter(|op| op.deadline.is_some()).count();
-    // The choices made so far: the operation linearized and the state before it.
-    let mut stack: Vec<(usize, State)> = Vec::new();
+    let mut remaining = known;
+    let mut stack: Vec<Choice> = Vec::new();
     let mut best: Option<(Vec<usize>, Option<usize>)> = None;
     let mut node = list.next(HEAD);
+    let mut phase = Phase::Known;
     let mut until_clock = DEADLINE_CHECK_INTERVAL;
 
     while remaining > 0 {
@@ -187,39 +116,60 @@ pub(crate) fn search(ops: &[SearchOp], deadline: Instant) -> SearchOutcome {
         match list.entry(node) {
             Some((index, true)) => {
                 let op = &ops[index];
-                if let Some(after) = op.step.apply(state) {
-                    linearized.set(index, true);
-                    if seen.insert(&linearized, after) {
-                        stack.push((index, state));
-                        state = after;
+                let candidate_phase = if op.deadline.is_some() { Phase::Known } else { Phase::Unknown };
+                let allowed = candidate_phase == phase
+                    && !(situation.after_unknown && op.step.is_blind_write())
+                    && prerequisite[index].is_none_or(|earlier| applied[earlier]);
+                let next = op
+                    .step
+                    .apply(situation.state)
+                    .filter(|&after| allowed && (phase == Phase::Known || after != situation.state));
+                if let Some(after) = next {
+                    let next = Situation { state: after, after_unknown: phase == Phase::Unknown };
+                    linearized.set(slots[index], true);
+                    if !refuted.covers(&linearized, next) && seen.insert(&linearized, next) {
+                        stack.push(Choice { op: index, before: situation, phase });
+                        situation = next;
                         list.lift(index);
-                        if op.deadline.is_some() {
+                        applied[index] = true;
+                        if phase == Phase::Known {
                             remaining -= 1;
                         }
                         node = list.next(HEAD);
+                        phase = Phase::Known;
                         continue;
                     }
-                    linearized.set(index, false);
+                    linearized.set(slots[index], false);
                 }
                 node = list.next(node);
             }
             // A return entry (or the tail): an operation that had to be linearized by now was not.
             returned => {
+                if phase == Phase::Known && unknown > 0 {
+                    node = list.next(HEAD);
+                    phase = Phase::Unknown;
+                    continue;
+                }
                 if best.as_ref().is_none_or(|(longest, _)| stack.len() > longest.len()) {
-                    let prefix = stack.iter().map(|&(index, _)| ops[index].source).collect();
+                    let prefix = stack.iter().map(|choice| ops[choice.op].source).collect();
                     best = Some((prefix, returned.map(|(index, _)| ops[index].source)));
                 }
-                let Some((index, before)) = stack.pop() else {
+                let Some(choice) = stack.pop() else {
                     let (linearized, stuck) = best.unwrap_or_default();
                     return SearchOutcome::Violation { linearized, stuck };
                 };
-                list.unlift(index);
-                linearized.set(index, false);
-                state = before;
-                if ops[index].deadline.is_some() {
+                if unknown > 0 {
+                    refuted.insert(&linearized, situation);
+                }
+                list.unlift(choice.op);
+                applied[choice.op] = false;
+                linearized.set(slots[choice.op], false);
+                situation = choice.before;
+                if choice.phase == Phase::Known {
                     remaining += 1;
                 }
-                node = list.next(list.nodes_of[index].0);
+                phase = choice.phase;
+                node = list.next(list.call_node(choice.op));
             }
         }
     }

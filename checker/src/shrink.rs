@@ -14,10 +14,13 @@
 //!    have been. So no write is dropped that could explain what the remaining reads saw, and the
 //!    final sub-history fails whatever the removed operations did.
 //!
+//! Writes of values the remaining operations observe are then added back as recorded, so the
+//! reader sees where each value came from.
+//!
 //! Each candidate is a full check, bounded by a deadline; when it runs out the best result so far
 //! is returned and marked incomplete.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::check::check_key;
@@ -146,15 +149,44 @@ fn remove_irrelevant(base: Vec<Operation>, checker: &mut Checker) -> Vec<Operati
     base.into_iter().zip(kept).filter_map(|(op, keep)| keep.then_some(op)).collect()
 }
 
-/// Values the operations saw or relied on, so failed writes of those values can be shown as context.
-fn values_seen(ops: &[Operation]) -> HashSet<&str> {
-    ops.iter()
-        .filter_map(|op| match (&op.op, &op.outcome) {
+/// The value a write puts in place, whatever its outcome; `None` for reads and deletes.
+fn written_value(op: &Operation) -> Option<&str> {
+    match &op.op {
+        Op::Put { value, .. } | Op::Cas { value, .. } => Some(value),
+        Op::Get { .. } | Op::Delete { .. } => None,
+    }
+}
+
+/// Writes worth showing next to the failing operations: for each value they observe (a read's
+/// result, a compare-and-set's expected value) that none of them writes, the last write of that
+/// value invoked before the observation ended, failed or not.
+///
+/// Adding recorded operations back never makes the failing sub-history pass (the checked form
+/// already contained them as unknown-outcome writes, or they are failed and ignored), but without
+/// them a reader sees values that seem to come from nowhere.
+fn context(ops: &[&Operation], core: &[Operation]) -> Vec<Operation> {
+    let written: HashSet<&str> = core.iter().filter_map(written_value).collect();
+    let mut observed: HashMap<&str, u64> = HashMap::new();
+    for op in core {
+        let value = match (&op.op, &op.outcome) {
             (Op::Get { .. }, Outcome::Ok(Output::Get { value })) => value.as_deref(),
             (Op::Cas { expected, .. }, _) => expected.as_deref(),
             _ => None,
-        })
-        .collect()
+        };
+        if let Some(value) = value.filter(|value| !written.contains(value)) {
+            let until = observed.entry(value).or_default();
+            *until = (*until).max(op.complete);
+        }
+    }
+    let mut context: Vec<Operation> = Vec::new();
+    for (value, until) in observed {
+        let writer = ops
+            .iter()
+            .filter(|op| written_value(op) == Some(value) && op.invoke < until)
+            .max_by_key(|op| (op.invoke, op.id));
+        context.extend(writer.map(|op| (*op).clone()));
+    }
+    context
 }
 
 /// Shrinks the operations of one non-linearizable key.
@@ -172,17 +204,8 @@ pub(crate) fn shrink(ops: &[&Operation], budget: Duration) -> Shrunk {
     let ids: HashSet<u64> = reduced.iter().map(|op| op.id).collect();
     let mut result: Vec<Operation> =
         ops.iter().filter(|op| ids.contains(&op.id)).map(|op| (*op).clone()).collect();
-    let seen = values_seen(&result);
-    let context: Vec<Operation> = ops
-        .iter()
-        .filter(|op| op.outcome == Outcome::Failed && !ids.contains(&op.id))
-        .filter(|op| match &op.op {
-            Op::Put { value, .. } | Op::Cas { value, .. } => seen.contains(value.as_str()),
-            Op::Get { .. } | Op::Delete { .. } => false,
-        })
-        .map(|op| (*op).clone())
-        .collect();
-    result.extend(context);
+    let shown_with = context(ops, &result);
+    result.extend(shown_with);
     result.sort_by_key(|op| (op.invoke, op.id));
     tracing::debug!(from = ops.len(), to = result.len(), complete = checker.complete, "shrunk violation");
     Shrunk { ops: result, complete: checker.complete }
