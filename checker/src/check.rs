@@ -25,8 +25,10 @@ pub struct CheckOptions {
     /// Upper bound for searching all keys; keys not decided by then make the result
     /// [`CheckResult::Timeout`] (unless another key already proved a violation).
     pub time_budget: Duration,
-    /// Extra time allowed for shrinking a violation to a minimal sub-history; when it runs out the
-    /// smallest failing sub-history found so far is reported.
+    /// Extra time allowed for explaining a violation: shrinking it to a minimal sub-history and
+    /// finding that sub-history's longest partial linearization. When it runs out, the smallest
+    /// failing sub-history found so far is reported. The whole check takes at most about
+    /// `time_budget + shrink_budget`.
     pub shrink_budget: Duration,
     /// Directory for violation files; [`std::env::temp_dir`] when `None`.
     pub artifact_dir: Option<PathBuf>,
@@ -289,9 +291,10 @@ pub fn check(history: &History, options: CheckOptions) -> CheckReport {
 
 /// Shrinks, re-checks and saves the violation on `key`.
 fn explain(key: &str, ops: &[&Operation], other_keys: Vec<String>, options: &CheckOptions) -> Violation {
-    let shrunk = shrink(ops, options.shrink_budget);
+    let deadline = Instant::now() + options.shrink_budget;
+    let shrunk = shrink(ops, options.shrink_budget, deadline);
     let refs: Vec<&Operation> = shrunk.ops.iter().collect();
-    let (linearized, stuck) = match check_key(&refs, Instant::now() + options.shrink_budget) {
+    let (linearized, stuck) = match check_key(&refs, deadline) {
         SearchOutcome::Violation { linearized, stuck } => (
             linearized.into_iter().filter_map(|index| refs.get(index).map(|op| op.id)).collect(),
             stuck.and_then(|index| refs.get(index).map(|op| op.id)),

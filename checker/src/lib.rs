@@ -12,6 +12,26 @@
 //!   violation it shrinks the offending key's operations to a small failing sub-history, writes it
 //!   to a JSON file and renders it as a table (see [`Violation`]).
 //!
+//! # What the model covers
+//!
+//! Each key is an independent register that starts absent. Operations touch one key:
+//! [`Op::Get`], [`Op::Put`], [`Op::Delete`] and [`Op::Cas`] (an etcd `Txn` comparing the value, or
+//! absence, then putting). Range reads, multi-key transactions, revisions and leases are not
+//! modelled; record only single-key operations. Outcomes:
+//!
+//! - [`Outcome::Ok`]: took effect once, between invocation and completion, with that output;
+//! - [`Outcome::Failed`]: definitely not applied (ignored by the check);
+//! - [`Outcome::Unknown`]: timeout or lost connection: may take effect at any point after
+//!   invocation, or never. Record these honestly; calling them failed produces false alarms.
+//!
+//! # Reading a violation
+//!
+//! [`Violation`]'s `Display` names the key and the file holding the minimal failing sub-history
+//! (a [`History`] in JSON, reloadable with [`History::read_json_file`]) and prints a table: one row
+//! per operation with id, client, invoke and complete times (relative), a timeline bar, the request
+//! and what the client was told. Rows marked `L1`, `L2`, ... are the longest order the search could
+//! linearize; `!!` marks the operation that could not be placed after it.
+//!
 //! ```
 //! use std::time::Duration;
 //! use kvcheck::{CheckOptions, HistoryRecorder, Op, Outcome, Output, check};

@@ -77,103 +77,154 @@ fn prerequisites(ops: &[SearchOp]) -> Vec<Option<usize>> {
     prerequisite
 }
 
-/// Searches for a linearization of one key's operations, starting from an absent key.
-pub(crate) fn search(ops: &[SearchOp], deadline: Instant) -> SearchOutcome {
-    let mut slots = Vec::with_capacity(ops.len());
-    let (mut known, mut unknown) = (0, 0);
-    for op in ops {
-        if op.deadline.is_some() {
-            slots.push(Slot::Known(known));
-            known += 1;
-        } else {
-            slots.push(Slot::Unknown(unknown));
-            unknown += 1;
+/// The search's working state for one key.
+struct Search<'a> {
+    ops: &'a [SearchOp],
+    slots: Vec<Slot>,
+    prerequisite: Vec<Option<usize>>,
+    /// Whether each operation is currently linearized (on the stack).
+    applied: Vec<bool>,
+    unknown: usize,
+    list: EntryList,
+    seen: Seen,
+    refuted: Refuted,
+    linearized: Linearized,
+    situation: Situation,
+    /// Operations with a known completion still to linearize; the unknown ones may stay out.
+    remaining: usize,
+    stack: Vec<Choice>,
+    /// The longest linearized sequence seen and the operation that stopped it.
+    best: Option<(Vec<usize>, Option<usize>)>,
+}
+
+impl<'a> Search<'a> {
+    fn new(ops: &'a [SearchOp]) -> Self {
+        let mut slots = Vec::with_capacity(ops.len());
+        let (mut known, mut unknown) = (0, 0);
+        for op in ops {
+            if op.deadline.is_some() {
+                slots.push(Slot::Known(known));
+                known += 1;
+            } else {
+                slots.push(Slot::Unknown(unknown));
+                unknown += 1;
+            }
+        }
+        Search {
+            ops,
+            slots,
+            prerequisite: prerequisites(ops),
+            applied: vec![false; ops.len()],
+            unknown,
+            list: EntryList::new(ops),
+            seen: Seen::default(),
+            refuted: Refuted::default(),
+            linearized: Linearized::new(known, unknown),
+            situation: Situation { state: ABSENT, after_unknown: false },
+            remaining: known,
+            stack: Vec::new(),
+            best: None,
         }
     }
-    let prerequisite = prerequisites(ops);
-    let mut applied = vec![false; ops.len()];
-    let mut list = EntryList::new(ops);
-    let mut seen = Seen::default();
-    let mut refuted = Refuted::default();
-    let mut linearized = Linearized::new(known, unknown);
-    let mut situation = Situation { state: ABSENT, after_unknown: false };
-    // Operations with a known completion still to linearize; the unknown ones may stay out.
-    let mut remaining = known;
-    let mut stack: Vec<Choice> = Vec::new();
-    let mut best: Option<(Vec<usize>, Option<usize>)> = None;
-    let mut node = list.next(HEAD);
-    let mut phase = Phase::Known;
-    let mut until_clock = DEADLINE_CHECK_INTERVAL;
 
-    while remaining > 0 {
-        until_clock -= 1;
-        if until_clock == 0 {
-            if Instant::now() >= deadline {
-                return SearchOutcome::TimedOut;
-            }
-            until_clock = DEADLINE_CHECK_INTERVAL;
+    /// Linearizes operation `index` next if the rules allow it, its output fits the state and the
+    /// resulting configuration is new.
+    fn try_linearize(&mut self, index: usize, phase: Phase) -> bool {
+        let op = &self.ops[index];
+        let op_phase = if op.deadline.is_some() { Phase::Known } else { Phase::Unknown };
+        let allowed = op_phase == phase
+            && !(self.situation.after_unknown && op.step.is_blind_write())
+            && self.prerequisite[index].is_none_or(|earlier| self.applied[earlier]);
+        let before = self.situation;
+        let Some(after) = op
+            .step
+            .apply(before.state)
+            .filter(|&after| allowed && (phase == Phase::Known || after != before.state))
+        else {
+            return false;
+        };
+        let next = Situation { state: after, after_unknown: phase == Phase::Unknown };
+        self.linearized.set(self.slots[index], true);
+        if self.refuted.covers(&self.linearized, next) || !self.seen.insert(&self.linearized, next) {
+            self.linearized.set(self.slots[index], false);
+            return false;
         }
-        match list.entry(node) {
-            Some((index, true)) => {
-                let op = &ops[index];
-                let candidate_phase = if op.deadline.is_some() { Phase::Known } else { Phase::Unknown };
-                let allowed = candidate_phase == phase
-                    && !(situation.after_unknown && op.step.is_blind_write())
-                    && prerequisite[index].is_none_or(|earlier| applied[earlier]);
-                let next = op
-                    .step
-                    .apply(situation.state)
-                    .filter(|&after| allowed && (phase == Phase::Known || after != situation.state));
-                if let Some(after) = next {
-                    let next = Situation { state: after, after_unknown: phase == Phase::Unknown };
-                    linearized.set(slots[index], true);
-                    if !refuted.covers(&linearized, next) && seen.insert(&linearized, next) {
-                        stack.push(Choice { op: index, before: situation, phase });
-                        situation = next;
-                        list.lift(index);
-                        applied[index] = true;
-                        if phase == Phase::Known {
-                            remaining -= 1;
-                        }
-                        node = list.next(HEAD);
+        self.stack.push(Choice { op: index, before, phase });
+        self.situation = next;
+        self.list.lift(index);
+        self.applied[index] = true;
+        if phase == Phase::Known {
+            self.remaining -= 1;
+        }
+        true
+    }
+
+    /// Undoes the last choice after its configuration led nowhere; returns it, or `None` when there
+    /// is nothing left to undo (no linearization exists).
+    fn backtrack(&mut self, blocked_by: Option<usize>) -> Option<Choice> {
+        if self.best.as_ref().is_none_or(|(longest, _)| self.stack.len() > longest.len()) {
+            let prefix = self.stack.iter().map(|choice| self.ops[choice.op].source).collect();
+            self.best = Some((prefix, blocked_by.map(|index| self.ops[index].source)));
+        }
+        let choice = self.stack.pop()?;
+        if self.unknown > 0 {
+            self.refuted.insert(&self.linearized, self.situation);
+        }
+        self.list.unlift(choice.op);
+        self.applied[choice.op] = false;
+        self.linearized.set(self.slots[choice.op], false);
+        self.situation = choice.before;
+        if choice.phase == Phase::Known {
+            self.remaining += 1;
+        }
+        Some(choice)
+    }
+
+    fn run(mut self, deadline: Instant) -> SearchOutcome {
+        let mut node = self.list.next(HEAD);
+        let mut phase = Phase::Known;
+        let mut until_clock = DEADLINE_CHECK_INTERVAL;
+        while self.remaining > 0 {
+            until_clock -= 1;
+            if until_clock == 0 {
+                if Instant::now() >= deadline {
+                    return SearchOutcome::TimedOut;
+                }
+                until_clock = DEADLINE_CHECK_INTERVAL;
+            }
+            match self.list.entry(node) {
+                Some((index, true)) => {
+                    if self.try_linearize(index, phase) {
+                        node = self.list.next(HEAD);
                         phase = Phase::Known;
+                    } else {
+                        node = self.list.next(node);
+                    }
+                }
+                // A return entry (or the tail): an operation that had to be linearized by now was
+                // not. Try the unknown-outcome candidates, then give up on the last choice.
+                returned => {
+                    if phase == Phase::Known && self.unknown > 0 {
+                        node = self.list.next(HEAD);
+                        phase = Phase::Unknown;
                         continue;
                     }
-                    linearized.set(slots[index], false);
+                    let Some(choice) = self.backtrack(returned.map(|(index, _)| index)) else {
+                        let (linearized, stuck) = self.best.unwrap_or_default();
+                        return SearchOutcome::Violation { linearized, stuck };
+                    };
+                    phase = choice.phase;
+                    node = self.list.next(self.list.call_node(choice.op));
                 }
-                node = list.next(node);
-            }
-            // A return entry (or the tail): an operation that had to be linearized by now was not.
-            returned => {
-                if phase == Phase::Known && unknown > 0 {
-                    node = list.next(HEAD);
-                    phase = Phase::Unknown;
-                    continue;
-                }
-                if best.as_ref().is_none_or(|(longest, _)| stack.len() > longest.len()) {
-                    let prefix = stack.iter().map(|choice| ops[choice.op].source).collect();
-                    best = Some((prefix, returned.map(|(index, _)| ops[index].source)));
-                }
-                let Some(choice) = stack.pop() else {
-                    let (linearized, stuck) = best.unwrap_or_default();
-                    return SearchOutcome::Violation { linearized, stuck };
-                };
-                if unknown > 0 {
-                    refuted.insert(&linearized, situation);
-                }
-                list.unlift(choice.op);
-                applied[choice.op] = false;
-                linearized.set(slots[choice.op], false);
-                situation = choice.before;
-                if choice.phase == Phase::Known {
-                    remaining += 1;
-                }
-                phase = choice.phase;
-                node = list.next(list.call_node(choice.op));
             }
         }
+        SearchOutcome::Linearizable
     }
-    SearchOutcome::Linearizable
+}
+
+/// Searches for a linearization of one key's operations, starting from an absent key.
+pub(crate) fn search(ops: &[SearchOp], deadline: Instant) -> SearchOutcome {
+    Search::new(ops).run(deadline)
 }
 
 #[cfg(test)]

@@ -190,12 +190,11 @@ fn context(ops: &[&Operation], core: &[Operation]) -> Vec<Operation> {
 }
 
 /// Shrinks the operations of one non-linearizable key.
-pub(crate) fn shrink(ops: &[&Operation], budget: Duration) -> Shrunk {
-    let mut checker = Checker {
-        deadline: Instant::now() + budget,
-        per_check: (budget / 8).max(Duration::from_millis(50)),
-        complete: true,
-    };
+///
+/// `budget` sizes the time one candidate check may take; `deadline` ends the whole reduction.
+pub(crate) fn shrink(ops: &[&Operation], budget: Duration, deadline: Instant) -> Shrunk {
+    let mut checker =
+        Checker { deadline, per_check: (budget / 8).max(Duration::from_millis(50)), complete: true };
     let failing_prefix = shortest_failing_prefix(ops, &mut checker);
     let reduced = remove_irrelevant(failing_prefix, &mut checker);
 
