@@ -1,0 +1,63 @@
+//! Recording client histories against raftkv and checking them for linearizability.
+//!
+//! raftkv promises etcd's guarantee: every request appears to take effect atomically at one
+//! instant between its invocation and its response. Unit tests cannot show that a replicated store
+//! keeps this promise under leader changes, partitions and crashes; checking the histories that
+//! concurrent clients actually observed can. This crate has the two halves of that check:
+//!
+//! - [`HistoryRecorder`]: shared by test clients (tokio tasks or threads) to record each operation's
+//!   invocation, completion and [`Outcome`] with a single real-time-ordered clock.
+//! - [`check`]: decides whether a [`History`] is linearizable for a key-value store whose keys are
+//!   independent registers (get, put, delete, compare-and-set), within a time budget. On a
+//!   violation it shrinks the offending key's operations to a small failing sub-history, writes it
+//!   to a JSON file and renders it as a table (see [`Violation`]).
+//!
+//! # What the model covers
+//!
+//! Each key is an independent register that starts absent. Operations touch one key:
+//! [`Op::Get`], [`Op::Put`], [`Op::Delete`] and [`Op::Cas`] (an etcd `Txn` comparing the value, or
+//! absence, then putting). Range reads, multi-key transactions, revisions and leases are not
+//! modelled; record only single-key operations. Outcomes:
+//!
+//! - [`Outcome::Ok`]: took effect once, between invocation and completion, with that output;
+//! - [`Outcome::Failed`]: definitely not applied (ignored by the check);
+//! - [`Outcome::Unknown`]: timeout or lost connection: may take effect at any point after
+//!   invocation, or never. Record these honestly; calling them failed produces false alarms.
+//!
+//! # Reading a violation
+//!
+//! [`Violation`]'s `Display` names the key and the file holding the minimal failing sub-history
+//! (a [`History`] in JSON, reloadable with [`History::read_json_file`]) and prints a table: one row
+//! per operation with id, client, invoke and complete times (relative), a timeline bar, the request
+//! and what the client was told. Rows marked `L1`, `L2`, ... are the longest order the search could
+//! linearize; `!!` marks the operation that could not be placed after it.
+//!
+//! ```
+//! use std::time::Duration;
+//! use kvcheck::{CheckOptions, HistoryRecorder, Op, Outcome, Output, check};
+//!
+//! let rec = HistoryRecorder::new();
+//! let put = rec.invoke(1, Op::Put { key: "k".into(), value: "v".into() });
+//! rec.complete(put, Outcome::Ok(Output::Put));
+//! let get = rec.invoke(2, Op::Get { key: "k".into() });
+//! rec.complete(get, Outcome::Ok(Output::Get { value: Some("v".into()) }));
+//!
+//! let report = check(&rec.history(), CheckOptions::default().with_time_budget(Duration::from_secs(5)));
+//! assert!(report.is_linearizable(), "{report}");
+//! ```
+
+mod artifact;
+mod check;
+mod configs;
+mod entries;
+mod history;
+mod model;
+mod recorder;
+mod render;
+mod search;
+mod shrink;
+
+pub use check::{CheckError, CheckOptions, CheckReport, CheckResult, Violation, check};
+pub use history::{ClientId, History, HistoryError, Op, OpId, Operation, Outcome, Output};
+pub use recorder::{HistoryRecorder, PendingOp};
+pub use render::render_history;
