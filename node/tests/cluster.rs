@@ -210,3 +210,114 @@ async fn minority_side_fails_fast_with_no_leader() {
     assert!(started.elapsed() < Duration::from_secs(15), "must fail within a bounded time");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn graceful_stop_of_the_leader_hands_leadership_off_first() {
+    let mut cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_leader().await;
+    let old_id = cluster.member(leader).id;
+    let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let watcher = cluster.member(followers[0]).handle.clone();
+    let changes_before = cluster.member(followers[0]).metrics.leader_changes.get();
+    cluster.stop(leader).await;
+    // The hand-off completes before stop returns: a follower already knows a new leader, with
+    // no election timeout spent waiting for the old one.
+    let now = watcher.status();
+    assert!(
+        now.leader_id.is_some_and(|l| l != old_id),
+        "leadership was handed off before the leader stopped: {now:?}"
+    );
+    assert!(cluster.member(followers[0]).metrics.leader_changes.get() > changes_before);
+    let mut c = cluster.client().await;
+    c.put("after-handoff", "ok", None).await.expect("write after hand-off");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_and_health_endpoints_report_the_member_state() {
+    let cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_leader().await;
+    let mut c = cluster.client().await;
+    for i in 0..10 {
+        c.put(format!("m{i}"), "v", None).await.expect("put");
+    }
+    let mut leaders = 0;
+    for i in 0..3 {
+        let base = format!("http://{}", cluster.member(i).metrics_addr);
+        let text = http_get(&format!("{base}/metrics")).await;
+        for name in [
+            "raftkv_server_has_leader",
+            "raftkv_server_leader_changes_seen_total",
+            "raftkv_server_proposals_committed_total",
+            "raftkv_server_proposals_applied_total",
+            "raftkv_server_proposals_pending",
+            "raftkv_server_proposals_failed_total",
+            "raftkv_disk_wal_fsync_duration_seconds_bucket",
+            "raftkv_disk_backend_commit_duration_seconds_bucket",
+            "raftkv_mvcc_db_total_size_in_bytes",
+            "raftkv_server_applied_index",
+            "raftkv_server_term",
+        ] {
+            assert!(text.contains(name), "member {i} lacks {name}");
+        }
+        assert!(text.contains("raftkv_server_has_leader{member_id="), "{text}");
+        assert!(metric_value(&text, "raftkv_server_has_leader") == 1.0);
+        assert!(metric_value(&text, "raftkv_server_proposals_applied_total") >= 10.0);
+        assert!(metric_value(&text, "raftkv_mvcc_db_total_size_in_bytes") > 0.0);
+        leaders += metric_value(&text, "raftkv_server_is_leader") as usize;
+        if i == leader {
+            assert!(text.contains("raftkv_network_peer_round_trip_time_seconds_bucket"), "{text}");
+        }
+        assert!(http_get(&format!("{base}/livez")).await.starts_with("ok"));
+        assert!(http_get(&format!("{base}/readyz")).await.starts_with("ok"));
+        assert!(http_get(&format!("{base}/health")).await.contains(r#""health":"true""#));
+    }
+    assert_eq!(leaders, 1, "exactly one member reports being leader");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unreadable_database_is_a_clear_start_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut flags = support::test_flags(
+        "bad",
+        dir.path(),
+        "127.0.0.1:0".parse().expect("addr"),
+        "127.0.0.1:0".parse().expect("addr"),
+        "127.0.0.1:0".parse().expect("addr"),
+    );
+    flags.initial_cluster = format!("bad={}", flags.initial_advertise_peer_urls[0]);
+    std::fs::create_dir_all(&flags.data_dir).expect("mkdir");
+    let garbage = vec![0xA5u8; 64 * 1024];
+    std::fs::write(flags.data_dir.join("member.redb"), &garbage).expect("write garbage");
+    let listeners = kvnode::server::member::Listeners::bind(&flags).await.expect("bind");
+    let err = match kvnode::server::member::start(flags.clone(), listeners).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a member started on a garbage database"),
+    };
+    assert!(err.contains("member.redb"), "error names the file: {err}");
+    let after = std::fs::read(flags.data_dir.join("member.redb")).expect("still there");
+    assert_eq!(after, garbage, "a failed open never rewrites the file");
+}
+
+/// A plain HTTP GET over a TCP stream (the endpoints speak HTTP/1.1).
+async fn http_get(url: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").expect("http url");
+    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).expect("path");
+    let mut stream = tokio::net::TcpStream::connect(host).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.expect("write");
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await.expect("read");
+    body.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+}
+
+/// The value of the first sample of `name` in a Prometheus text exposition.
+fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no sample for {name}"))
+}

@@ -24,6 +24,8 @@ pub const FORWARDED_HEADER: &str = "x-raftkv-forwarded";
 /// Limits on client requests (etcd's `--max-request-bytes`, `--max-txn-ops`).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// Writes that add data are refused once the database file is larger than this.
+    pub quota_backend_bytes: u64,
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
     /// How long a write or linearizable read may wait for consensus before failing.
@@ -87,6 +89,15 @@ impl ServerContext {
             return Err(EtcdError::RequestTooLarge);
         }
         Ok(())
+    }
+
+    /// Refuses writes that add data once the database is over `--quota-backend-bytes`, as
+    /// etcd does (deletes and compactions stay allowed so space can be freed).
+    pub fn check_quota(&self) -> Result<(), EtcdError> {
+        match self.store.file_size() {
+            Ok(size) if size > self.limits.quota_backend_bytes => Err(EtcdError::NoSpace),
+            _ => Ok(()),
+        }
     }
 
     /// Waits until this member has applied everything committed before the call.

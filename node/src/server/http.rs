@@ -25,6 +25,8 @@ pub trait HealthCheck: Send + Sync + 'static {
     fn live(&self) -> Result<(), String>;
     /// Ok when the member can serve a linearizable request now; Err(reason) otherwise.
     fn ready(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>>;
+    /// Updates gauges that are read rather than counted (database size) just before a scrape.
+    fn refresh_metrics(&self) {}
 }
 
 struct AppState<H> {
@@ -44,6 +46,7 @@ pub fn router<H: HealthCheck>(metrics: Arc<Metrics>, health: Arc<H>) -> Router {
 }
 
 async fn metrics_handler<H: HealthCheck>(State(s): State<Arc<AppState<H>>>) -> Response {
+    s.health.refresh_metrics();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.metrics.render()).into_response()
 }
 

@@ -26,7 +26,8 @@ use crate::server::context::{
 };
 use crate::server::errors::EtcdError;
 use crate::server::raft_loop::ProposeError;
-use crate::storage::{ApplyResult, Outcome};
+use crate::storage::kv::validate;
+use crate::storage::{ApplyResult, KvError, Outcome};
 
 /// The KV service of one member.
 pub struct KvService {
@@ -132,38 +133,29 @@ impl<T> Fwd<T> {
     }
 }
 
+/// A request refused before proposing, with etcd's status.
+fn reject(e: KvError) -> Status {
+    EtcdError::from(&e).into()
+}
+
 fn unexpected(result: &Outcome) -> Status {
     EtcdError::Internal(format!("unexpected apply result {result:?}")).into()
 }
 
-/// Counts the write operations of a txn's branches, recursively: a txn with none is read-only.
-fn txn_ops_ok(txn: &TxnRequest, max_ops: usize) -> Result<(), EtcdError> {
-    if txn.compare.len() > max_ops || txn.success.len() > max_ops || txn.failure.len() > max_ops {
-        return Err(EtcdError::TooManyOps);
-    }
-    for op in txn.success.iter().chain(&txn.failure) {
-        match &op.request {
-            Some(request_op::Request::RequestRange(r)) if r.key.is_empty() => {
-                return Err(EtcdError::EmptyKey);
-            }
-            Some(request_op::Request::RequestPut(p)) if p.key.is_empty() => return Err(EtcdError::EmptyKey),
-            Some(request_op::Request::RequestDeleteRange(d)) if d.key.is_empty() => {
-                return Err(EtcdError::EmptyKey);
-            }
-            Some(request_op::Request::RequestTxn(t)) => txn_ops_ok(t, max_ops)?,
-            _ => {}
-        }
-    }
-    Ok(())
+/// Whether any branch of a txn (nested ones included) puts a key.
+fn txn_writes(txn: &TxnRequest) -> bool {
+    txn.success.iter().chain(&txn.failure).any(|op| match &op.request {
+        Some(request_op::Request::RequestPut(_)) => true,
+        Some(request_op::Request::RequestTxn(t)) => txn_writes(t),
+        _ => false,
+    })
 }
 
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
         let req = request.into_inner();
-        if req.key.is_empty() {
-            return Err(EtcdError::EmptyKey.into());
-        }
+        validate::check_range(&req).map_err(reject)?;
         self.ctx.check_size(req.encoded_len())?;
         if !req.serializable {
             self.ctx.linearizable_barrier().await?;
@@ -176,10 +168,9 @@ impl Kv for KvService {
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let forwarded = is_forwarded(&request);
         let req = request.into_inner();
-        if req.key.is_empty() {
-            return Err(EtcdError::EmptyKey.into());
-        }
+        validate::check_put(&req).map_err(reject)?;
         self.ctx.check_size(req.encoded_len())?;
+        self.ctx.check_quota()?;
         let fwd_req = req.clone();
         let call = |mut c: KvClient<Channel>| {
             let r = fwd_req.clone();
@@ -200,9 +191,7 @@ impl Kv for KvService {
     ) -> Result<Response<DeleteRangeResponse>, Status> {
         let forwarded = is_forwarded(&request);
         let req = request.into_inner();
-        if req.key.is_empty() {
-            return Err(EtcdError::EmptyKey.into());
-        }
+        validate::check_delete_range(&req).map_err(reject)?;
         self.ctx.check_size(req.encoded_len())?;
         let fwd_req = req.clone();
         let call = |mut c: KvClient<Channel>| {
@@ -222,7 +211,10 @@ impl Kv for KvService {
         let forwarded = is_forwarded(&request);
         let req = request.into_inner();
         self.ctx.check_size(req.encoded_len())?;
-        txn_ops_ok(&req, self.ctx.limits.max_txn_ops)?;
+        validate::check_txn(&req, self.ctx.limits.max_txn_ops).map_err(reject)?;
+        if txn_writes(&req) {
+            self.ctx.check_quota()?;
+        }
         let fwd_req = req.clone();
         let call = |mut c: KvClient<Channel>| {
             let r = fwd_req.clone();

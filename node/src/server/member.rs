@@ -160,6 +160,9 @@ impl RunningMember {
     }
 }
 
+/// The database size limit when `--quota-backend-bytes` is 0 (etcd's default, 2 GiB).
+pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
 /// Who a member is: its own id and its cluster's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Identity {
@@ -343,6 +346,11 @@ pub async fn start(flags: NodeFlags, listeners: Listeners) -> Result<RunningMemb
     let handle = started.handle.clone();
     let election = Duration::from_millis(flags.election_timeout);
     let limits = Limits {
+        quota_backend_bytes: if flags.quota_backend_bytes == 0 {
+            DEFAULT_QUOTA_BACKEND_BYTES
+        } else {
+            flags.quota_backend_bytes
+        },
         max_request_bytes: flags.max_request_bytes as usize,
         max_txn_ops: flags.max_txn_ops as usize,
         request_timeout: Duration::from_secs(5) + 2 * election,
@@ -382,7 +390,7 @@ pub async fn start(flags: NodeFlags, listeners: Listeners) -> Result<RunningMemb
         .add_service(ClusterServer::new(ClusterService::new(ctx.clone())))
         .add_service(PeerServer::new(PeerApi::new(ctx.clone())))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.peer), wait_for(shutdown_rx.clone()));
-    let health = Arc::new(MemberHealth::new(ctx.clone(), election));
+    let health = Arc::new(MemberHealth::new(ctx.clone(), metrics.clone(), election));
     let http_server =
         http::serve(listeners.metrics, http::router(metrics.clone(), health), wait_for(shutdown_rx.clone()));
     let mut servers = vec![

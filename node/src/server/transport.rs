@@ -200,3 +200,80 @@ fn drain_now(rx: &mut mpsc::Receiver<RaftMessage>, metrics: &Metrics) {
         metrics.peer_messages_dropped.inc();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::raftpb::raft_transport_server::RaftTransportServer;
+    use tokio::net::TcpListener;
+    use tokio::sync::Notify;
+    use tokio_stream::wrappers::TcpListenerStream;
+    use tonic::transport::Server;
+
+    #[derive(Default)]
+    struct Collect {
+        got: Mutex<Vec<RaftMessage>>,
+        changed: Notify,
+    }
+
+    impl Inbox for Collect {
+        fn deliver(&self, messages: Vec<RaftMessage>) -> bool {
+            self.got.lock().unwrap_or_else(PoisonError::into_inner).extend(messages);
+            self.changed.notify_waiters();
+            true
+        }
+    }
+
+    fn msg(to: u64, round: u64) -> RaftMessage {
+        RaftMessage { from: 1, to, round, body: None }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dead_and_silent_peers_never_hold_up_a_live_one() {
+        let inbox = Arc::new(Collect::default());
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let live = listener.local_addr().expect("addr");
+        let server = Server::builder()
+            .add_service(RaftTransportServer::new(PeerService::new(inbox.clone())))
+            .serve_with_incoming(TcpListenerStream::new(listener));
+        tokio::spawn(server);
+        // A peer that accepts connections but never answers, and one that refuses them.
+        let silent = TcpListener::bind("127.0.0.1:0").await.expect("bind silent");
+        let refused = TcpListener::bind("127.0.0.1:0").await.expect("bind refused").local_addr().expect("addr");
+
+        let metrics = Arc::new(Metrics::new(1).expect("metrics"));
+        let peers = PeerSenders::new(metrics.clone());
+        peers.set_peer(2, &format!("http://{live}"));
+        peers.set_peer(3, &format!("http://{refused}"));
+        peers.set_peer(4, &format!("http://{}", silent.local_addr().expect("addr")));
+        for _ in 0..(PEER_QUEUE_CAPACITY * 2) {
+            peers.send(msg(3, 0));
+            peers.send(msg(4, 0));
+        }
+        for round in 1..=100 {
+            peers.send(msg(2, round));
+        }
+        let all_arrived = async {
+            loop {
+                let notified = inbox.changed.notified();
+                if inbox.got.lock().unwrap_or_else(PoisonError::into_inner).len() >= 100 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), all_arrived).await.expect("live peer got every message");
+        let rounds: Vec<u64> = inbox.got.lock().unwrap_or_else(PoisonError::into_inner).iter().map(|m| m.round).collect();
+        assert_eq!(rounds, (1..=100).collect::<Vec<_>>(), "delivered in send order");
+        assert!(metrics.peer_messages_dropped.get() > 0, "overflow for unreachable peers is dropped, not queued");
+        drop(silent);
+    }
+
+    #[tokio::test]
+    async fn messages_to_unknown_peers_are_dropped_and_counted() {
+        let metrics = Arc::new(Metrics::new(1).expect("metrics"));
+        let peers = PeerSenders::new(metrics.clone());
+        peers.send(msg(9, 1));
+        assert_eq!(metrics.peer_messages_dropped.get(), 1);
+    }
+}
