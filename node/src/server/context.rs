@@ -10,9 +10,9 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 
 use crate::proto::etcdserverpb::ResponseHeader;
-use crate::proto::kvserverpb::Member;
 use crate::proto::peerpb::ReadIndexRequest;
 use crate::proto::peerpb::peer_client::PeerClient;
+use crate::raft::RaftError;
 use crate::server::errors::EtcdError;
 use crate::server::raft_loop::{NodeHandle, ProposeError};
 use crate::storage::{KvStore, Store};
@@ -104,7 +104,7 @@ impl ServerContext {
     pub async fn read_barrier(&self) -> Result<(), ProposeError> {
         match tokio::time::timeout(self.limits.request_timeout, self.node.read_barrier()).await {
             Ok(r) => r.map(|_| ()),
-            Err(_) => Err(ProposeError::Dropped("timeout".into())),
+            Err(_) => Err(ProposeError::Timeout),
         }
     }
 
@@ -128,20 +128,17 @@ impl ServerContext {
     /// forward client requests there (the peer port serves KV and Cluster too) rather than to
     /// the leader's client URL, which is only known once the leader has published it.
     pub async fn leader_channel(&self) -> Result<(u64, Channel), EtcdError> {
-        self.leader_channel_by(|m| m.peer_urls.first().cloned()).await
-    }
-
-    async fn leader_channel_by(
-        &self,
-        url_of: impl Fn(&Member) -> Option<String>,
-    ) -> Result<(u64, Channel), EtcdError> {
         let leader = self.wait_for_leader().await?;
         if leader == self.member_id {
             // We became leader meanwhile; the caller retries locally.
             return Err(EtcdError::LeaderChanged);
         }
         let members = self.kv.members().map_err(|e| EtcdError::Internal(e.to_string()))?;
-        let url = members.iter().find(|m| m.id == leader).and_then(url_of).ok_or(EtcdError::NoLeader)?;
+        let url = members
+            .iter()
+            .find(|m| m.id == leader)
+            .and_then(|m| m.peer_urls.first().cloned())
+            .ok_or(EtcdError::NoLeader)?;
         let mut cache = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(ch) = cache.get(&url) {
             return Ok((leader, ch.clone()));
@@ -204,9 +201,10 @@ impl ServerContext {
             ProposeError::NotLeader(Some(_)) => EtcdError::NotLeader,
             ProposeError::NotLeader(None) => EtcdError::NoLeader,
             ProposeError::LeaderChanged => EtcdError::LeaderChanged,
-            ProposeError::Dropped(reason) if reason.contains("transfer") => EtcdError::TransferInProgress,
-            ProposeError::Dropped(reason) if reason == "timeout" => EtcdError::Timeout,
-            ProposeError::Dropped(reason) => EtcdError::Internal(reason),
+            ProposeError::Refused(RaftError::TransferInProgress) => EtcdError::TransferInProgress,
+            ProposeError::Refused(RaftError::ConfChangePending) => EtcdError::ConfChangePending,
+            ProposeError::Timeout => EtcdError::Timeout,
+            ProposeError::Refused(other) => EtcdError::Internal(other.to_string()),
             ProposeError::Apply(e) => e,
             ProposeError::Stopped => EtcdError::Stopped,
         }

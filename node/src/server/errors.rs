@@ -60,6 +60,8 @@ pub enum EtcdError {
     BadLeaderTransferee,
     #[error("etcdserver: leadership transfer in progress")]
     TransferInProgress,
+    #[error("etcdserver: a membership change is already in progress")]
+    ConfChangePending,
     #[error("etcdserver: not capable")]
     NotCapable,
     #[error("etcdserver: mvcc: database space exceeded")]
@@ -83,7 +85,7 @@ impl EtcdError {
                 Code::Unavailable
             }
             NotLeader | PeerUrlExists | MemberExists | MemberNotLearner | LearnerNotReady
-            | BadLeaderTransferee | TransferInProgress => Code::FailedPrecondition,
+            | BadLeaderTransferee | TransferInProgress | ConfChangePending => Code::FailedPrecondition,
             NotCapable => Code::Unimplemented,
             NoSpace => Code::ResourceExhausted,
             Internal(_) => Code::Internal,

@@ -170,6 +170,25 @@ pub struct Identity {
     pub cluster_id: u64,
 }
 
+/// Refuses TLS flags until TLS is wired in: a member silently serving plaintext where the
+/// operator asked for TLS would be worse than one that does not start.
+fn reject_unsupported(flags: &NodeFlags) -> Result<(), StartError> {
+    let tls = [
+        ("--cert-file", flags.cert_file.is_some()),
+        ("--key-file", flags.key_file.is_some()),
+        ("--trusted-ca-file", flags.trusted_ca_file.is_some()),
+        ("--client-cert-auth", flags.client_cert_auth),
+        ("--peer-cert-file", flags.peer_cert_file.is_some()),
+        ("--peer-key-file", flags.peer_key_file.is_some()),
+        ("--peer-trusted-ca-file", flags.peer_trusted_ca_file.is_some()),
+        ("--peer-client-cert-auth", flags.peer_client_cert_auth),
+    ];
+    match tls.iter().find(|(_, set)| *set) {
+        Some((flag, _)) => Err(StartError::Config(format!("{flag}: TLS is not supported by this kvnode version yet"))),
+        None => Ok(()),
+    }
+}
+
 /// Milliseconds of the two Raft timers, turned into ticks.
 fn raft_config(flags: &NodeFlags, id: u64, applied: u64) -> Result<RaftConfig, StartError> {
     if flags.heartbeat_interval == 0 || flags.election_timeout < 5 * flags.heartbeat_interval {
@@ -311,6 +330,7 @@ async fn open_and_identify(flags: &NodeFlags) -> Result<(Store, Identity, Vec<(u
 
 /// Starts a member on the given listeners.
 pub async fn start(flags: NodeFlags, listeners: Listeners) -> Result<RunningMember, StartError> {
+    reject_unsupported(&flags)?;
     let (store, identity, discovered) = open_and_identify(&flags).await?;
     let id = identity.member_id;
     let kv = store.kv().clone();

@@ -33,9 +33,9 @@ pub enum ProposeError {
     /// This member is not the leader; the hint names the leader if one is known.
     #[error("not leader")]
     NotLeader(Option<u64>),
-    /// The core refused the request (leadership transfer in progress, pending change, ...).
-    #[error("proposal dropped: {0}")]
-    Dropped(String),
+    /// The core refused the request (leadership transfer in progress, change pending, ...).
+    #[error("proposal refused: {0}")]
+    Refused(RaftError),
     /// The entry was overwritten by a new leader before it committed.
     #[error("leader changed")]
     LeaderChanged,
@@ -43,6 +43,9 @@ pub enum ProposeError {
     /// member), e.g. a compaction at a revision already compacted.
     #[error("{0}")]
     Apply(EtcdError),
+    /// No answer within the request deadline (no quorum reachable, or overloaded).
+    #[error("timed out")]
+    Timeout,
     /// The loop has stopped (member shutting down or failed).
     #[error("raft loop stopped")]
     Stopped,
@@ -334,8 +337,7 @@ impl RaftLoop {
             },
             Input::ConfChange { cc, reply } => {
                 if self.pending_conf.is_some() {
-                    let _ =
-                        reply.send(Err(ProposeError::Dropped("a membership change is in progress".into())));
+                    let _ = reply.send(Err(ProposeError::Refused(RaftError::ConfChangePending)));
                     return;
                 }
                 match self.node.propose_conf_change(cc.clone()) {
@@ -735,7 +737,7 @@ enum Decoded {
 fn map_raft_error(e: RaftError) -> ProposeError {
     match e {
         RaftError::NotLeader { leader_hint } => ProposeError::NotLeader(leader_hint.filter(|l| *l != 0)),
-        other => ProposeError::Dropped(other.to_string()),
+        other => ProposeError::Refused(other),
     }
 }
 
