@@ -193,6 +193,9 @@ pub struct FsyncProbeArgs {
     /// Bytes per write.
     #[arg(long, default_value_t = 4096)]
     pub block_size: usize,
+    /// Keep every CPU busy during the probe (see BENCHMARKS.md: idle vCPUs wake late).
+    #[arg(long)]
+    pub spin: bool,
     /// Print one JSON record on stdout.
     #[arg(long)]
     pub json: bool,

@@ -182,9 +182,10 @@ pub async fn wait_ready(args: WaitReadyArgs) -> Result<(), BenchError> {
 
 /// `kvbench fsync-probe`.
 pub fn fsync_probe(args: FsyncProbeArgs) -> Result<(), BenchError> {
-    let latencies = fsync_probe::probe(&args.dir, args.count, args.block_size)?;
+    let latencies = fsync_probe::probe(&args.dir, args.count, args.block_size, args.spin)?;
+    let cpus = if args.spin { "CPUs kept busy" } else { "CPUs idle" };
     let rec = FloorRecord {
-        subject: args.dir.display().to_string(),
+        subject: format!("{}, {cpus}", args.dir.display()),
         samples: latencies.count(),
         latency: latencies.summary(),
     };
