@@ -26,7 +26,8 @@
 #   --no-build           use the binaries already built.
 #   --keep               keep the work dir (data dirs, logs, results) instead of deleting it.
 # Environment: BENCH_DIR (parent of the work dir, default $TMPDIR or /tmp; must not be tmpfs
-# for a real run), BENCH_ETCD_ARGS / BENCH_RAFTKV_ARGS (extra flags for one system's members).
+# for a real run), BENCH_ETCD_ARGS / BENCH_RAFTKV_ARGS (extra flags for one system's members),
+# BENCH_START_TIMEOUT (seconds a cluster may take to serve, default 60).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -43,6 +44,7 @@ WARMUP=""
 OUT=""
 BUILD=1
 KEEP=${BENCH_KEEP:-0}
+START_TIMEOUT=${BENCH_START_TIMEOUT:-60}
 
 die() { echo "bench.sh: $*" >&2; exit 1; }
 need_arg() { [ $# -ge 2 ] || die "$1 needs a value"; }
@@ -70,9 +72,11 @@ done
 if [ "$SMOKE" = 1 ]; then
     KEYS=2000; ROUNDS=${ROUNDS:-1}; DURATION=${DURATION:-1}; WARMUP=${WARMUP:-0.2}
     RESTART_KEYS=2000; FSYNC_SAMPLES=200; PING_SAMPLES=2000
+    CATCH_UP_TIMEOUT=20; RESTART_TIMEOUT=60
 else
     KEYS=100000; ROUNDS=${ROUNDS:-2}; DURATION=${DURATION:-10}; WARMUP=${WARMUP:-2}
     FSYNC_SAMPLES=2000; PING_SAMPLES=20000
+    CATCH_UP_TIMEOUT=120; RESTART_TIMEOUT=600
     if [ "$BIG" = 1 ]; then RESTART_KEYS=1000000; else RESTART_KEYS=100000; fi
 fi
 RANGE_LEN=1000
@@ -122,7 +126,7 @@ mkdir -p "$BASE"
 WORK=$(mktemp -d "$BASE/raftkv-bench.XXXXXX")
 RESULTS=$WORK/results.jsonl
 : >"$RESULTS"
-FSTYPE=$(stat -f -c %T "$WORK")
+FSTYPE=$(findmnt -n -o FSTYPE -T "$WORK" 2>/dev/null || stat -f -c %T "$WORK")
 if [ "$FSTYPE" = tmpfs ] && [ "$SMOKE" != 1 ]; then
     die "$WORK is on tmpfs, where fsync costs nothing; set BENCH_DIR to a directory on a disk"
 fi
@@ -202,19 +206,20 @@ stop_cluster() {
 }
 
 # Starts SYSTEM's 3 members under DIR and waits until all answer a linearizable get.
-# Returns 1 (and records why in SKIPPED) if a member exits or the cluster never serves.
+# Returns 1 and records why in SKIPPED if a member exits (a binary that cannot run yet) or the
+# cluster never serves (then also in FAILURES: a server that runs but does not serve is broken).
 start_cluster() {
     local sys=$1 dir=$2 i deadline
     assign "$sys" "$dir"
     for i in 1 2 3; do start_member "$sys" "$i"; done
-    deadline=$((SECONDS + 60))
+    deadline=$((SECONDS + START_TIMEOUT))
     while [ $SECONDS -lt $deadline ]; do
         for i in 1 2 3; do
             if ! alive "$sys:$i"; then
                 local rc=0
                 wait "${PID[$sys:$i]}" 2>/dev/null || rc=$?
                 unset "PID[$sys:$i]"
-                SKIPPED[$sys]="member m$i exited with code $rc at start-up; log: $(tail -n 3 "${DATA[$sys:$i]}/server.log" | tr '\n' ' ')"
+                SKIPPED[$sys]="member m$i exited with code $rc at start-up; its log begins: $(head -c 160 "${DATA[$sys:$i]}/server.log" | tr '\n' ' ')"
                 stop_cluster "$sys"
                 return 1
             fi
@@ -224,7 +229,8 @@ start_cluster() {
             return 0
         fi
     done
-    SKIPPED[$sys]="cluster did not serve a linearizable get within 60 s"
+    SKIPPED[$sys]="cluster did not serve a linearizable get within $START_TIMEOUT s"
+    FAILURES+=("$sys: ${SKIPPED[$sys]}")
     stop_cluster "$sys"
     return 1
 }
@@ -308,17 +314,26 @@ for sys in "${WANTED[@]}"; do
         continue
     fi
     last=$((RESTART_KEYS - 1))
-    measure "$sys restart load" load --endpoints "$(endpoints_of "$sys")" --keys "$RESTART_KEYS" \
-        --value-size "$VALUE_SIZE" --label "$sys"
-    "$KVBENCH" wait-ready --endpoints "${CLIENT[$sys:3]}" --key-index "$last" --timeout 60 >/dev/null 2>&1 ||
+    if ! "$KVBENCH" load --endpoints "$(endpoints_of "$sys")" --keys "$RESTART_KEYS" \
+        --value-size "$VALUE_SIZE" --label "$sys" --json >>"$RESULTS"; then
+        FAILURES+=("$sys restart load")
+        stop_cluster "$sys"
+        continue
+    fi
+    if ! "$KVBENCH" wait-ready --endpoints "${CLIENT[$sys:3]}" --key-index "$last" \
+        --timeout "$CATCH_UP_TIMEOUT" >/dev/null; then
         FAILURES+=("$sys member 3 did not catch up")
+        stop_cluster "$sys"
+        continue
+    fi
     measure "$sys disk usage" disk-usage --dir "${DATA[$sys:3]}/data" --keys "$RESTART_KEYS" --label "$sys"
-    kill -KILL "${PID[$sys:3]}"
+    kill -KILL "${PID[$sys:3]}" 2>/dev/null || true
     wait "${PID[$sys:3]}" 2>/dev/null || true
     started=$(date +%s%N)
     start_member "$sys" 3
     measure "$sys restart" wait-ready --endpoints "${CLIENT[$sys:3]}" --key-index "$last" \
-        --timeout 300 --interval-ms 5 --started-at-ns "$started" --keys "$RESTART_KEYS" --label "$sys"
+        --timeout "$RESTART_TIMEOUT" --interval-ms 5 --started-at-ns "$started" --keys "$RESTART_KEYS" \
+        --label "$sys"
     stop_cluster "$sys"
 done
 

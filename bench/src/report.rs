@@ -127,7 +127,7 @@ fn runs_section(out: &mut String, records: &[Record], systems: &Systems) {
     let _ = writeln!(
         out,
         "| workload | clients/conns | target | system | rounds | ops/s | p50 ms | p99 ms | p99.9 ms | errors | \
-         server peak RSS MiB | {c}/{b} ops/s | {c}/{b} p99 |"
+         servers' peak RSS MiB (VmHWM) | {c}/{b} ops/s | {c}/{b} p99 |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for shape in shapes {
