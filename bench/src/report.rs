@@ -102,11 +102,11 @@ fn fold(runs: &[&RunRecord]) -> Option<Folded> {
 
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
-    let n = values.len();
-    match n {
-        0 => 0.0,
-        _ if n % 2 == 1 => values[n / 2],
-        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    let mid = values.len() / 2;
+    match (values.len() % 2, mid.checked_sub(1).and_then(|i| values.get(i)), values.get(mid)) {
+        (1, _, Some(m)) => *m,
+        (0, Some(a), Some(b)) => (a + b) / 2.0,
+        _ => 0.0,
     }
 }
 
