@@ -1,0 +1,287 @@
+//! The `kvbench` command line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::conn::Target;
+use crate::workload::Workload;
+
+/// Parses a duration given in seconds, fractions allowed (`2`, `0.5`).
+fn seconds(s: &str) -> Result<Duration, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{s:?} is not a number of seconds: {e}"))?;
+    Duration::try_from_secs_f64(v).map_err(|e| format!("{s:?} is not a valid duration: {e}"))
+}
+
+/// Benchmark harness for etcd-v3-API servers (etcd and raftkv), driven by the same client code.
+#[derive(Debug, Parser)]
+#[command(name = "kvbench", version)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// kvbench's subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one workload and report throughput, latency percentiles and errors.
+    Run(RunArgs),
+    /// Preload keys 0..N (batched txns) so reads find data.
+    Load(LoadArgs),
+    /// Print the endpoint of the current leader.
+    Leader(EndpointArgs),
+    /// Wait until every endpoint answers a get (optionally of a key that must exist).
+    WaitReady(WaitReadyArgs),
+    /// Measure the fdatasync latency of a directory's disk (4 KiB overwrite + fdatasync).
+    FsyncProbe(FsyncProbeArgs),
+    /// Measure the loopback round trip of a unary gRPC call against an in-process echo server.
+    Ping(PingArgs),
+    /// Report the on-disk size of a data directory.
+    DiskUsage(DiskUsageArgs),
+    /// Print N distinct free TCP ports on 127.0.0.1.
+    FreePorts {
+        /// How many ports.
+        count: usize,
+    },
+    /// Render a results file (JSON lines) as markdown tables.
+    Report(ReportArgs),
+}
+
+/// Where the cluster is.
+#[derive(Debug, Clone, Args)]
+pub struct EndpointArgs {
+    /// Client endpoints, comma-separated (`http://127.0.0.1:2379` or `127.0.0.1:2379`).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub endpoints: Vec<String>,
+    /// Longest a single request may take before it counts as an error, in seconds.
+    #[arg(long, default_value = "10", value_parser = seconds)]
+    pub request_timeout: Duration,
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Args)]
+pub struct OutputArgs {
+    /// Print one JSON record on stdout (the human summary goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// Name of the system under test, stored in the record (e.g. `etcd`, `raftkv`).
+    #[arg(long, default_value = "unnamed")]
+    pub label: String,
+}
+
+/// `kvbench run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub endpoints: EndpointArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// The workload.
+    #[arg(long, value_enum)]
+    pub workload: Workload,
+    /// Concurrent clients, each with one request in flight.
+    #[arg(long, default_value_t = 1)]
+    pub clients: u64,
+    /// gRPC connections shared by the clients (client i uses connection i mod M).
+    #[arg(long, default_value_t = 1)]
+    pub connections: u64,
+    /// Which members to talk to.
+    #[arg(long, value_enum, default_value = "all")]
+    pub target: Target,
+    /// Stop after this many operations in total.
+    #[arg(long, conflicts_with = "duration")]
+    pub ops: Option<u64>,
+    /// Stop after this many seconds (default 10 when --ops is not given).
+    #[arg(long, value_parser = seconds)]
+    pub duration: Option<Duration>,
+    /// Run the workload this many seconds before measuring.
+    #[arg(long, default_value = "0", value_parser = seconds)]
+    pub warmup: Duration,
+    /// Hard cap on an --ops run, in seconds.
+    #[arg(long, default_value = "600", value_parser = seconds)]
+    pub max_duration: Duration,
+    /// Keys are drawn uniformly from 0..key-space.
+    #[arg(long, default_value_t = 100_000)]
+    pub key_space: u64,
+    /// Bytes per written value.
+    #[arg(long, default_value_t = 256)]
+    pub value_size: usize,
+    /// Keys per read of the range workload.
+    #[arg(long, default_value_t = 1000)]
+    pub range_len: u64,
+    /// Seed of the clients' random generators.
+    #[arg(long, default_value_t = 0x6b76_6265_6e63_68)]
+    pub seed: u64,
+    /// Round number, recorded so a report can fold alternating repetitions.
+    #[arg(long, default_value_t = 1)]
+    pub round: u32,
+    /// PIDs of the server processes, comma-separated: their peak RSS is summed into the record.
+    #[arg(long, value_delimiter = ',')]
+    pub server_pids: Vec<u32>,
+    /// Exit non-zero if the run had any error or no successful operation.
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// `kvbench load`.
+#[derive(Debug, Clone, Args)]
+pub struct LoadArgs {
+    #[command(flatten)]
+    pub endpoints: EndpointArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Keys 0..keys are written.
+    #[arg(long, default_value_t = 100_000)]
+    pub keys: u64,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 256)]
+    pub value_size: usize,
+    /// Puts per txn (etcd's default limit is 128 operations per txn).
+    #[arg(long, default_value_t = 100)]
+    pub batch: u64,
+    /// Concurrent loading clients.
+    #[arg(long, default_value_t = 32)]
+    pub clients: u64,
+    /// Connections shared by the loading clients.
+    #[arg(long, default_value_t = 4)]
+    pub connections: u64,
+    /// Which members to send the writes to.
+    #[arg(long, value_enum, default_value = "leader")]
+    pub target: Target,
+}
+
+/// `kvbench wait-ready`.
+#[derive(Debug, Clone, Args)]
+pub struct WaitReadyArgs {
+    /// Endpoints that must all answer, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub endpoints: Vec<String>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Index of a preloaded key the read must find (key `k<index, 10 digits>`).
+    #[arg(long)]
+    pub key_index: Option<u64>,
+    /// Read linearizably (requires a leader) instead of serializably.
+    #[arg(long)]
+    pub linearizable: bool,
+    /// Give up after this many seconds.
+    #[arg(long, default_value = "60", value_parser = seconds)]
+    pub timeout: Duration,
+    /// Milliseconds between attempts.
+    #[arg(long, default_value_t = 10)]
+    pub interval_ms: u64,
+    /// Unix time (ns) the server process was started: the record's time is measured from it.
+    /// Without it, from kvbench's own start.
+    #[arg(long)]
+    pub started_at_ns: Option<u128>,
+    /// Keys the member holds, stored in the record.
+    #[arg(long, default_value_t = 0)]
+    pub keys: u64,
+}
+
+/// `kvbench fsync-probe`.
+#[derive(Debug, Clone, Args)]
+pub struct FsyncProbeArgs {
+    /// A directory on the disk to probe (the data directories' parent).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Number of write+fdatasync samples.
+    #[arg(long, default_value_t = 1000)]
+    pub count: u64,
+    /// Bytes per write.
+    #[arg(long, default_value_t = 4096)]
+    pub block_size: usize,
+    /// Keep every CPU busy during the probe (see BENCHMARKS.md: idle vCPUs wake late).
+    #[arg(long)]
+    pub spin: bool,
+    /// Print one JSON record on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `kvbench ping`.
+#[derive(Debug, Clone, Args)]
+pub struct PingArgs {
+    /// Measured calls.
+    #[arg(long, default_value_t = 10_000)]
+    pub count: u64,
+    /// Unmeasured calls first.
+    #[arg(long, default_value_t = 1000)]
+    pub warmup: u64,
+    /// Payload bytes per call (a small etcd get request is about this size).
+    #[arg(long, default_value_t = 64)]
+    pub payload: usize,
+    /// Print one JSON record on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `kvbench disk-usage`.
+#[derive(Debug, Clone, Args)]
+pub struct DiskUsageArgs {
+    /// The data directory.
+    #[arg(long)]
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Keys the member holds, stored in the record.
+    #[arg(long, default_value_t = 0)]
+    pub keys: u64,
+}
+
+/// `kvbench report`.
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// Results file: JSON lines written by the other subcommands' --json.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Reference system (the ratio's denominator).
+    #[arg(long, default_value = "etcd")]
+    pub baseline: String,
+    /// Compared system (the ratio's numerator).
+    #[arg(long, default_value = "raftkv")]
+    pub candidate: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "kvbench",
+            "run",
+            "--endpoints=127.0.0.1:1,127.0.0.1:2",
+            "--workload=txn-cas",
+            "--clients=64",
+            "--connections=8",
+            "--duration=1.5",
+            "--server-pids=1,2,3",
+        ])
+        .unwrap();
+        let Command::Run(run) = cli.command else { panic!("not run") };
+        assert_eq!(run.endpoints.endpoints.len(), 2);
+        assert_eq!(run.workload, Workload::TxnCas);
+        assert_eq!(run.duration, Some(Duration::from_millis(1500)));
+        assert_eq!(run.server_pids, vec![1, 2, 3]);
+        assert_eq!(run.value_size, 256);
+    }
+
+    #[test]
+    fn ops_and_duration_conflict() {
+        let r = Cli::try_parse_from([
+            "kvbench",
+            "run",
+            "--endpoints=a:1",
+            "--workload=put",
+            "--ops=5",
+            "--duration=1",
+        ]);
+        assert!(r.is_err());
+        assert!(seconds("-1").is_err());
+        assert!(seconds("abc").is_err());
+    }
+}

@@ -1,0 +1,296 @@
+//! The subcommands: each wires its flags to the modules that do the work and emits a record.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::cli::{
+    DiskUsageArgs, EndpointArgs, FsyncProbeArgs, LoadArgs, PingArgs, ReportArgs, RunArgs, WaitReadyArgs,
+};
+use crate::error::BenchError;
+use crate::load::{LoadSpec, LoadWorker};
+use crate::record::{self, DiskRecord, FloorRecord, LoadRecord, Record, RestartRecord, RunRecord};
+use crate::runner::{self, Plan, Stop};
+use crate::workload::{EtcdWorker, Shape};
+use crate::{conn, disk, fsync_probe, keys, ping, procfs, ready, report};
+
+/// Default measured time when neither `--ops` nor `--duration` is given.
+const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+
+/// Prints a record as JSON on stdout when asked; the human line always goes to stderr.
+fn output(json: bool, human: String, record: Record) -> Result<(), BenchError> {
+    eprintln!("{human}");
+    if json { record::emit(&record) } else { Ok(()) }
+}
+
+/// `kvbench run`.
+pub async fn run(args: RunArgs) -> Result<(), BenchError> {
+    let shape = Shape {
+        workload: args.workload,
+        key_space: args.key_space,
+        value_size: args.value_size,
+        range_len: args.range_len,
+    };
+    shape.validate()?;
+    if args.clients == 0 {
+        return Err(BenchError::Config("--clients must be at least 1".into()));
+    }
+    let timeout = args.endpoints.request_timeout;
+    let endpoints = conn::resolve(&args.endpoints.endpoints, args.target, timeout).await?;
+    let connections = conn::connect_many(&endpoints, usize_of(args.connections)?, timeout).await?;
+    let workers: Vec<EtcdWorker> = (0..args.clients)
+        .zip(connections.iter().cycle())
+        .map(|(i, c)| EtcdWorker::new(c.kv_client(), shape, args.seed, i))
+        .collect();
+    let stop = match (args.ops, args.duration) {
+        (Some(n), _) => Stop::Ops(n),
+        (None, Some(d)) => Stop::Duration(d),
+        (None, None) => Stop::Duration(DEFAULT_DURATION),
+    };
+    let plan = Plan { warmup: args.warmup, stop, op_timeout: timeout, max_duration: args.max_duration };
+    let stats = runner::run(workers, plan).await?;
+    let rss = if args.server_pids.is_empty() { None } else { procfs::total_peak_rss_kib(&args.server_pids) };
+    let rec = RunRecord {
+        system: args.output.label.clone(),
+        workload: args.workload,
+        clients: args.clients,
+        connections: args.connections,
+        target: args.target,
+        key_space: args.key_space,
+        value_size: args.value_size as u64,
+        range_len: args.range_len,
+        round: args.round,
+        seed: args.seed,
+        elapsed_s: stats.elapsed.as_secs_f64(),
+        ops: stats.ops,
+        errors: stats.errors,
+        conflicts: stats.conflicts,
+        throughput: stats.throughput(),
+        latency: stats.latencies.summary(),
+        server_peak_rss_kib: rss,
+        first_error: stats.first_error.clone(),
+    };
+    let l = rec.latency;
+    let human = format!(
+        "{} {} clients={} conns={} target={:?}: {:.0} ops/s, p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, \
+         {} ops, {} errors, {} conflicts in {:.2} s{}{}",
+        rec.system,
+        rec.workload.name(),
+        rec.clients,
+        rec.connections,
+        rec.target,
+        rec.throughput,
+        l.p50_ms,
+        l.p99_ms,
+        l.p999_ms,
+        rec.ops,
+        rec.errors,
+        rec.conflicts,
+        rec.elapsed_s,
+        rss.map_or(String::new(), |k| format!(", servers' peak RSS {} MiB", k / 1024)),
+        rec.first_error.as_ref().map_or(String::new(), |e| format!(" (first error: {e})")),
+    );
+    let failed = check(&rec);
+    output(args.output.json, human, Record::Run(rec))?;
+    match failed {
+        Some(why) if args.check => Err(BenchError::CheckFailed(why)),
+        _ => Ok(()),
+    }
+}
+
+/// Why a run fails `--check`, if it does.
+fn check(rec: &RunRecord) -> Option<String> {
+    if rec.errors > 0 {
+        Some(format!("{} {}: {} errors", rec.system, rec.workload.name(), rec.errors))
+    } else if rec.ops == 0 || rec.throughput <= 0.0 {
+        Some(format!("{} {}: zero throughput", rec.system, rec.workload.name()))
+    } else {
+        None
+    }
+}
+
+/// `kvbench load`.
+pub async fn load(args: LoadArgs) -> Result<(), BenchError> {
+    if args.clients == 0 || args.batch == 0 {
+        return Err(BenchError::Config("--clients and --batch must be at least 1".into()));
+    }
+    let spec = LoadSpec { keys: args.keys, batch: args.batch, value_size: args.value_size };
+    let timeout = args.endpoints.request_timeout;
+    let endpoints = conn::resolve(&args.endpoints.endpoints, args.target, timeout).await?;
+    let connections = conn::connect_many(&endpoints, usize_of(args.connections)?, timeout).await?;
+    let next = Arc::new(AtomicU64::new(0));
+    let workers: Vec<LoadWorker> = (0..args.clients)
+        .zip(connections.iter().cycle())
+        .map(|(i, c)| LoadWorker::new(c.kv_client(), spec, next.clone(), i))
+        .collect();
+    let plan = Plan {
+        warmup: Duration::ZERO,
+        stop: Stop::Ops(spec.batches()),
+        op_timeout: timeout,
+        max_duration: Duration::from_secs(3600),
+    };
+    let stats = runner::run(workers, plan).await?;
+    let rec = LoadRecord {
+        system: args.output.label.clone(),
+        keys: args.keys,
+        elapsed_s: stats.elapsed.as_secs_f64(),
+        errors: stats.errors,
+    };
+    let human = format!(
+        "{}: loaded {} keys in {:.1} s ({:.0} keys/s), {} failed txns{}",
+        rec.system,
+        rec.keys,
+        rec.elapsed_s,
+        rec.keys as f64 / rec.elapsed_s.max(f64::EPSILON),
+        rec.errors,
+        stats.first_error.as_ref().map_or(String::new(), |e| format!(" (first error: {e})")),
+    );
+    let errors = rec.errors;
+    output(args.output.json, human, Record::Load(rec))?;
+    if errors > 0 {
+        return Err(BenchError::CheckFailed(format!("load had {errors} failed txns")));
+    }
+    Ok(())
+}
+
+/// `kvbench leader`.
+pub async fn leader(args: EndpointArgs) -> Result<(), BenchError> {
+    println!("{}", conn::leader(&args.endpoints, args.request_timeout).await?);
+    Ok(())
+}
+
+/// `kvbench wait-ready`.
+pub async fn wait_ready(args: WaitReadyArgs) -> Result<(), BenchError> {
+    let probe = ready::Probe {
+        key: args.key_index.map(keys::key),
+        linearizable: args.linearizable,
+        interval: Duration::from_millis(args.interval_ms),
+        timeout: args.timeout,
+    };
+    let waited = ready::wait_all(&args.endpoints, &probe).await?;
+    let ready_ms = match args.started_at_ns {
+        Some(start) => {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+            now.saturating_sub(start) as f64 / 1e6
+        }
+        None => waited.as_secs_f64() * 1000.0,
+    };
+    let rec = RestartRecord { system: args.output.label.clone(), keys: args.keys, ready_ms };
+    let human = format!("{}: {} ready after {:.0} ms", rec.system, args.endpoints.join(","), ready_ms);
+    output(args.output.json, human, Record::Restart(rec))
+}
+
+/// `kvbench fsync-probe`.
+pub fn fsync_probe(args: FsyncProbeArgs) -> Result<(), BenchError> {
+    let latencies = fsync_probe::probe(&args.dir, args.count, args.block_size, args.spin)?;
+    let cpus = if args.spin { "CPUs kept busy" } else { "CPUs idle" };
+    let rec = FloorRecord {
+        subject: format!("{}, {cpus}", args.dir.display()),
+        samples: latencies.count(),
+        latency: latencies.summary(),
+    };
+    let human = format!(
+        "fdatasync {} B in {}: p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms ({} samples)",
+        args.block_size,
+        rec.subject,
+        rec.latency.p50_ms,
+        rec.latency.p99_ms,
+        rec.latency.p999_ms,
+        rec.samples
+    );
+    output(args.json, human, Record::Fsync(rec))
+}
+
+/// `kvbench ping`.
+pub async fn ping(args: PingArgs) -> Result<(), BenchError> {
+    let server = ping::EchoServer::start()?;
+    let latencies = ping::measure(server.addr(), args.count, args.warmup, args.payload).await?;
+    server.stop().await?;
+    let rec = FloorRecord {
+        subject: format!("127.0.0.1, {} B payload", args.payload),
+        samples: latencies.count(),
+        latency: latencies.summary(),
+    };
+    let human = format!(
+        "loopback gRPC echo ({}): p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms ({} samples)",
+        rec.subject, rec.latency.p50_ms, rec.latency.p99_ms, rec.latency.p999_ms, rec.samples
+    );
+    output(args.json, human, Record::Ping(rec))
+}
+
+/// `kvbench disk-usage`.
+pub fn disk_usage(args: DiskUsageArgs) -> Result<(), BenchError> {
+    let usage = disk::usage(&args.dir)?;
+    let rec = DiskRecord {
+        system: args.output.label.clone(),
+        keys: args.keys,
+        allocated_bytes: usage.allocated,
+        apparent_bytes: usage.apparent,
+    };
+    let human = format!(
+        "{}: {} holds {:.1} MiB on disk ({:.1} MiB apparent)",
+        rec.system,
+        args.dir.display(),
+        usage.allocated as f64 / 1048576.0,
+        usage.apparent as f64 / 1048576.0
+    );
+    output(args.output.json, human, Record::Disk(rec))
+}
+
+/// `kvbench free-ports`.
+pub fn free_ports(count: usize) -> Result<(), BenchError> {
+    let ports = crate::ports::free_ports(count)?;
+    println!("{}", ports.iter().map(u16::to_string).collect::<Vec<_>>().join(" "));
+    Ok(())
+}
+
+/// `kvbench report`.
+pub fn report(args: ReportArgs) -> Result<(), BenchError> {
+    let file = std::fs::File::open(&args.input).map_err(|e| BenchError::io(&args.input, e))?;
+    let records = record::read_all(std::io::BufReader::new(file))?;
+    let systems = report::Systems { baseline: args.baseline, candidate: args.candidate };
+    print!("{}", report::render(&records, &systems));
+    Ok(())
+}
+
+fn usize_of(n: u64) -> Result<usize, BenchError> {
+    usize::try_from(n).map_err(|_| BenchError::Config(format!("{n} is too large")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::Target;
+    use crate::stats::LatencySummary;
+    use crate::workload::Workload;
+
+    fn rec(ops: u64, errors: u64) -> RunRecord {
+        RunRecord {
+            system: "etcd".into(),
+            workload: Workload::Put,
+            clients: 1,
+            connections: 1,
+            target: Target::All,
+            key_space: 1,
+            value_size: 1,
+            range_len: 1,
+            round: 1,
+            seed: 1,
+            elapsed_s: 1.0,
+            ops,
+            errors,
+            conflicts: 0,
+            throughput: ops as f64,
+            latency: LatencySummary::default(),
+            server_peak_rss_kib: None,
+            first_error: None,
+        }
+    }
+
+    #[test]
+    fn check_fails_on_errors_or_zero_throughput() {
+        assert_eq!(check(&rec(10, 0)), None);
+        assert!(check(&rec(10, 1)).unwrap().contains("1 errors"));
+        assert!(check(&rec(0, 0)).unwrap().contains("zero throughput"));
+    }
+}

@@ -1,0 +1,327 @@
+//! `kvbench report`: turns a results file into the markdown tables of a benchmark session.
+//!
+//! Runs are grouped by workload shape (workload, clients, connections, target) in the order
+//! they first appear; each system's rounds are folded by the median, so one slow round of an
+//! alternating sequence does not decide the comparison. A system with no runs for a shape is
+//! shown as `pending`, never as a number.
+
+use std::fmt::Write;
+
+use crate::conn::Target;
+use crate::record::{DiskRecord, FloorRecord, Record, RestartRecord, RunRecord};
+use crate::workload::Workload;
+
+/// The systems compared: ratios are `candidate / baseline`.
+#[derive(Debug, Clone)]
+pub struct Systems {
+    /// The reference (etcd).
+    pub baseline: String,
+    /// The system measured against it (raftkv).
+    pub candidate: String,
+}
+
+/// The markdown report of every record.
+pub fn render(records: &[Record], systems: &Systems) -> String {
+    let mut out = String::new();
+    floor_section(&mut out, records);
+    runs_section(&mut out, records, systems);
+    restart_section(&mut out, records, systems);
+    out
+}
+
+fn floor_section(out: &mut String, records: &[Record]) {
+    let floors: Vec<(&str, &FloorRecord)> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Fsync(f) => Some(("fdatasync of a 4 KiB overwrite", f)),
+            Record::Ping(f) => Some(("loopback unary gRPC round trip (tonic echo)", f)),
+            _ => None,
+        })
+        .collect();
+    if floors.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "Floor on this machine:\n");
+    for (what, f) in floors {
+        let l = f.latency;
+        let _ = writeln!(
+            out,
+            "- {what} ({}): p50 {} ms, p99 {} ms, p99.9 {} ms over {} samples",
+            f.subject,
+            ms(l.p50_ms),
+            ms(l.p99_ms),
+            ms(l.p999_ms),
+            f.samples
+        );
+    }
+    out.push('\n');
+}
+
+/// A run's shape: rows are grouped by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Shape {
+    workload: Workload,
+    clients: u64,
+    connections: u64,
+    target: Target,
+}
+
+impl Shape {
+    fn of(r: &RunRecord) -> Self {
+        Self { workload: r.workload, clients: r.clients, connections: r.connections, target: r.target }
+    }
+}
+
+/// One system's folded figures for one shape.
+#[derive(Debug, Clone, Copy)]
+struct Folded {
+    rounds: usize,
+    throughput: f64,
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    errors: u64,
+    rss_kib: Option<u64>,
+}
+
+fn fold(runs: &[&RunRecord]) -> Option<Folded> {
+    if runs.is_empty() {
+        return None;
+    }
+    let med = |f: fn(&RunRecord) -> f64| median(runs.iter().map(|r| f(r)).collect());
+    Some(Folded {
+        rounds: runs.len(),
+        throughput: med(|r| r.throughput),
+        p50: med(|r| r.latency.p50_ms),
+        p99: med(|r| r.latency.p99_ms),
+        p999: med(|r| r.latency.p999_ms),
+        errors: runs.iter().map(|r| r.errors).sum(),
+        rss_kib: runs.iter().filter_map(|r| r.server_peak_rss_kib).max(),
+    })
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    match (values.len() % 2, mid.checked_sub(1).and_then(|i| values.get(i)), values.get(mid)) {
+        (1, _, Some(m)) => *m,
+        (0, Some(a), Some(b)) => (a + b) / 2.0,
+        _ => 0.0,
+    }
+}
+
+fn runs_section(out: &mut String, records: &[Record], systems: &Systems) {
+    let runs: Vec<&RunRecord> =
+        records.iter().filter_map(|r| if let Record::Run(r) = r { Some(r) } else { None }).collect();
+    if runs.is_empty() {
+        return;
+    }
+    let mut shapes: Vec<Shape> = Vec::new();
+    for r in &runs {
+        let s = Shape::of(r);
+        if !shapes.contains(&s) {
+            shapes.push(s);
+        }
+    }
+    let (b, c) = (&systems.baseline, &systems.candidate);
+    let _ = writeln!(
+        out,
+        "| workload | clients/conns | target | system | rounds | ops/s | p50 ms | p99 ms | p99.9 ms | errors | \
+         servers' peak RSS MiB (VmHWM) | {c}/{b} ops/s | {c}/{b} p99 |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for shape in shapes {
+        let of = |system: &str| {
+            fold(
+                &runs
+                    .iter()
+                    .copied()
+                    .filter(|r| Shape::of(r) == shape && r.system == system)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let (base, cand) = (of(b), of(c));
+        let lead = format!(
+            "| {} | {}/{} | {} ",
+            shape.workload.name(),
+            shape.clients,
+            shape.connections,
+            if shape.target == Target::Leader { "leader" } else { "all" }
+        );
+        for (system, folded) in [(b, base), (c, cand)] {
+            let _ = write!(out, "{lead}| {system} ");
+            match folded {
+                Some(f) => {
+                    let _ = write!(
+                        out,
+                        "| {} | {:.0} | {} | {} | {} | {} | {} ",
+                        f.rounds,
+                        f.throughput,
+                        ms(f.p50),
+                        ms(f.p99),
+                        ms(f.p999),
+                        f.errors,
+                        f.rss_kib.map_or("–".to_string(), |k| format!("{:.0}", k as f64 / 1024.0))
+                    );
+                }
+                None => out.push_str("| 0 | pending | pending | pending | pending | – | – "),
+            }
+            let ratios = match (system == c, base, folded) {
+                (true, Some(base), Some(f)) => {
+                    format!("| {} | {} |", ratio(f.throughput, base.throughput), ratio(f.p99, base.p99))
+                }
+                (true, _, _) => "| pending | pending |".to_string(),
+                (false, _, _) => "| | |".to_string(),
+            };
+            let _ = writeln!(out, "{ratios}");
+        }
+    }
+    out.push('\n');
+}
+
+fn restart_section(out: &mut String, records: &[Record], systems: &Systems) {
+    let restarts: Vec<&RestartRecord> =
+        records.iter().filter_map(|r| if let Record::Restart(r) = r { Some(r) } else { None }).collect();
+    let disks: Vec<&DiskRecord> =
+        records.iter().filter_map(|r| if let Record::Disk(r) = r { Some(r) } else { None }).collect();
+    if restarts.is_empty() && disks.is_empty() {
+        return;
+    }
+    let (b, c) = (&systems.baseline, &systems.candidate);
+    let _ = writeln!(
+        out,
+        "| system | keys | restart after kill -9 → first serializable get (ms) | data dir on disk MiB | \
+         data dir apparent MiB |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|");
+    let mib = |bytes: u64| format!("{:.1}", bytes as f64 / (1024.0 * 1024.0));
+    let mut row = |system: &str| -> (Option<f64>, Option<u64>) {
+        let restart = restarts.iter().rev().find(|r| r.system == system);
+        let disk = disks.iter().rev().find(|d| d.system == system);
+        let keys = restart.map(|r| r.keys).or(disk.map(|d| d.keys));
+        let _ = writeln!(
+            out,
+            "| {system} | {} | {} | {} | {} |",
+            keys.map_or("–".to_string(), |k| k.to_string()),
+            restart.map_or("pending".to_string(), |r| format!("{:.0}", r.ready_ms)),
+            disk.map_or("pending".to_string(), |d| mib(d.allocated_bytes)),
+            disk.map_or("pending".to_string(), |d| mib(d.apparent_bytes)),
+        );
+        (restart.map(|r| r.ready_ms), disk.map(|d| d.allocated_bytes))
+    };
+    let (base_ms, base_bytes) = row(b);
+    let (cand_ms, cand_bytes) = row(c);
+    let fmt = |x: Option<f64>, y: Option<f64>| match (x, y) {
+        (Some(x), Some(y)) => ratio(x, y),
+        _ => "pending".to_string(),
+    };
+    let _ = writeln!(
+        out,
+        "| {c}/{b} | | {} | {} | |\n",
+        fmt(cand_ms, base_ms),
+        fmt(cand_bytes.map(|v| v as f64), base_bytes.map(|v| v as f64))
+    );
+}
+
+/// Milliseconds with three decimals (microsecond resolution, as recorded).
+fn ms(v: f64) -> String {
+    format!("{v:.3}")
+}
+
+fn ratio(candidate: f64, baseline: f64) -> String {
+    if baseline > 0.0 { format!("{:.2}", candidate / baseline) } else { "–".to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::LatencySummary;
+
+    fn run(system: &str, workload: Workload, round: u32, throughput: f64, p99: f64) -> Record {
+        Record::Run(RunRecord {
+            system: system.into(),
+            workload,
+            clients: 64,
+            connections: 8,
+            target: Target::All,
+            key_space: 100_000,
+            value_size: 256,
+            range_len: 1000,
+            round,
+            seed: 1,
+            elapsed_s: 10.0,
+            ops: (throughput * 10.0) as u64,
+            errors: 0,
+            conflicts: 0,
+            throughput,
+            latency: LatencySummary { p50_ms: 1.0, p99_ms: p99, p999_ms: 9.0, mean_ms: 1.0, max_ms: 10.0 },
+            server_peak_rss_kib: Some(1024 * round as u64 * 100),
+            first_error: None,
+        })
+    }
+
+    fn systems() -> Systems {
+        Systems { baseline: "etcd".into(), candidate: "raftkv".into() }
+    }
+
+    #[test]
+    fn rounds_fold_by_median_and_ratio_compares_systems() {
+        let records = vec![
+            run("etcd", Workload::Put, 1, 1000.0, 4.0),
+            run("raftkv", Workload::Put, 1, 1500.0, 2.0),
+            run("etcd", Workload::Put, 2, 3000.0, 8.0),
+            run("raftkv", Workload::Put, 2, 2500.0, 6.0),
+        ];
+        let text = render(&records, &systems());
+        let etcd = text.lines().find(|l| l.contains("| etcd |")).unwrap();
+        let raftkv = text.lines().find(|l| l.contains("| raftkv |")).unwrap();
+        assert!(
+            etcd.starts_with("| put | 64/8 | all | etcd | 2 | 2000 | 1.000 | 6.000 | 9.000 | 0 | 200 |"),
+            "{etcd}"
+        );
+        assert!(raftkv.contains("| 2 | 2000 | 1.000 | 4.000 |"), "{raftkv}");
+        assert!(raftkv.ends_with("| 1.00 | 0.67 |"), "{raftkv}");
+    }
+
+    #[test]
+    fn missing_candidate_is_pending_not_a_number() {
+        let records = vec![run("etcd", Workload::Range, 1, 800.0, 4.0)];
+        let text = render(&records, &systems());
+        let raftkv = text.lines().find(|l| l.contains("| raftkv |")).unwrap();
+        assert!(raftkv.contains("pending"), "{raftkv}");
+        assert!(raftkv.ends_with("| pending | pending |"), "{raftkv}");
+    }
+
+    #[test]
+    fn floor_and_restart_sections() {
+        let records = vec![
+            Record::Fsync(FloorRecord {
+                subject: "/data".into(),
+                samples: 100,
+                latency: LatencySummary { p50_ms: 0.5, p99_ms: 2.0, ..Default::default() },
+            }),
+            Record::Restart(RestartRecord { system: "etcd".into(), keys: 100_000, ready_ms: 400.0 }),
+            Record::Disk(DiskRecord {
+                system: "etcd".into(),
+                keys: 100_000,
+                allocated_bytes: 100 << 20,
+                apparent_bytes: 120 << 20,
+            }),
+        ];
+        let text = render(&records, &systems());
+        assert!(
+            text.contains("fdatasync of a 4 KiB overwrite (/data): p50 0.500 ms, p99 2.000 ms"),
+            "{text}"
+        );
+        assert!(text.contains("| etcd | 100000 | 400 | 100.0 | 120.0 |"), "{text}");
+        assert!(text.contains("| raftkv | – | pending | pending | pending |"), "{text}");
+        assert!(text.contains("| raftkv/etcd | | pending | pending | |"), "{text}");
+    }
+
+    #[test]
+    fn median_of_odd_and_even() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0]), 2.5);
+        assert_eq!(median(vec![]), 0.0);
+    }
+}

@@ -1,0 +1,147 @@
+//! End-to-end: the kvbench binary against a real single-member etcd on loopback.
+//!
+//! Needs the `etcd` binary (Debian's `etcd-server`; `scripts/bench.sh` installs it). Without
+//! it the test says plainly that it skipped. Each workload runs a bounded number of operations
+//! with `--check`, so a workload that errors or measures nothing fails the test.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+const KVBENCH: &str = env!("CARGO_BIN_EXE_kvbench");
+
+/// Kills the etcd process when the test ends, however it ends.
+struct Etcd {
+    child: Child,
+    client: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn etcd_binary() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join("etcd")).find(|p| p.is_file())
+}
+
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
+fn start_etcd(bin: &Path) -> Etcd {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = free_ports(3);
+    let (client, peer, metrics) = (
+        format!("http://127.0.0.1:{}", ports[0]),
+        format!("http://127.0.0.1:{}", ports[1]),
+        format!("http://127.0.0.1:{}", ports[2]),
+    );
+    let child = Command::new(bin)
+        .args(["--name", "solo", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+        .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+        .args(["--initial-cluster", &format!("solo={peer}"), "--listen-metrics-urls", &metrics])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Etcd { child, client, _dir: dir }
+}
+
+fn kvbench(args: &[&str]) -> Output {
+    let out = Command::new(KVBENCH).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "kvbench {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn every_workload_runs_against_etcd_and_reports() {
+    let Some(bin) = etcd_binary() else {
+        eprintln!("SKIPPED: no `etcd` on PATH (apt-get install etcd-server)");
+        return;
+    };
+    let etcd = start_etcd(&bin);
+    let ep = etcd.client.as_str();
+    kvbench(&["wait-ready", "--endpoints", ep, "--linearizable", "--timeout", "30"]);
+    assert_eq!(String::from_utf8_lossy(&kvbench(&["leader", "--endpoints", ep]).stdout).trim(), ep);
+
+    let results = tempfile::NamedTempFile::new().unwrap();
+    let mut lines = Vec::new();
+    let load =
+        kvbench(&["load", "--endpoints", ep, "--keys", "1500", "--batch", "64", "--json", "--label", "etcd"]);
+    lines.push(String::from_utf8(load.stdout).unwrap());
+    for workload in ["put", "get-linear", "get-serial", "mixed", "txn-cas", "range"] {
+        let out = kvbench(&[
+            "run",
+            "--endpoints",
+            ep,
+            "--workload",
+            workload,
+            "--clients",
+            "4",
+            "--connections",
+            "2",
+            "--ops",
+            "40",
+            "--key-space",
+            "1500",
+            "--range-len",
+            "1000",
+            "--check",
+            "--json",
+            "--label",
+            "etcd",
+        ]);
+        let line = String::from_utf8(out.stdout).unwrap();
+        let record: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+        assert_eq!(record["kind"], "run");
+        assert_eq!(record["workload"], workload);
+        assert_eq!(record["ops"], 40, "{record}");
+        assert_eq!(record["errors"], 0, "{record}");
+        assert!(record["latency"]["p50_ms"].as_f64().unwrap() > 0.0, "{record}");
+        lines.push(line);
+    }
+    // A restart-style probe of a loaded key, and one of a key that was never written.
+    let ready =
+        kvbench(&["wait-ready", "--endpoints", ep, "--key-index", "1499", "--json", "--label", "etcd"]);
+    lines.push(String::from_utf8(ready.stdout).unwrap());
+    let missing = Command::new(KVBENCH)
+        .args(["wait-ready", "--endpoints", ep, "--key-index", "999999", "--timeout", "0.3"])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+
+    std::fs::write(results.path(), lines.concat()).unwrap();
+    let report = kvbench(&["report", "--input", results.path().to_str().unwrap()]);
+    let text = String::from_utf8(report.stdout).unwrap();
+    let etcd_rows = text.lines().filter(|l| l.contains("| etcd |") && l.starts_with("| ")).count();
+    assert_eq!(etcd_rows, 7, "{text}"); // six workloads + the restart row
+    assert!(text.lines().any(|l| l.starts_with("| range | 4/2 | all | raftkv | 0 | pending")), "{text}");
+}
+
+#[test]
+fn run_check_fails_when_the_server_is_gone() {
+    let port = free_ports(1)[0];
+    let out = Command::new(KVBENCH)
+        .args(["run", "--endpoints", &format!("127.0.0.1:{port}"), "--workload", "put", "--ops", "3"])
+        .args(["--request-timeout", "0.5", "--check", "--json"])
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = BufReader::new(out.stderr.as_slice()).lines().map_while(Result::ok).collect::<Vec<_>>();
+    assert!(stderr.iter().any(|l| l.contains("check failed") && l.contains("3 errors")), "{stderr:?}");
+}

@@ -1,0 +1,364 @@
+#!/usr/bin/env bash
+# Benchmarks raftkv against etcd on this machine with the same client code (kvbench).
+#
+# One run: installs etcd-server from Debian if missing, builds kvnode and kvbench (release),
+# measures the machine's floor (fdatasync of the data disk, loopback gRPC round trip), starts a
+# 3-member etcd cluster and a 3-member raftkv cluster on loopback (free ports picked at run
+# time, data dirs side by side on one filesystem, fsync on for both), preloads the key space,
+# runs every workload against each system alternately (etcd, raftkv, etcd, raftkv, ...), then
+# times a member's restart after kill -9 and measures its data dir, and prints one markdown
+# report (see BENCHMARKS.md).
+#
+# Usage: scripts/bench.sh [options]
+#   --smoke              ~1 s per workload with tiny counts; exits non-zero if any workload has
+#                        errors or zero throughput (what CI runs). Also BENCH_SMOKE=1.
+#   --big                restart/disk-size test with 1,000,000 keys instead of 100,000 (slow).
+#                        Also BENCH_BIG=1.
+#   --raftkv-bin PATH    kvnode binary (default: target/release/kvnode, built by this script).
+#   --etcd-bin PATH      etcd binary (default: `etcd` on PATH, installed from Debian if missing).
+#   --require-raftkv     fail if kvnode cannot run, instead of benchmarking etcd alone.
+#                        Also BENCH_REQUIRE_RAFTKV=1.
+#   --systems LIST       comma-separated subset of etcd,raftkv (default both).
+#   --rounds N           repetitions of each workload per system (default 2; smoke 1).
+#   --duration S         measured seconds per run (default 10; smoke 1).
+#   --warmup S           unmeasured seconds before each run (default 2; smoke 0.2).
+#   --out FILE           also write the report to FILE and the raw records to FILE.jsonl.
+#   --no-build           use the binaries already built.
+#   --keep               keep the work dir (data dirs, logs, results) instead of deleting it.
+# Environment: BENCH_DIR (parent of the work dir, default $TMPDIR or /tmp; must not be tmpfs
+# for a real run), BENCH_ETCD_ARGS / BENCH_RAFTKV_ARGS (extra flags for one system's members),
+# BENCH_START_TIMEOUT (seconds a cluster may take to serve, default 60).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$PWD
+
+SMOKE=${BENCH_SMOKE:-0}
+BIG=${BENCH_BIG:-0}
+REQUIRE_RAFTKV=${BENCH_REQUIRE_RAFTKV:-0}
+RAFTKV_BIN=""
+ETCD_BIN=""
+SYSTEMS="etcd,raftkv"
+ROUNDS=""
+DURATION=""
+WARMUP=""
+OUT=""
+BUILD=1
+KEEP=${BENCH_KEEP:-0}
+START_TIMEOUT=${BENCH_START_TIMEOUT:-60}
+
+die() { echo "bench.sh: $*" >&2; exit 1; }
+need_arg() { [ $# -ge 2 ] || die "$1 needs a value"; }
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --smoke) SMOKE=1 ;;
+        --big) BIG=1 ;;
+        --raftkv-bin) need_arg "$@"; RAFTKV_BIN=$2; shift ;;
+        --etcd-bin) need_arg "$@"; ETCD_BIN=$2; shift ;;
+        --require-raftkv) REQUIRE_RAFTKV=1 ;;
+        --systems) need_arg "$@"; SYSTEMS=$2; shift ;;
+        --rounds) need_arg "$@"; ROUNDS=$2; shift ;;
+        --duration) need_arg "$@"; DURATION=$2; shift ;;
+        --warmup) need_arg "$@"; WARMUP=$2; shift ;;
+        --out) need_arg "$@"; OUT=$2; shift ;;
+        --no-build) BUILD=0 ;;
+        --keep) KEEP=1 ;;
+        -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown option $1 (see --help)" ;;
+    esac
+    shift
+done
+
+# ---- sizes -------------------------------------------------------------------------------
+if [ "$SMOKE" = 1 ]; then
+    KEYS=2000; ROUNDS=${ROUNDS:-1}; DURATION=${DURATION:-1}; WARMUP=${WARMUP:-0.2}
+    RESTART_KEYS=2000; FSYNC_SAMPLES=200; PING_SAMPLES=2000
+    CATCH_UP_TIMEOUT=20; RESTART_TIMEOUT=60
+else
+    KEYS=100000; ROUNDS=${ROUNDS:-2}; DURATION=${DURATION:-10}; WARMUP=${WARMUP:-2}
+    FSYNC_SAMPLES=2000; PING_SAMPLES=20000
+    CATCH_UP_TIMEOUT=120; RESTART_TIMEOUT=600
+    if [ "$BIG" = 1 ]; then RESTART_KEYS=1000000; else RESTART_KEYS=100000; fi
+fi
+RANGE_LEN=1000
+VALUE_SIZE=256
+
+# workload clients connections target — the runs, in order; each alternates the systems.
+RUNS=(
+    "put 1 1 leader"
+    "put 16 2 leader"
+    "put 64 8 leader"
+    "put 256 32 leader"
+    "get-linear 64 8 all"
+    "get-serial 64 8 all"
+    "mixed 64 8 leader"
+    "txn-cas 64 8 leader"
+    "range 16 2 all"
+)
+
+# ---- tools -------------------------------------------------------------------------------
+TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
+KVBENCH=$TARGET_DIR/release/kvbench
+DEFAULT_RAFTKV=$TARGET_DIR/release/kvnode
+RAFTKV_BIN=${RAFTKV_BIN:-$DEFAULT_RAFTKV}
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+if [ -z "$ETCD_BIN" ]; then
+    if ! command -v etcd >/dev/null 2>&1; then
+        echo "== installing etcd-server from Debian"
+        as_root apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq etcd-server >/dev/null
+    fi
+    ETCD_BIN=$(command -v etcd)
+fi
+[ -x "$ETCD_BIN" ] || die "etcd binary $ETCD_BIN is not executable"
+
+if [ "$BUILD" = 1 ]; then
+    packages=(-p kvbench)
+    [ "$RAFTKV_BIN" = "$DEFAULT_RAFTKV" ] && packages+=(-p kvnode)
+    echo "== cargo build --release ${packages[*]}"
+    cargo build --release --locked "${packages[@]}"
+fi
+[ -x "$KVBENCH" ] || die "$KVBENCH not built (drop --no-build)"
+
+# ---- work dir ----------------------------------------------------------------------------
+BASE=${BENCH_DIR:-${TMPDIR:-/tmp}}
+mkdir -p "$BASE"
+WORK=$(mktemp -d "$BASE/raftkv-bench.XXXXXX")
+RESULTS=$WORK/results.jsonl
+: >"$RESULTS"
+FSTYPE=$(findmnt -n -o FSTYPE -T "$WORK" 2>/dev/null || stat -f -c %T "$WORK")
+if [ "$FSTYPE" = tmpfs ] && [ "$SMOKE" != 1 ]; then
+    die "$WORK is on tmpfs, where fsync costs nothing; set BENCH_DIR to a directory on a disk"
+fi
+
+declare -A PID      # "system:member" -> pid of a server this script started
+declare -A CLIENT   # "system:member" -> client URL
+declare -A PEER     # "system:member" -> peer URL
+declare -A METRICS  # "system:member" -> metrics URL
+declare -A DATA     # "system:member" -> data dir
+declare -A ACTIVE   # system -> 1 once its cluster served
+declare -A SKIPPED  # system -> why it was not benchmarked
+FAILURES=()
+
+cleanup() {
+    local key
+    for key in "${!PID[@]}"; do
+        kill -TERM "${PID[$key]}" 2>/dev/null || true
+    done
+    for key in "${!PID[@]}"; do
+        wait "${PID[$key]}" 2>/dev/null || true
+    done
+    if [ "$KEEP" = 1 ]; then echo "work dir kept: $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+
+bin_of() { if [ "$1" = etcd ]; then echo "$ETCD_BIN"; else echo "$RAFTKV_BIN"; fi; }
+extra_args_of() { if [ "$1" = etcd ]; then echo "${BENCH_ETCD_ARGS:-}"; else echo "${BENCH_RAFTKV_ARGS:-}"; fi; }
+endpoints_of() { echo "${CLIENT[$1:1]},${CLIENT[$1:2]},${CLIENT[$1:3]}"; }
+pids_of() { echo "${PID[$1:1]:-},${PID[$1:2]:-},${PID[$1:3]:-}"; }
+alive() { [ -n "${PID[$1]:-}" ] && kill -0 "${PID[$1]}" 2>/dev/null; }
+
+# Gives the members of SYSTEM (data under DIR) fresh free ports.
+assign() {
+    local sys=$1 dir=$2 i ports
+    read -r -a ports <<<"$("$KVBENCH" free-ports 9)"
+    for i in 1 2 3; do
+        CLIENT[$sys:$i]=http://127.0.0.1:${ports[$((3 * i - 3))]}
+        PEER[$sys:$i]=http://127.0.0.1:${ports[$((3 * i - 2))]}
+        METRICS[$sys:$i]=http://127.0.0.1:${ports[$((3 * i - 1))]}
+        DATA[$sys:$i]=$dir/m$i
+    done
+}
+
+# Starts member I of SYSTEM with etcd's flags, which kvnode shares; logs go next to its data.
+start_member() {
+    local sys=$1 i=$2 extra
+    extra=$(extra_args_of "$sys")
+    mkdir -p "${DATA[$sys:$i]}"
+    # shellcheck disable=SC2086 # extra args are meant to split into words
+    "$(bin_of "$sys")" \
+        --name "m$i" \
+        --data-dir "${DATA[$sys:$i]}/data" \
+        --listen-client-urls "${CLIENT[$sys:$i]}" \
+        --advertise-client-urls "${CLIENT[$sys:$i]}" \
+        --listen-peer-urls "${PEER[$sys:$i]}" \
+        --initial-advertise-peer-urls "${PEER[$sys:$i]}" \
+        --initial-cluster "m1=${PEER[$sys:1]},m2=${PEER[$sys:2]},m3=${PEER[$sys:3]}" \
+        --initial-cluster-state new \
+        --initial-cluster-token "bench-$sys" \
+        --listen-metrics-urls "${METRICS[$sys:$i]}" \
+        --heartbeat-interval 100 \
+        --election-timeout 1000 \
+        --snapshot-count 10000 \
+        $extra >>"${DATA[$sys:$i]}/server.log" 2>&1 &
+    PID[$sys:$i]=$!
+}
+
+stop_cluster() {
+    local sys=$1 i
+    for i in 1 2 3; do
+        if [ -n "${PID[$sys:$i]:-}" ]; then
+            kill -TERM "${PID[$sys:$i]}" 2>/dev/null || true
+            wait "${PID[$sys:$i]}" 2>/dev/null || true
+            unset "PID[$sys:$i]"
+        fi
+    done
+}
+
+# Starts SYSTEM's 3 members under DIR and waits until all answer a linearizable get.
+# Returns 1 and records why in SKIPPED if a member exits (a binary that cannot run yet) or the
+# cluster never serves (then also in FAILURES: a server that runs but does not serve is broken).
+start_cluster() {
+    local sys=$1 dir=$2 i deadline
+    assign "$sys" "$dir"
+    for i in 1 2 3; do start_member "$sys" "$i"; done
+    deadline=$((SECONDS + START_TIMEOUT))
+    while [ $SECONDS -lt $deadline ]; do
+        for i in 1 2 3; do
+            if ! alive "$sys:$i"; then
+                local rc=0
+                wait "${PID[$sys:$i]}" 2>/dev/null || rc=$?
+                unset "PID[$sys:$i]"
+                SKIPPED[$sys]="member m$i exited with code $rc at start-up; its log begins: $(head -c 160 "${DATA[$sys:$i]}/server.log" | tr '\n' ' ')"
+                stop_cluster "$sys"
+                return 1
+            fi
+        done
+        if "$KVBENCH" wait-ready --endpoints "$(endpoints_of "$sys")" --linearizable --timeout 2 \
+            --label "$sys" >/dev/null 2>&1; then
+            return 0
+        fi
+    done
+    SKIPPED[$sys]="cluster did not serve a linearizable get within $START_TIMEOUT s"
+    FAILURES+=("$sys: ${SKIPPED[$sys]}")
+    stop_cluster "$sys"
+    return 1
+}
+
+# Runs kvbench, appending its JSON record to the results; a failure is remembered, not fatal.
+measure() {
+    local what=$1
+    shift
+    if ! "$KVBENCH" "$@" --json >>"$RESULTS"; then
+        FAILURES+=("$what")
+    fi
+}
+
+# ---- header and floor --------------------------------------------------------------------
+CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//' || true)
+DEVICE=$(findmnt -n -o SOURCE -T "$WORK" 2>/dev/null || df --output=source "$WORK" | tail -n 1)
+echo "== machine: $(nproc) cores, ${CPU:-unknown CPU}, $(free -g | awk '/^Mem:/ {print $2}') GiB memory"
+echo "== data dirs under $WORK ($FSTYPE on $DEVICE)"
+echo "== etcd: $("$ETCD_BIN" --version 2>/dev/null | head -n 1) ($ETCD_BIN)"
+echo "== raftkv: $RAFTKV_BIN"
+if [ "$SMOKE" = 1 ]; then
+    echo "== SMOKE mode: ${DURATION}s per run, $KEYS keys — figures are not benchmark results"
+fi
+echo "== floor"
+measure "fsync-probe" fsync-probe --dir "$WORK" --count "$FSYNC_SAMPLES"
+measure "fsync-probe --spin" fsync-probe --dir "$WORK" --count "$FSYNC_SAMPLES" --spin
+measure "ping" ping --count "$PING_SAMPLES"
+
+# ---- clusters ----------------------------------------------------------------------------
+IFS=, read -r -a WANTED <<<"$SYSTEMS"
+for sys in "${WANTED[@]}"; do
+    case "$sys" in etcd | raftkv) ;; *) die "unknown system $sys in --systems" ;; esac
+    if [ "$sys" = raftkv ] && [ ! -x "$RAFTKV_BIN" ]; then
+        SKIPPED[$sys]="$RAFTKV_BIN is not an executable"
+        continue
+    fi
+    echo "== starting 3-member $sys cluster"
+    if start_cluster "$sys" "$WORK/$sys"; then
+        ACTIVE[$sys]=1
+        echo "== $sys serves at $(endpoints_of "$sys"); loading $KEYS keys"
+        measure "$sys load" load --endpoints "$(endpoints_of "$sys")" --keys "$KEYS" \
+            --value-size "$VALUE_SIZE" --label "$sys"
+    fi
+done
+for sys in "${!SKIPPED[@]}"; do
+    echo "!! $sys NOT BENCHMARKED: ${SKIPPED[$sys]}" >&2
+    if [ "$sys" = raftkv ] && [ "$REQUIRE_RAFTKV" = 1 ]; then die "raftkv is required (--require-raftkv)"; fi
+    if [ "$sys" = etcd ]; then die "etcd is the reference and must run"; fi
+done
+[ "${#ACTIVE[@]}" -gt 0 ] || die "no system to benchmark"
+
+# ---- workloads, systems alternating ------------------------------------------------------
+CHECK=()
+[ "$SMOKE" = 1 ] && CHECK=(--check)
+for spec in "${RUNS[@]}"; do
+    read -r workload clients conns target <<<"$spec"
+    for round in $(seq 1 "$ROUNDS"); do
+        for sys in "${WANTED[@]}"; do
+            [ -n "${ACTIVE[$sys]:-}" ] || continue
+            measure "$sys $workload c=$clients round $round" run \
+                --endpoints "$(endpoints_of "$sys")" --label "$sys" --round "$round" \
+                --workload "$workload" --clients "$clients" --connections "$conns" --target "$target" \
+                --duration "$DURATION" --warmup "$WARMUP" --key-space "$KEYS" \
+                --value-size "$VALUE_SIZE" --range-len "$RANGE_LEN" --server-pids "$(pids_of "$sys")" \
+                "${CHECK[@]}"
+        done
+    done
+done
+for sys in "${!ACTIVE[@]}"; do stop_cluster "$sys"; done
+
+# ---- restart time and size on disk -------------------------------------------------------
+# A fresh cluster per system holds exactly RESTART_KEYS keys (no workload history); member 3 is
+# killed with SIGKILL and started again with the same flags, timed from its start until it
+# answers a serializable get of a loaded key from its own data.
+for sys in "${WANTED[@]}"; do
+    [ -n "${ACTIVE[$sys]:-}" ] || continue
+    echo "== $sys: restart test with $RESTART_KEYS keys"
+    if ! start_cluster "$sys" "$WORK/$sys-restart"; then
+        FAILURES+=("$sys restart cluster: ${SKIPPED[$sys]}")
+        unset "SKIPPED[$sys]"
+        continue
+    fi
+    last=$((RESTART_KEYS - 1))
+    if ! "$KVBENCH" load --endpoints "$(endpoints_of "$sys")" --keys "$RESTART_KEYS" \
+        --value-size "$VALUE_SIZE" --label "$sys" --json >>"$RESULTS"; then
+        FAILURES+=("$sys restart load")
+        stop_cluster "$sys"
+        continue
+    fi
+    if ! "$KVBENCH" wait-ready --endpoints "${CLIENT[$sys:3]}" --key-index "$last" \
+        --timeout "$CATCH_UP_TIMEOUT" >/dev/null; then
+        FAILURES+=("$sys member 3 did not catch up")
+        stop_cluster "$sys"
+        continue
+    fi
+    measure "$sys disk usage" disk-usage --dir "${DATA[$sys:3]}/data" --keys "$RESTART_KEYS" --label "$sys"
+    kill -KILL "${PID[$sys:3]}" 2>/dev/null || true
+    wait "${PID[$sys:3]}" 2>/dev/null || true
+    started=$(date +%s%N)
+    start_member "$sys" 3
+    measure "$sys restart" wait-ready --endpoints "${CLIENT[$sys:3]}" --key-index "$last" \
+        --timeout "$RESTART_TIMEOUT" --interval-ms 5 --started-at-ns "$started" --keys "$RESTART_KEYS" \
+        --label "$sys"
+    stop_cluster "$sys"
+done
+
+# ---- report ------------------------------------------------------------------------------
+REPORT=$WORK/report.md
+{
+    echo "# raftkv vs etcd — $(date -u +%Y-%m-%dT%H:%MZ)"
+    echo
+    echo "Machine: $(nproc) cores, ${CPU:-unknown CPU}; data dirs on $FSTYPE ($DEVICE)."
+    echo "etcd: $("$ETCD_BIN" --version 2>/dev/null | head -n 1). Value $VALUE_SIZE B, key space $KEYS keys,"
+    echo "${DURATION} s measured after ${WARMUP} s warm-up per run, $ROUNDS round(s) per system (median shown)."
+    echo "Restart/disk test: $RESTART_KEYS keys$([ "$BIG" = 1 ] || echo " (BENCH_BIG=1 for 1,000,000)")."
+    [ "$SMOKE" = 1 ] && echo "SMOKE RUN: tiny counts, the figures are not benchmark results."
+    for sys in "${!SKIPPED[@]}"; do
+        echo "$sys was not benchmarked (its figures are pending): ${SKIPPED[$sys]}"
+    done
+    echo
+    "$KVBENCH" report --input "$RESULTS"
+} >"$REPORT"
+cat "$REPORT"
+if [ -n "$OUT" ]; then
+    cp "$REPORT" "$OUT"
+    cp "$RESULTS" "$OUT.jsonl"
+fi
+if [ "${#FAILURES[@]}" -gt 0 ]; then
+    printf 'bench.sh: FAILED: %s\n' "${FAILURES[@]}" >&2
+    exit 1
+fi
