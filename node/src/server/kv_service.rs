@@ -235,11 +235,7 @@ impl Kv for KvService {
     ) -> Result<Response<CompactionResponse>, Status> {
         let forwarded = is_forwarded(&request);
         let req = request.into_inner();
-        let fwd_req = req.clone();
-        let call = |mut c: KvClient<Channel>| {
-            let r = fwd_req.clone();
-            async move { c.compact(forwarded_request(r)).await }
-        };
+        let call = |mut c: KvClient<Channel>| async move { c.compact(forwarded_request(req)).await };
         match self.write(forwarded, internal_request::Request::Compaction(req), call).await {
             Ok(result) => match result.outcome {
                 Outcome::Compaction(resp) => Ok(self.finish(resp, result.revision)),

@@ -184,7 +184,9 @@ fn reject_unsupported(flags: &NodeFlags) -> Result<(), StartError> {
         ("--peer-client-cert-auth", flags.peer_client_cert_auth),
     ];
     match tls.iter().find(|(_, set)| *set) {
-        Some((flag, _)) => Err(StartError::Config(format!("{flag}: TLS is not supported by this kvnode version yet"))),
+        Some((flag, _)) => {
+            Err(StartError::Config(format!("{flag}: TLS is not supported by this kvnode version yet")))
+        }
         None => Ok(()),
     }
 }
@@ -500,10 +502,10 @@ async fn publish_attributes(
             };
             match tokio::time::timeout(ctx.limits.request_timeout, ctx.node.propose(request)).await {
                 Ok(Ok(_)) => continue,
-                Ok(Err(crate::server::raft_loop::ProposeError::NotLeader(_))) => {
-                    if forward_attributes(&ctx, &name, &client_urls).await {
-                        continue;
-                    }
+                Ok(Err(crate::server::raft_loop::ProposeError::NotLeader(_)))
+                    if forward_attributes(&ctx, &name, &client_urls).await =>
+                {
+                    continue;
                 }
                 _ => {}
             }
