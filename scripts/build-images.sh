@@ -30,7 +30,7 @@ chmod 1777 "$rootfs/tmp"
 
 # Shared libraries (and the dynamic loader) of both binaries, at the paths ldd resolves.
 for bin in kvnode kv-operator; do
-  ldd "$out_dir/$bin" | awk '/=> \// { print $3 } /^\s*\/[^ ]+ \(/ { print $1 }'
+  ldd "$out_dir/$bin" | awk '/=> \// { print $3 } /^[ \t]*\/[^ ]+ \(/ { print $1 }'
 done | sort -u | while read -r lib; do
   mkdir -p "$rootfs$(dirname "$lib")"
   cp -L "$lib" "$rootfs$lib"
