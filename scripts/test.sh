@@ -19,6 +19,10 @@ echo "== installing test tools"
 need_apt etcdctl etcd-client
 export RAFTKV_REQUIRE_ETCDCTL=1
 
+echo "== chart tests (Helm v4 SDK, kubernetes-validate)"
+python3 -m pip install -q -r tests/chart/requirements.txt
+python3 -m pytest -q -p no:cacheprovider tests/chart
+
 echo "== cargo fmt --check"
 cargo fmt --all --check
 
