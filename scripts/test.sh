@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The project's one test command (the README's, and what CI runs).
 #
-# Installs what the suites need (etcdctl from Debian's etcd-client package), then: format
-# check, clippy with warnings as errors, and every test in the workspace.
+# Installs what the suites need (etcdctl and Prometheus from Debian, the chart tools from
+# PyPI), then: chart tests, format check, clippy with warnings as errors, every test in the
+# workspace, and a real Prometheus scraping a local cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,3 +32,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== cargo test"
 cargo test --workspace --locked
+
+echo "== real Prometheus scrape of a dev cluster (promtool checks included)"
+need_apt promtool prometheus
+cargo build -p kvnode --locked
+RAFTKV_REQUIRE_PROMETHEUS=1 python3 -m pytest -q -p no:cacheprovider tests/prometheus
