@@ -39,10 +39,10 @@ async fn etcdctl(endpoints: &[String], args: &[&str], stdin: Option<&str>) -> (b
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("spawn etcdctl");
-        if let Some(mut pipe) = child.stdin.take() {
-            if let Some(input) = stdin {
-                pipe.write_all(input.as_bytes()).expect("write stdin");
-            }
+        if let Some(mut pipe) = child.stdin.take()
+            && let Some(input) = stdin
+        {
+            pipe.write_all(input.as_bytes()).expect("write stdin");
         }
         let out = child.wait_with_output().expect("etcdctl output");
         let text =

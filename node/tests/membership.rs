@@ -33,7 +33,7 @@ async fn add_learner_promote_and_remove_a_member() {
 
     cluster.start_member(slot).await;
     assert_eq!(cluster.member(slot).id, new_id, "joiner discovered its id from the cluster");
-    let mut lc = cluster.client_of(slot).await;
+    let lc = cluster.client_of(slot).await;
     eventually("learner replicates the data", || {
         let mut r = lc.clone();
         async move {

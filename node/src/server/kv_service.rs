@@ -235,9 +235,9 @@ impl Kv for KvService {
     ) -> Result<Response<CompactionResponse>, Status> {
         let forwarded = is_forwarded(&request);
         let req = request.into_inner();
-        let fwd_req = req.clone();
+        let fwd_req = req;
         let call = |mut c: KvClient<Channel>| {
-            let r = fwd_req.clone();
+            let r = fwd_req;
             async move { c.compact(forwarded_request(r)).await }
         };
         match self.write(forwarded, internal_request::Request::Compaction(req), call).await {

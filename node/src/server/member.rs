@@ -480,10 +480,10 @@ async fn publish_attributes(
             };
             match tokio::time::timeout(ctx.limits.request_timeout, ctx.node.propose(request)).await {
                 Ok(Ok(_)) => continue,
-                Ok(Err(crate::server::raft_loop::ProposeError::NotLeader(_))) => {
-                    if forward_attributes(&ctx, &name, &client_urls).await {
-                        continue;
-                    }
+                Ok(Err(crate::server::raft_loop::ProposeError::NotLeader(_)))
+                    if forward_attributes(&ctx, &name, &client_urls).await =>
+                {
+                    continue;
                 }
                 _ => {}
             }

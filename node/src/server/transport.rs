@@ -239,7 +239,8 @@ mod tests {
         tokio::spawn(server);
         // A peer that accepts connections but never answers, and one that refuses them.
         let silent = TcpListener::bind("127.0.0.1:0").await.expect("bind silent");
-        let refused = TcpListener::bind("127.0.0.1:0").await.expect("bind refused").local_addr().expect("addr");
+        let refused =
+            TcpListener::bind("127.0.0.1:0").await.expect("bind refused").local_addr().expect("addr");
 
         let metrics = Arc::new(Metrics::new(1).expect("metrics"));
         let peers = PeerSenders::new(metrics.clone());
@@ -262,10 +263,16 @@ mod tests {
                 notified.await;
             }
         };
-        tokio::time::timeout(Duration::from_secs(20), all_arrived).await.expect("live peer got every message");
-        let rounds: Vec<u64> = inbox.got.lock().unwrap_or_else(PoisonError::into_inner).iter().map(|m| m.round).collect();
+        tokio::time::timeout(Duration::from_secs(20), all_arrived)
+            .await
+            .expect("live peer got every message");
+        let rounds: Vec<u64> =
+            inbox.got.lock().unwrap_or_else(PoisonError::into_inner).iter().map(|m| m.round).collect();
         assert_eq!(rounds, (1..=100).collect::<Vec<_>>(), "delivered in send order");
-        assert!(metrics.peer_messages_dropped.get() > 0, "overflow for unreachable peers is dropped, not queued");
+        assert!(
+            metrics.peer_messages_dropped.get() > 0,
+            "overflow for unreachable peers is dropped, not queued"
+        );
         drop(silent);
     }
 
