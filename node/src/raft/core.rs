@@ -40,6 +40,7 @@ pub enum Role {
 /// The volatile state the driver may want to react to (leader changes, role changes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SoftState {
+    /// The leader of the current term, when known.
     pub leader_id: Option<u64>,
     pub role: Role,
 }
@@ -102,6 +103,10 @@ pub(crate) struct Raft<S: Storage> {
     snapshot_recv: Option<SnapshotReceiver>,
     /// Set while a leader that is no longer a voter hands over.
     pub(crate) step_down: Option<StepDown>,
+    /// A complete snapshot (and the leader that sent it) waiting for the driver to finish
+    /// applying entries it was already handed: installing it earlier would let a conf change
+    /// older than the snapshot be applied on top of the snapshot's membership.
+    pending_restore: Option<(u64, Snapshot)>,
 }
 
 /// A leader removed from (or demoted in) the configuration leaves only once a majority of
@@ -166,6 +171,7 @@ impl<S: Storage> Raft<S> {
             round: 0,
             snapshot_recv: None,
             step_down: None,
+            pending_restore: None,
         };
         raft.become_follower(hs.current_term, 0)?;
         Ok(raft)
@@ -276,7 +282,11 @@ impl<S: Storage> Raft<S> {
     /// snapshot or committed conf change waiting to be applied (its configuration may be
     /// about to change).
     pub(crate) fn hup(&mut self, transfer: bool) -> Result<(), RaftError> {
-        if self.role == Role::Leader || !self.promotable() || self.log.unstable.snapshot.is_some() {
+        if self.role == Role::Leader
+            || !self.promotable()
+            || self.log.unstable.snapshot.is_some()
+            || self.pending_restore.is_some()
+        {
             return Ok(());
         }
         if self.has_unapplied_conf_change()? {
@@ -667,15 +677,32 @@ impl<S: Storage> Raft<S> {
             reply(self, req.offset.saturating_add(req.data.len() as u64), true);
             return Ok(());
         }
+        if self.pending_restore.as_ref().is_some_and(|(_, s)| snapshot_index_term(s).0 == index) {
+            return Ok(()); // complete already; answered once installed
+        }
         match receive_chunk(&mut self.snapshot_recv, from, &req) {
             ReceiveOutcome::NextOffset(n) => reply(self, n, false),
-            ReceiveOutcome::Complete(snapshot) => {
-                let len = snapshot.data.len() as u64;
-                self.restore(snapshot)?;
-                // Sent with the Ready that carries the snapshot: after it is persisted.
-                reply(self, len, true);
+            ReceiveOutcome::Complete(snapshot) if self.log.applying > self.log.applied => {
+                self.pending_restore = Some((from, snapshot));
             }
+            ReceiveOutcome::Complete(snapshot) => self.install_snapshot(from, snapshot)?,
         }
+        Ok(())
+    }
+
+    /// Installs a complete snapshot and tells the leader; the answer leaves with the Ready
+    /// that carries the snapshot, so only after the driver persisted it.
+    fn install_snapshot(&mut self, from: u64, snapshot: Snapshot) -> Result<(), RaftError> {
+        let (index, _) = snapshot_index_term(&snapshot);
+        let len = snapshot.data.len() as u64;
+        self.restore(snapshot)?;
+        let resp = InstallSnapshotResponse {
+            term: self.term,
+            last_included_index: index,
+            next_offset: len,
+            done: true,
+        };
+        self.send(from, Body::InstallSnapshotResponse(resp));
         Ok(())
     }
 
@@ -806,14 +833,9 @@ impl<S: Storage> Raft<S> {
     fn send_heartbeat(&mut self, to: u64) -> Result<(), RaftError> {
         let Some(pr) = self.tracker.progress.get_mut(&to) else { return Ok(()) };
         let matched = pr.matched;
-        let mut resend_chunk = false;
-        match pr.state {
-            ProgressState::Probe => pr.probe_sent = false,
-            ProgressState::Snapshot => {
-                resend_chunk = pr.snapshot_send.as_mut().is_some_and(SnapshotSender::should_resend);
-            }
-            ProgressState::Replicate => {}
-        }
+        pr.heartbeat_pending = true;
+        let resend_chunk = pr.state == ProgressState::Snapshot
+            && pr.snapshot_send.as_mut().is_some_and(SnapshotSender::should_resend);
         let (prev, prev_term) = match self.log.term_opt(matched)? {
             Some(t) => (matched, t),
             None => (0, 0),
@@ -896,11 +918,11 @@ impl<S: Storage> Raft<S> {
             if self.lead_transferee == Some(from) && caught_up {
                 self.send_timeout_now(from);
             }
-        } else {
-            // No news (a heartbeat answer or a duplicate). Make sure lost appends cannot stall
-            // a full window, and keep a lagging follower fed: if everything was sent already,
-            // an empty append at nextIndex finds out whether it arrived (a gap is rejected and
-            // sends the leader back to probing).
+        } else if std::mem::take(&mut pr.heartbeat_pending) {
+            // No news, in answer to a heartbeat (or taken for it). Make sure lost appends
+            // cannot stall a probe or a full window, and keep a lagging follower fed: if
+            // everything was sent already, an empty append at nextIndex finds out whether it
+            // arrived (a gap is rejected and sends the leader back to probing).
             match pr.state {
                 ProgressState::Replicate if pr.inflights.full() => pr.inflights.free_first_one(),
                 ProgressState::Probe => pr.probe_sent = false,
@@ -958,7 +980,7 @@ impl<S: Storage> Raft<S> {
             SenderStep::Wait => {}
             SenderStep::Finished => {
                 tracing::debug!(id = self.id, from, index, "snapshot delivered");
-                pr.maybe_update(index);
+                // Probe right after it; the answer moves matchIndex and starts streaming.
                 pr.become_probe();
                 self.maybe_send_append(from, true)?;
             }
@@ -981,6 +1003,12 @@ impl<S: Storage> Raft<S> {
 
     /// The driver persisted entries: the leader's own copy now counts toward commitment.
     pub(crate) fn on_persisted(&mut self) -> Result<(), RaftError> {
+        if self.log.applying == self.log.applied
+            && self.role == Role::Follower
+            && let Some((from, snapshot)) = self.pending_restore.take()
+        {
+            self.install_snapshot(from, snapshot)?;
+        }
         if self.role != Role::Leader {
             return Ok(());
         }

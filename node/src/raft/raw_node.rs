@@ -65,11 +65,17 @@ impl Ready {
 /// The leader's view of one member.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProgressStatus {
+    /// matchIndex: highest index known replicated on the member.
     pub matched: u64,
+    /// nextIndex: the next entry the leader will send.
     pub next: u64,
+    /// Flow-control state (probing, streaming, or receiving a snapshot).
     pub state: ProgressState,
+    /// Heard from during the current check-quorum period.
     pub recent_active: bool,
+    /// AppendEntries messages sent and not yet acknowledged.
     pub inflight: usize,
+    /// A non-voting member.
     pub is_learner: bool,
 }
 
@@ -77,16 +83,24 @@ pub struct ProgressStatus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
     pub id: u64,
+    /// currentTerm.
     pub term: u64,
+    /// votedFor in `term` (0: nobody).
     pub vote: u64,
+    /// commitIndex.
     pub commit: u64,
+    /// lastApplied: the last index the driver reported applied through `advance`.
     pub applied: u64,
+    /// Index of the last entry in the log (persisted or not).
     pub last_index: u64,
     pub role: Role,
+    /// The leader this node knows of in `term`.
     pub leader_id: Option<u64>,
+    /// The membership in effect (as of the last applied conf change).
     pub conf_state: ConfState,
     /// Per-member progress; filled on the leader only.
     pub progress: BTreeMap<u64, ProgressStatus>,
+    /// The target of a leadership transfer in progress.
     pub lead_transferee: Option<u64>,
     /// ReadIndex requests accepted but not yet confirmed.
     pub pending_reads: usize,

@@ -60,6 +60,37 @@ impl Network {
         due
     }
 
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// What is in flight, by (from, to, kind): to explain a storm.
+    pub fn census(&self) -> Vec<((u64, u64, &'static str), usize)> {
+        let mut m = std::collections::BTreeMap::new();
+        for (_, msg) in &self.in_flight {
+            let kind = match &msg.body {
+                Some(kvnode::proto::raftpb::raft_message::Body::AppendEntries(a)) if a.entries.is_empty() => {
+                    "heartbeat"
+                }
+                Some(kvnode::proto::raftpb::raft_message::Body::AppendEntries(_)) => "append",
+                Some(kvnode::proto::raftpb::raft_message::Body::AppendEntriesResponse(_)) => "append-resp",
+                Some(kvnode::proto::raftpb::raft_message::Body::InstallSnapshot(_)) => "snapshot",
+                Some(kvnode::proto::raftpb::raft_message::Body::InstallSnapshotResponse(_)) => {
+                    "snapshot-resp"
+                }
+                Some(kvnode::proto::raftpb::raft_message::Body::RequestVote(_)) => "vote",
+                Some(kvnode::proto::raftpb::raft_message::Body::RequestVoteResponse(_)) => "vote-resp",
+                Some(kvnode::proto::raftpb::raft_message::Body::TimeoutNow(_)) => "timeout-now",
+                None => "empty",
+            };
+            *m.entry((msg.from, msg.to, kind)).or_insert(0) += 1;
+        }
+        let mut v: Vec<_> = m.into_iter().collect();
+        v.sort_by_key(|e| std::cmp::Reverse(e.1));
+        v.truncate(8);
+        v
+    }
+
     pub fn partition(&mut self, a: &[u64], b: &[u64], symmetric: bool) {
         for &x in a {
             for &y in b {
