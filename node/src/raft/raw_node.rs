@@ -186,7 +186,7 @@ impl<S: Storage> RawNode<S> {
         let hard = r.hard_state();
         let entries = r.log.unstable.next_entries().to_vec();
         let snapshot = r.log.unstable.next_snapshot().cloned();
-        let committed_entries = match r.log.next_committed_entries(Some(r_max_apply_bytes())) {
+        let committed_entries = match r.log.next_committed_entries(Some(MAX_APPLY_BYTES_PER_READY)) {
             Ok(e) => e,
             Err(e) => {
                 tracing::error!(id = r.id, error = %e, "cannot read committed entries");
@@ -304,7 +304,6 @@ impl<S: Storage> RawNode<S> {
     }
 }
 
-/// Upper bound on the encoded size of committed entries handed out in one `Ready`.
-const fn r_max_apply_bytes() -> u64 {
-    64 * 1024 * 1024
-}
+/// Upper bound on the encoded size of committed entries handed out in one `Ready`, so a
+/// node restarting with a long unapplied log applies it in bounded batches.
+const MAX_APPLY_BYTES_PER_READY: u64 = 64 * 1024 * 1024;
