@@ -52,6 +52,18 @@ enum CampaignKind {
     Transfer,
 }
 
+/// When `maybe_send_append` sends an append without entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Empty {
+    Never,
+    /// Only to a follower with nothing in flight: an empty append after unacknowledged ones
+    /// could overtake them and be refused, throwing the follower back to probing. Those
+    /// appends, and heartbeats, carry the commit index anyway.
+    IfIdle,
+    /// Also to find out whether appends in flight arrived, or to feed a probe.
+    Always,
+}
+
 /// The term a message body carries.
 fn body_term(body: &Body) -> u64 {
     match body {
@@ -240,6 +252,11 @@ impl<S: Storage> Raft<S> {
     pub(crate) fn become_follower_for_test(&mut self) {
         let term = self.term;
         let _ = self.become_follower(term, 0);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn become_candidate_for_test(&mut self) {
+        let _ = self.become_candidate();
     }
 
     fn become_pre_candidate(&mut self) {
@@ -541,6 +558,8 @@ impl<S: Storage> Raft<S> {
                 }
                 self.tracker.record_vote(from, r.vote_granted);
                 match self.tracker.tally_votes() {
+                    // A node removed while campaigning may still collect the new voters' votes.
+                    VoteResult::Won if !self.promotable() => self.become_follower(self.term, 0),
                     VoteResult::Won if self.role == Role::PreCandidate => {
                         self.campaign(CampaignKind::Election)
                     }
@@ -732,17 +751,18 @@ impl<S: Storage> Raft<S> {
         Ok(index)
     }
 
-    /// Sends every follower what it is missing (or an empty append carrying the commit index).
+    /// Sends every follower what it is missing, or an empty append carrying the commit index
+    /// to those with nothing in flight.
     pub(crate) fn bcast_append(&mut self) -> Result<(), RaftError> {
         for to in self.peers() {
-            self.maybe_send_append(to, true)?;
+            self.maybe_send_append(to, Empty::IfIdle)?;
         }
         Ok(())
     }
 
     /// Sends `to` its next batch of entries unless its flow control says wait. Falls back to a
     /// snapshot when the entries it needs are compacted.
-    fn maybe_send_append(&mut self, to: u64, send_if_empty: bool) -> Result<bool, RaftError> {
+    fn maybe_send_append(&mut self, to: u64, empty: Empty) -> Result<bool, RaftError> {
         let last = self.log.last_index()?;
         let Some(pr) = self.tracker.progress.get_mut(&to) else { return Ok(false) };
         if pr.is_paused() {
@@ -759,10 +779,16 @@ impl<S: Storage> Raft<S> {
         let (Some(prev_term), Some(entries)) = (prev_term, entries) else {
             return self.send_snapshot(to);
         };
-        if entries.is_empty() && !send_if_empty {
+        let Some(pr) = self.tracker.progress.get_mut(&to) else { return Ok(false) };
+        let in_flight = pr.state == ProgressState::Replicate && pr.next - 1 > pr.matched;
+        let send_empty = match empty {
+            Empty::Never => false,
+            Empty::IfIdle => !in_flight,
+            Empty::Always => true,
+        };
+        if entries.is_empty() && !send_empty {
             return Ok(false);
         }
-        let Some(pr) = self.tracker.progress.get_mut(&to) else { return Ok(false) };
         match pr.state {
             ProgressState::Replicate => {
                 if let Some(last_sent) = entries.last().map(|e| e.index) {
@@ -773,6 +799,8 @@ impl<S: Storage> Raft<S> {
             ProgressState::Probe => pr.probe_sent = true,
             ProgressState::Snapshot => {}
         }
+        let last_sent = entries.last().map_or(next - 1, |e| e.index);
+        pr.sent_commit = pr.sent_commit.max(self.log.committed.min(last_sent));
         let req = AppendEntriesRequest {
             term: self.term,
             leader_id: self.id,
@@ -840,6 +868,9 @@ impl<S: Storage> Raft<S> {
             Some(t) => (matched, t),
             None => (0, 0),
         };
+        if let Some(pr) = self.tracker.progress.get_mut(&to) {
+            pr.sent_commit = pr.sent_commit.max(self.log.committed.min(prev));
+        }
         let req = AppendEntriesRequest {
             term: self.term,
             leader_id: self.id,
@@ -881,7 +912,7 @@ impl<S: Storage> Raft<S> {
                     pr.next = next;
                     pr.probe_sent = false;
                 }
-                self.maybe_send_append(from, true)?;
+                self.maybe_send_append(from, Empty::Always)?;
             }
             return Ok(());
         }
@@ -913,7 +944,11 @@ impl<S: Storage> Raft<S> {
             if self.maybe_commit()? {
                 self.bcast_append()?;
             }
-            while self.maybe_send_append(from, false)? {}
+            while self.maybe_send_append(from, Empty::Never)? {}
+            // Caught up, but perhaps not told the commit index yet.
+            if self.tracker.progress.get(&from).is_some_and(|p| p.sent_commit < self.log.committed) {
+                self.maybe_send_append(from, Empty::IfIdle)?;
+            }
             let caught_up = self.tracker.progress.get(&from).is_some_and(|p| p.matched == last);
             if self.lead_transferee == Some(from) && caught_up {
                 self.send_timeout_now(from);
@@ -929,7 +964,7 @@ impl<S: Storage> Raft<S> {
                 _ => {}
             }
             if pr.matched < last {
-                self.maybe_send_append(from, true)?;
+                self.maybe_send_append(from, Empty::Always)?;
             }
         }
         Ok(())
@@ -982,7 +1017,7 @@ impl<S: Storage> Raft<S> {
                 tracing::debug!(id = self.id, from, index, "snapshot delivered");
                 // Probe right after it; the answer moves matchIndex and starts streaming.
                 pr.become_probe();
-                self.maybe_send_append(from, true)?;
+                self.maybe_send_append(from, Empty::Always)?;
             }
         }
         Ok(())
@@ -1106,6 +1141,10 @@ impl<S: Storage> Raft<S> {
             ),
         }
         tracing::info!(id = self.id, node = id, ?kind, "applied conf change");
+        if matches!(self.role, Role::Candidate | Role::PreCandidate) && !self.promotable() {
+            // Removed (or demoted) while campaigning: a non-voter never takes office.
+            self.become_follower(self.term, 0)?;
+        }
         if self.role == Role::Leader {
             if !self.promotable() && self.step_down.is_none() {
                 tracing::info!(id = self.id, "leader is no longer a voter: handing over, then stepping down");
@@ -1186,7 +1225,7 @@ impl<S: Storage> Raft<S> {
         if self.tracker.progress.get(&to).is_some_and(|p| p.matched == last) {
             self.send_timeout_now(to);
         } else {
-            self.maybe_send_append(to, true)?;
+            self.maybe_send_append(to, Empty::Always)?;
         }
         Ok(())
     }

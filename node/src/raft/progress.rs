@@ -80,6 +80,9 @@ pub(crate) struct Progress {
     /// unpause a probe, free a window slot or trigger a resend: were every stale or
     /// duplicated answer allowed to, each would start its own endless exchange.
     pub(crate) heartbeat_pending: bool,
+    /// The highest commit index this follower can have learned from what was sent to it
+    /// (leader_commit capped by the entries the message proved it holds).
+    pub(crate) sent_commit: u64,
     pub(crate) inflights: Inflights,
     /// The chunked snapshot being sent, while in Snapshot state.
     pub(crate) snapshot_send: Option<SnapshotSender>,
@@ -96,6 +99,7 @@ impl Progress {
             recent_active: false,
             acked_round: 0,
             heartbeat_pending: false,
+            sent_commit: 0,
             inflights: Inflights::new(max_inflight),
             snapshot_send: None,
         }

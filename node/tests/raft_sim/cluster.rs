@@ -418,7 +418,7 @@ impl Sim {
 
     fn liveness(&mut self) -> Result<(), Violation> {
         self.net.heal();
-        self.net.faults = Faults { loss: 0, dup: 0, max_delay: 2 };
+        self.net.faults = Faults { loss: 0, dup: 0, max_delay: 1, reorder: false };
         // Elected, and still leading two election timeouts later: whatever the fault phase
         // left in flight (a leadership transfer, say) has played out by then.
         let settle = 2 * ELECTION_TICK as u64 * STEPS_PER_TICK;
@@ -490,6 +490,7 @@ pub fn run_seed(opts: &SimOptions) -> Result<Outcome, String> {
         loss: *[0u32, 20, 100, 250].choose(&mut rng).expect("non-empty"),
         dup: *[0u32, 30, 150].choose(&mut rng).expect("non-empty"),
         max_delay: *[1u64, 4, 12].choose(&mut rng).expect("non-empty"),
+        reorder: true,
     };
     let mut pick = |choices: &[u32]| *choices.choose(&mut rng).expect("non-empty");
     let rates = Rates {

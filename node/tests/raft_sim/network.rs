@@ -15,6 +15,9 @@ pub struct Faults {
     pub dup: u32,
     /// Largest delay, in steps.
     pub max_delay: u64,
+    /// Deliver messages due together in random order. Off, every link is FIFO, like the
+    /// server's gRPC streams.
+    pub reorder: bool,
 }
 
 pub struct Network {
@@ -36,25 +39,24 @@ impl Network {
             let at = now + rng.random_range(0..=self.faults.max_delay);
             self.in_flight.push((at, msg.clone()));
         }
-        let at = now + rng.random_range(0..=self.faults.max_delay);
+        // Without reordering, every message takes the same time, so links stay FIFO.
+        let at =
+            if self.faults.reorder { now + rng.random_range(0..=self.faults.max_delay) } else { now + 1 };
         self.in_flight.push((at, msg));
     }
 
     /// Messages due at `now`, in random order, minus those a partition blocks.
     pub fn due(&mut self, now: u64, rng: &mut ChaCha8Rng) -> Vec<RaftMessage> {
-        let mut due = Vec::new();
-        let mut i = 0;
-        while i < self.in_flight.len() {
-            if self.in_flight[i].0 <= now {
-                due.push(self.in_flight.swap_remove(i).1);
-            } else {
-                i += 1;
+        let (due, later): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.in_flight).into_iter().partition(|m| m.0 <= now);
+        self.in_flight = later;
+        let mut due: Vec<RaftMessage> = due.into_iter().map(|m| m.1).collect();
+        if self.faults.reorder {
+            // Fisher-Yates with the simulation's RNG keeps the order reproducible.
+            for i in (1..due.len()).rev() {
+                let j = rng.random_range(0..=i);
+                due.swap(i, j);
             }
-        }
-        // Fisher-Yates with the simulation's RNG keeps the order reproducible.
-        for i in (1..due.len()).rev() {
-            let j = rng.random_range(0..=i);
-            due.swap(i, j);
         }
         due.retain(|m| !self.blocked.contains(&(m.from, m.to)));
         due
