@@ -16,7 +16,9 @@ use super::error::RaftError;
 /// `applied = 0`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bootstrap {
+    /// Entries 1..=n: one committed ADD_NODE per founding voter.
     pub entries: Vec<Entry>,
+    /// Term 1, no vote, commit n.
     pub hard_state: HardState,
 }
 

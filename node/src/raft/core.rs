@@ -40,6 +40,7 @@ pub enum Role {
 /// The volatile state the driver may want to react to (leader changes, role changes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SoftState {
+    /// The leader of the current term, when known.
     pub leader_id: Option<u64>,
     pub role: Role,
 }
@@ -49,6 +50,18 @@ enum CampaignKind {
     PreElection,
     Election,
     Transfer,
+}
+
+/// When `maybe_send_append` sends an append without entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Empty {
+    Never,
+    /// Only to a follower with nothing in flight: an empty append after unacknowledged ones
+    /// could overtake them and be refused, throwing the follower back to probing. Those
+    /// appends, and heartbeats, carry the commit index anyway.
+    IfIdle,
+    /// Also to find out whether appends in flight arrived, or to feed a probe.
+    Always,
 }
 
 /// The term a message body carries.
@@ -102,6 +115,10 @@ pub(crate) struct Raft<S: Storage> {
     snapshot_recv: Option<SnapshotReceiver>,
     /// Set while a leader that is no longer a voter hands over.
     pub(crate) step_down: Option<StepDown>,
+    /// A complete snapshot (and the leader that sent it) waiting for the driver to finish
+    /// applying entries it was already handed: installing it earlier would let a conf change
+    /// older than the snapshot be applied on top of the snapshot's membership.
+    pending_restore: Option<(u64, Snapshot)>,
 }
 
 /// A leader removed from (or demoted in) the configuration leaves only once a majority of
@@ -166,6 +183,7 @@ impl<S: Storage> Raft<S> {
             round: 0,
             snapshot_recv: None,
             step_down: None,
+            pending_restore: None,
         };
         raft.become_follower(hs.current_term, 0)?;
         Ok(raft)
@@ -236,6 +254,11 @@ impl<S: Storage> Raft<S> {
         let _ = self.become_follower(term, 0);
     }
 
+    #[cfg(test)]
+    pub(crate) fn become_candidate_for_test(&mut self) {
+        let _ = self.become_candidate();
+    }
+
     fn become_pre_candidate(&mut self) {
         // Neither the term nor the vote change: a pre-vote disturbs nobody.
         self.role = Role::PreCandidate;
@@ -276,7 +299,11 @@ impl<S: Storage> Raft<S> {
     /// snapshot or committed conf change waiting to be applied (its configuration may be
     /// about to change).
     pub(crate) fn hup(&mut self, transfer: bool) -> Result<(), RaftError> {
-        if self.role == Role::Leader || !self.promotable() || self.log.unstable.snapshot.is_some() {
+        if self.role == Role::Leader
+            || !self.promotable()
+            || self.log.unstable.snapshot.is_some()
+            || self.pending_restore.is_some()
+        {
             return Ok(());
         }
         if self.has_unapplied_conf_change()? {
@@ -531,6 +558,8 @@ impl<S: Storage> Raft<S> {
                 }
                 self.tracker.record_vote(from, r.vote_granted);
                 match self.tracker.tally_votes() {
+                    // A node removed while campaigning may still collect the new voters' votes.
+                    VoteResult::Won if !self.promotable() => self.become_follower(self.term, 0),
                     VoteResult::Won if self.role == Role::PreCandidate => {
                         self.campaign(CampaignKind::Election)
                     }
@@ -667,15 +696,32 @@ impl<S: Storage> Raft<S> {
             reply(self, req.offset.saturating_add(req.data.len() as u64), true);
             return Ok(());
         }
+        if self.pending_restore.as_ref().is_some_and(|(_, s)| snapshot_index_term(s).0 == index) {
+            return Ok(()); // complete already; answered once installed
+        }
         match receive_chunk(&mut self.snapshot_recv, from, &req) {
             ReceiveOutcome::NextOffset(n) => reply(self, n, false),
-            ReceiveOutcome::Complete(snapshot) => {
-                let len = snapshot.data.len() as u64;
-                self.restore(snapshot)?;
-                // Sent with the Ready that carries the snapshot: after it is persisted.
-                reply(self, len, true);
+            ReceiveOutcome::Complete(snapshot) if self.log.applying > self.log.applied => {
+                self.pending_restore = Some((from, snapshot));
             }
+            ReceiveOutcome::Complete(snapshot) => self.install_snapshot(from, snapshot)?,
         }
+        Ok(())
+    }
+
+    /// Installs a complete snapshot and tells the leader; the answer leaves with the Ready
+    /// that carries the snapshot, so only after the driver persisted it.
+    fn install_snapshot(&mut self, from: u64, snapshot: Snapshot) -> Result<(), RaftError> {
+        let (index, _) = snapshot_index_term(&snapshot);
+        let len = snapshot.data.len() as u64;
+        self.restore(snapshot)?;
+        let resp = InstallSnapshotResponse {
+            term: self.term,
+            last_included_index: index,
+            next_offset: len,
+            done: true,
+        };
+        self.send(from, Body::InstallSnapshotResponse(resp));
         Ok(())
     }
 
@@ -705,17 +751,18 @@ impl<S: Storage> Raft<S> {
         Ok(index)
     }
 
-    /// Sends every follower what it is missing (or an empty append carrying the commit index).
+    /// Sends every follower what it is missing, or an empty append carrying the commit index
+    /// to those with nothing in flight.
     pub(crate) fn bcast_append(&mut self) -> Result<(), RaftError> {
         for to in self.peers() {
-            self.maybe_send_append(to, true)?;
+            self.maybe_send_append(to, Empty::IfIdle)?;
         }
         Ok(())
     }
 
     /// Sends `to` its next batch of entries unless its flow control says wait. Falls back to a
     /// snapshot when the entries it needs are compacted.
-    fn maybe_send_append(&mut self, to: u64, send_if_empty: bool) -> Result<bool, RaftError> {
+    fn maybe_send_append(&mut self, to: u64, empty: Empty) -> Result<bool, RaftError> {
         let last = self.log.last_index()?;
         let Some(pr) = self.tracker.progress.get_mut(&to) else { return Ok(false) };
         if pr.is_paused() {
@@ -732,10 +779,16 @@ impl<S: Storage> Raft<S> {
         let (Some(prev_term), Some(entries)) = (prev_term, entries) else {
             return self.send_snapshot(to);
         };
-        if entries.is_empty() && !send_if_empty {
+        let Some(pr) = self.tracker.progress.get_mut(&to) else { return Ok(false) };
+        let in_flight = pr.state == ProgressState::Replicate && pr.next - 1 > pr.matched;
+        let send_empty = match empty {
+            Empty::Never => false,
+            Empty::IfIdle => !in_flight,
+            Empty::Always => true,
+        };
+        if entries.is_empty() && !send_empty {
             return Ok(false);
         }
-        let Some(pr) = self.tracker.progress.get_mut(&to) else { return Ok(false) };
         match pr.state {
             ProgressState::Replicate => {
                 if let Some(last_sent) = entries.last().map(|e| e.index) {
@@ -746,6 +799,8 @@ impl<S: Storage> Raft<S> {
             ProgressState::Probe => pr.probe_sent = true,
             ProgressState::Snapshot => {}
         }
+        let last_sent = entries.last().map_or(next - 1, |e| e.index);
+        pr.sent_commit = pr.sent_commit.max(self.log.committed.min(last_sent));
         let req = AppendEntriesRequest {
             term: self.term,
             leader_id: self.id,
@@ -806,18 +861,16 @@ impl<S: Storage> Raft<S> {
     fn send_heartbeat(&mut self, to: u64) -> Result<(), RaftError> {
         let Some(pr) = self.tracker.progress.get_mut(&to) else { return Ok(()) };
         let matched = pr.matched;
-        let mut resend_chunk = false;
-        match pr.state {
-            ProgressState::Probe => pr.probe_sent = false,
-            ProgressState::Snapshot => {
-                resend_chunk = pr.snapshot_send.as_mut().is_some_and(SnapshotSender::should_resend);
-            }
-            ProgressState::Replicate => {}
-        }
+        pr.heartbeat_pending = true;
+        let resend_chunk = pr.state == ProgressState::Snapshot
+            && pr.snapshot_send.as_mut().is_some_and(SnapshotSender::should_resend);
         let (prev, prev_term) = match self.log.term_opt(matched)? {
             Some(t) => (matched, t),
             None => (0, 0),
         };
+        if let Some(pr) = self.tracker.progress.get_mut(&to) {
+            pr.sent_commit = pr.sent_commit.max(self.log.committed.min(prev));
+        }
         let req = AppendEntriesRequest {
             term: self.term,
             leader_id: self.id,
@@ -859,7 +912,7 @@ impl<S: Storage> Raft<S> {
                     pr.next = next;
                     pr.probe_sent = false;
                 }
-                self.maybe_send_append(from, true)?;
+                self.maybe_send_append(from, Empty::Always)?;
             }
             return Ok(());
         }
@@ -891,23 +944,27 @@ impl<S: Storage> Raft<S> {
             if self.maybe_commit()? {
                 self.bcast_append()?;
             }
-            while self.maybe_send_append(from, false)? {}
+            while self.maybe_send_append(from, Empty::Never)? {}
+            // Caught up, but perhaps not told the commit index yet.
+            if self.tracker.progress.get(&from).is_some_and(|p| p.sent_commit < self.log.committed) {
+                self.maybe_send_append(from, Empty::IfIdle)?;
+            }
             let caught_up = self.tracker.progress.get(&from).is_some_and(|p| p.matched == last);
             if self.lead_transferee == Some(from) && caught_up {
                 self.send_timeout_now(from);
             }
-        } else {
-            // No news (a heartbeat answer or a duplicate). Make sure lost appends cannot stall
-            // a full window, and keep a lagging follower fed: if everything was sent already,
-            // an empty append at nextIndex finds out whether it arrived (a gap is rejected and
-            // sends the leader back to probing).
+        } else if std::mem::take(&mut pr.heartbeat_pending) {
+            // No news, in answer to a heartbeat (or taken for it). Make sure lost appends
+            // cannot stall a probe or a full window, and keep a lagging follower fed: if
+            // everything was sent already, an empty append at nextIndex finds out whether it
+            // arrived (a gap is rejected and sends the leader back to probing).
             match pr.state {
                 ProgressState::Replicate if pr.inflights.full() => pr.inflights.free_first_one(),
                 ProgressState::Probe => pr.probe_sent = false,
                 _ => {}
             }
             if pr.matched < last {
-                self.maybe_send_append(from, true)?;
+                self.maybe_send_append(from, Empty::Always)?;
             }
         }
         Ok(())
@@ -958,9 +1015,9 @@ impl<S: Storage> Raft<S> {
             SenderStep::Wait => {}
             SenderStep::Finished => {
                 tracing::debug!(id = self.id, from, index, "snapshot delivered");
-                pr.maybe_update(index);
+                // Probe right after it; the answer moves matchIndex and starts streaming.
                 pr.become_probe();
-                self.maybe_send_append(from, true)?;
+                self.maybe_send_append(from, Empty::Always)?;
             }
         }
         Ok(())
@@ -981,6 +1038,12 @@ impl<S: Storage> Raft<S> {
 
     /// The driver persisted entries: the leader's own copy now counts toward commitment.
     pub(crate) fn on_persisted(&mut self) -> Result<(), RaftError> {
+        if self.log.applying == self.log.applied
+            && self.role == Role::Follower
+            && let Some((from, snapshot)) = self.pending_restore.take()
+        {
+            self.install_snapshot(from, snapshot)?;
+        }
         if self.role != Role::Leader {
             return Ok(());
         }
@@ -1078,6 +1141,10 @@ impl<S: Storage> Raft<S> {
             ),
         }
         tracing::info!(id = self.id, node = id, ?kind, "applied conf change");
+        if matches!(self.role, Role::Candidate | Role::PreCandidate) && !self.promotable() {
+            // Removed (or demoted) while campaigning: a non-voter never takes office.
+            self.become_follower(self.term, 0)?;
+        }
         if self.role == Role::Leader {
             if !self.promotable() && self.step_down.is_none() {
                 tracing::info!(id = self.id, "leader is no longer a voter: handing over, then stepping down");
@@ -1158,7 +1225,7 @@ impl<S: Storage> Raft<S> {
         if self.tracker.progress.get(&to).is_some_and(|p| p.matched == last) {
             self.send_timeout_now(to);
         } else {
-            self.maybe_send_append(to, true)?;
+            self.maybe_send_append(to, Empty::Always)?;
         }
         Ok(())
     }

@@ -76,6 +76,13 @@ pub(crate) struct Progress {
     pub(crate) recent_active: bool,
     /// Highest heartbeat round this follower acknowledged in the current term.
     pub(crate) acked_round: u64,
+    /// A heartbeat went out and no answer without news came back yet. Only that answer may
+    /// unpause a probe, free a window slot or trigger a resend: were every stale or
+    /// duplicated answer allowed to, each would start its own endless exchange.
+    pub(crate) heartbeat_pending: bool,
+    /// The highest commit index this follower can have learned from what was sent to it
+    /// (leader_commit capped by the entries the message proved it holds).
+    pub(crate) sent_commit: u64,
     pub(crate) inflights: Inflights,
     /// The chunked snapshot being sent, while in Snapshot state.
     pub(crate) snapshot_send: Option<SnapshotSender>,
@@ -91,6 +98,8 @@ impl Progress {
             pending_snapshot: 0,
             recent_active: false,
             acked_round: 0,
+            heartbeat_pending: false,
+            sent_commit: 0,
             inflights: Inflights::new(max_inflight),
             snapshot_send: None,
         }

@@ -65,11 +65,17 @@ impl Ready {
 /// The leader's view of one member.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProgressStatus {
+    /// matchIndex: highest index known replicated on the member.
     pub matched: u64,
+    /// nextIndex: the next entry the leader will send.
     pub next: u64,
+    /// Flow-control state (probing, streaming, or receiving a snapshot).
     pub state: ProgressState,
+    /// Heard from during the current check-quorum period.
     pub recent_active: bool,
+    /// AppendEntries messages sent and not yet acknowledged.
     pub inflight: usize,
+    /// A non-voting member.
     pub is_learner: bool,
 }
 
@@ -77,16 +83,24 @@ pub struct ProgressStatus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
     pub id: u64,
+    /// currentTerm.
     pub term: u64,
+    /// votedFor in `term` (0: nobody).
     pub vote: u64,
+    /// commitIndex.
     pub commit: u64,
+    /// lastApplied: the last index the driver reported applied through `advance`.
     pub applied: u64,
+    /// Index of the last entry in the log (persisted or not).
     pub last_index: u64,
     pub role: Role,
+    /// The leader this node knows of in `term`.
     pub leader_id: Option<u64>,
+    /// The membership in effect (as of the last applied conf change).
     pub conf_state: ConfState,
     /// Per-member progress; filled on the leader only.
     pub progress: BTreeMap<u64, ProgressStatus>,
+    /// The target of a leadership transfer in progress.
     pub lead_transferee: Option<u64>,
     /// ReadIndex requests accepted but not yet confirmed.
     pub pending_reads: usize,
@@ -172,7 +186,7 @@ impl<S: Storage> RawNode<S> {
         let hard = r.hard_state();
         let entries = r.log.unstable.next_entries().to_vec();
         let snapshot = r.log.unstable.next_snapshot().cloned();
-        let committed_entries = match r.log.next_committed_entries(Some(r_max_apply_bytes())) {
+        let committed_entries = match r.log.next_committed_entries(Some(MAX_APPLY_BYTES_PER_READY)) {
             Ok(e) => e,
             Err(e) => {
                 tracing::error!(id = r.id, error = %e, "cannot read committed entries");
@@ -290,7 +304,6 @@ impl<S: Storage> RawNode<S> {
     }
 }
 
-/// Upper bound on the encoded size of committed entries handed out in one `Ready`.
-const fn r_max_apply_bytes() -> u64 {
-    64 * 1024 * 1024
-}
+/// Upper bound on the encoded size of committed entries handed out in one `Ready`, so a
+/// node restarting with a long unapplied log applies it in bounded batches.
+const MAX_APPLY_BYTES_PER_READY: u64 = 64 * 1024 * 1024;

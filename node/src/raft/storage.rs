@@ -50,48 +50,35 @@ pub trait Storage {
     fn snapshot(&self, request_index: u64) -> Result<Snapshot, StorageError>;
 }
 
-impl<T: Storage + ?Sized> Storage for &T {
-    fn initial_state(&self) -> Result<RaftState, StorageError> {
-        (**self).initial_state()
-    }
-    fn entries(&self, low: u64, high: u64, max_bytes: Option<u64>) -> Result<Vec<Entry>, StorageError> {
-        (**self).entries(low, high, max_bytes)
-    }
-    fn term(&self, index: u64) -> Result<u64, StorageError> {
-        (**self).term(index)
-    }
-    fn first_index(&self) -> Result<u64, StorageError> {
-        (**self).first_index()
-    }
-    fn last_index(&self) -> Result<u64, StorageError> {
-        (**self).last_index()
-    }
-    fn snapshot(&self, request_index: u64) -> Result<Snapshot, StorageError> {
-        (**self).snapshot(request_index)
-    }
+/// Forwards every `Storage` method through a pointer type.
+macro_rules! forward_storage {
+    ($($ptr:ty),+) => {$(
+        impl<T: Storage + ?Sized> Storage for $ptr {
+            fn initial_state(&self) -> Result<RaftState, StorageError> {
+                (**self).initial_state()
+            }
+            fn entries(&self, low: u64, high: u64, max_bytes: Option<u64>) -> Result<Vec<Entry>, StorageError> {
+                (**self).entries(low, high, max_bytes)
+            }
+            fn term(&self, index: u64) -> Result<u64, StorageError> {
+                (**self).term(index)
+            }
+            fn first_index(&self) -> Result<u64, StorageError> {
+                (**self).first_index()
+            }
+            fn last_index(&self) -> Result<u64, StorageError> {
+                (**self).last_index()
+            }
+            fn snapshot(&self, request_index: u64) -> Result<Snapshot, StorageError> {
+                (**self).snapshot(request_index)
+            }
+        }
+    )+};
 }
 
-/// Lets the driver keep a handle on the storage it writes to while the core reads from it.
-impl<T: Storage + ?Sized> Storage for std::sync::Arc<T> {
-    fn initial_state(&self) -> Result<RaftState, StorageError> {
-        (**self).initial_state()
-    }
-    fn entries(&self, low: u64, high: u64, max_bytes: Option<u64>) -> Result<Vec<Entry>, StorageError> {
-        (**self).entries(low, high, max_bytes)
-    }
-    fn term(&self, index: u64) -> Result<u64, StorageError> {
-        (**self).term(index)
-    }
-    fn first_index(&self) -> Result<u64, StorageError> {
-        (**self).first_index()
-    }
-    fn last_index(&self) -> Result<u64, StorageError> {
-        (**self).last_index()
-    }
-    fn snapshot(&self, request_index: u64) -> Result<Snapshot, StorageError> {
-        (**self).snapshot(request_index)
-    }
-}
+// The driver keeps a handle on the storage it writes to while the core reads from it
+// (`Arc<RedbStorage>` in the server, `&MemStorage` in tests).
+forward_storage!(&T, std::sync::Arc<T>);
 
 /// Truncates `entries` so that their total encoded size stays within `max_bytes`, keeping at
 /// least one entry: the rule [`Storage::entries`] implementations share, so a single huge

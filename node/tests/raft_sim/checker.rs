@@ -185,14 +185,14 @@ impl Checker {
         }
     }
 
-    pub fn conf_applied(&mut self, index: u64, cs: ConfState) -> Result<(), Violation> {
+    pub fn conf_applied(&mut self, node: u64, index: u64, cs: ConfState) -> Result<(), Violation> {
         let mut cs = cs;
         cs.voters.sort_unstable();
         cs.learners.sort_unstable();
         match self.conf_at.insert(index, cs.clone()) {
-            Some(other) if other != cs => {
-                Err(format!("two nodes reached different configurations at {index}"))
-            }
+            Some(other) if other != cs => Err(format!(
+                "node {node} reached configuration {cs:?} at {index} where another reached {other:?}"
+            )),
             _ => Ok(()),
         }
     }

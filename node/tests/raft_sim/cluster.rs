@@ -20,6 +20,10 @@ const ELECTION_TICK: usize = 10;
 /// Bound on the quiet phase: a leader must be elected, and every proposal made to it must
 /// commit, within this many ticks (each).
 const LIVENESS_TICKS: u64 = 40 * ELECTION_TICK as u64;
+/// The simulated clients stop proposing to a leader this far ahead of its commit index.
+const MAX_UNCOMMITTED: u64 = 64;
+/// More messages in flight than any sane cluster of 7 produces.
+const MAX_IN_FLIGHT: usize = 20_000;
 
 #[derive(Debug, Clone)]
 pub struct SimOptions {
@@ -121,6 +125,14 @@ impl Sim {
     /// One step: deliver what is due, tick now and then, advance every driver.
     fn step(&mut self, tick: bool) -> Result<(), Violation> {
         self.now += 1;
+        // A core that answers one message with several (under duplication) floods the network.
+        if self.net.in_flight() > MAX_IN_FLIGHT {
+            return Err(format!(
+                "message storm: {} messages in flight, mostly {:?}",
+                self.net.in_flight(),
+                self.net.census()
+            ));
+        }
         for m in self.net.due(self.now, &mut self.rng) {
             if let Some(n) = self.nodes.get_mut(&m.to) {
                 n.deliver(m, &mut self.checker)?;
@@ -144,6 +156,11 @@ impl Sim {
         for (term, id) in std::mem::take(&mut self.checker.new_leaders) {
             self.log(|| format!("node {id} leads term {term}"));
         }
+        let events: Vec<String> =
+            self.nodes.values_mut().flat_map(|n| std::mem::take(&mut n.events)).collect();
+        for e in events {
+            self.log(|| e);
+        }
         Ok(())
     }
 
@@ -157,6 +174,14 @@ impl Sim {
             alive.choose(&mut self.rng)
         };
         let Some(&id) = target else { return Ok(()) };
+        // Backpressure, as a server applies it: no new proposals while too many are in flight.
+        let backlog = self.nodes[&id].raw.as_ref().map(|r| {
+            let st = r.status();
+            st.last_index.saturating_sub(st.commit)
+        });
+        if backlog.is_some_and(|b| b > MAX_UNCOMMITTED) {
+            return Ok(());
+        }
         self.proposals += 1;
         let data = format!("p{}-{}", self.now, self.proposals).into_bytes();
         let r = self.input(id, |r| r.propose(data))?;
@@ -212,7 +237,8 @@ impl Sim {
         };
         if !self.nodes.contains_key(&id) {
             // A brand-new server joins with an empty disk.
-            let n = SimNode::new(self.cfg(id), MemStorage::new(), &mut self.checker)?;
+            let mut n = SimNode::new(self.cfg(id), MemStorage::new(), &mut self.checker)?;
+            n.verbose = self.verbose;
             self.nodes.insert(id, n);
         } else if !self.node(id).alive() {
             self.node(id).restart()?;
@@ -392,7 +418,7 @@ impl Sim {
 
     fn liveness(&mut self) -> Result<(), Violation> {
         self.net.heal();
-        self.net.faults = Faults { loss: 0, dup: 0, max_delay: 2 };
+        self.net.faults = Faults { loss: 0, dup: 0, max_delay: 1, reorder: false };
         // Elected, and still leading two election timeouts later: whatever the fault phase
         // left in flight (a leadership transfer, say) has played out by then.
         let settle = 2 * ELECTION_TICK as u64 * STEPS_PER_TICK;
@@ -464,6 +490,7 @@ pub fn run_seed(opts: &SimOptions) -> Result<Outcome, String> {
         loss: *[0u32, 20, 100, 250].choose(&mut rng).expect("non-empty"),
         dup: *[0u32, 30, 150].choose(&mut rng).expect("non-empty"),
         max_delay: *[1u64, 4, 12].choose(&mut rng).expect("non-empty"),
+        reorder: true,
     };
     let mut pick = |choices: &[u32]| *choices.choose(&mut rng).expect("non-empty");
     let rates = Rates {
@@ -501,7 +528,8 @@ pub fn run_seed(opts: &SimOptions) -> Result<Outcome, String> {
             let s = MemStorage::new();
             s.append(&boot.entries).map_err(|e| e.to_string())?;
             s.set_hard_state(boot.hard_state);
-            let n = SimNode::new(sim.cfg(id), s, &mut sim.checker)?;
+            let mut n = SimNode::new(sim.cfg(id), s, &mut sim.checker)?;
+            n.verbose = sim.verbose;
             sim.nodes.insert(id, n);
         }
         for _ in 0..opts.steps {

@@ -15,6 +15,9 @@ pub struct Faults {
     pub dup: u32,
     /// Largest delay, in steps.
     pub max_delay: u64,
+    /// Deliver messages due together in random order. Off, every link is FIFO, like the
+    /// server's gRPC streams.
+    pub reorder: bool,
 }
 
 pub struct Network {
@@ -36,28 +39,58 @@ impl Network {
             let at = now + rng.random_range(0..=self.faults.max_delay);
             self.in_flight.push((at, msg.clone()));
         }
-        let at = now + rng.random_range(0..=self.faults.max_delay);
+        // Without reordering, every message takes the same time, so links stay FIFO.
+        let at =
+            if self.faults.reorder { now + rng.random_range(0..=self.faults.max_delay) } else { now + 1 };
         self.in_flight.push((at, msg));
     }
 
     /// Messages due at `now`, in random order, minus those a partition blocks.
     pub fn due(&mut self, now: u64, rng: &mut ChaCha8Rng) -> Vec<RaftMessage> {
-        let mut due = Vec::new();
-        let mut i = 0;
-        while i < self.in_flight.len() {
-            if self.in_flight[i].0 <= now {
-                due.push(self.in_flight.swap_remove(i).1);
-            } else {
-                i += 1;
+        let (due, later): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.in_flight).into_iter().partition(|m| m.0 <= now);
+        self.in_flight = later;
+        let mut due: Vec<RaftMessage> = due.into_iter().map(|m| m.1).collect();
+        if self.faults.reorder {
+            // Fisher-Yates with the simulation's RNG keeps the order reproducible.
+            for i in (1..due.len()).rev() {
+                let j = rng.random_range(0..=i);
+                due.swap(i, j);
             }
-        }
-        // Fisher-Yates with the simulation's RNG keeps the order reproducible.
-        for i in (1..due.len()).rev() {
-            let j = rng.random_range(0..=i);
-            due.swap(i, j);
         }
         due.retain(|m| !self.blocked.contains(&(m.from, m.to)));
         due
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// What is in flight, by (from, to, kind): to explain a storm.
+    pub fn census(&self) -> Vec<((u64, u64, &'static str), usize)> {
+        let mut m = std::collections::BTreeMap::new();
+        for (_, msg) in &self.in_flight {
+            let kind = match &msg.body {
+                Some(kvnode::proto::raftpb::raft_message::Body::AppendEntries(a)) if a.entries.is_empty() => {
+                    "heartbeat"
+                }
+                Some(kvnode::proto::raftpb::raft_message::Body::AppendEntries(_)) => "append",
+                Some(kvnode::proto::raftpb::raft_message::Body::AppendEntriesResponse(_)) => "append-resp",
+                Some(kvnode::proto::raftpb::raft_message::Body::InstallSnapshot(_)) => "snapshot",
+                Some(kvnode::proto::raftpb::raft_message::Body::InstallSnapshotResponse(_)) => {
+                    "snapshot-resp"
+                }
+                Some(kvnode::proto::raftpb::raft_message::Body::RequestVote(_)) => "vote",
+                Some(kvnode::proto::raftpb::raft_message::Body::RequestVoteResponse(_)) => "vote-resp",
+                Some(kvnode::proto::raftpb::raft_message::Body::TimeoutNow(_)) => "timeout-now",
+                None => "empty",
+            };
+            *m.entry((msg.from, msg.to, kind)).or_insert(0) += 1;
+        }
+        let mut v: Vec<_> = m.into_iter().collect();
+        v.sort_by_key(|e| std::cmp::Reverse(e.1));
+        v.truncate(8);
+        v
     }
 
     pub fn partition(&mut self, a: &[u64], b: &[u64], symmetric: bool) {

@@ -39,6 +39,9 @@ pub struct SimNode {
     pub crashes: u64,
     /// Snapshots received from a leader and installed.
     pub snapshots_installed: u64,
+    /// Notable events for the simulation's trace (filled only when `verbose`).
+    pub events: Vec<String>,
+    pub verbose: bool,
 }
 
 impl SimNode {
@@ -60,6 +63,8 @@ impl SimNode {
             persisted_hs,
             crashes: 0,
             snapshots_installed: 0,
+            events: Vec::new(),
+            verbose: false,
         };
         n.restart()?;
         Ok(n)
@@ -215,6 +220,10 @@ impl SimNode {
                 ));
             }
             checker.sm_state(id, st.applied, st.hash)?;
+            if self.verbose {
+                let cs = snap.metadata.as_ref().and_then(|m| m.conf_state.clone());
+                self.events.push(format!("node {id} installs snapshot at {} with {cs:?}", st.applied));
+            }
             self.sm = st;
             self.snapshots_installed += 1;
         }
@@ -238,8 +247,11 @@ impl SimNode {
                 let raw = self.raw.as_mut().ok_or("crashed while applying")?;
                 match raw.apply_conf_change(&cc) {
                     Ok(cs) => {
+                        if self.verbose {
+                            self.events.push(format!("node {id} applies {cc:?} at {}: {cs:?}", e.index));
+                        }
                         self.storage.set_conf_state(cs.clone());
-                        checker.conf_applied(e.index, cs)?;
+                        checker.conf_applied(id, e.index, cs)?;
                     }
                     Err(err) => return Err(format!("node {id}: committed conf change refused: {err}")),
                 }

@@ -229,3 +229,38 @@ fn conf_vote_response_commit_hint_unblocks_a_voter_left_behind() {
         .count();
     assert_eq!(votes_from_1, 0, "the removed node never campaigned");
 }
+
+#[test]
+fn conf_node_removed_while_campaigning_never_takes_office() {
+    // Regression for simulator seed 19012: a candidate applied its own removal, then the new
+    // voters' votes arrived and made it a leader outside the configuration.
+    let removal = crate::proto::raftpb::Entry {
+        term: 1,
+        index: 1,
+        entry_type: crate::proto::raftpb::EntryType::EntryConfChange as i32,
+        data: prost::Message::encode_to_vec(&remove_node(3)),
+    };
+    let mut n = node(3, &[1, 2, 3, 4, 5]);
+    n.step(append(1, 3, 1, (0, 0), vec![removal], 0)).unwrap();
+    handle(&mut n);
+    n.campaign().unwrap(); // the removal is not known to be committed: it may campaign
+    assert_eq!(n.status().role, Role::Candidate);
+    let term = n.status().term;
+    // The first answer tells it the removal is committed; it applies it mid-campaign.
+    let mut grant = vote_resp(1, 3, term, true);
+    if let Some(crate::proto::raftpb::raft_message::Body::RequestVoteResponse(r)) = grant.body.as_mut() {
+        r.commit_index = 1;
+        r.commit_term = 1;
+    }
+    n.step(grant).unwrap();
+    assert_eq!(n.status().role, Role::Candidate, "2 of 5 so far");
+    handle(&mut n); // applies the removal
+    assert_eq!(n.status().role, Role::Follower, "a removed candidate gives up");
+    assert_eq!(n.status().conf_state.voters, vec![1, 2, 4, 5]);
+    // Even as a candidate, late votes forming a majority of the new voters elect nobody.
+    n.raft_mut().become_candidate_for_test();
+    for from in [1, 2, 4] {
+        n.step(vote_resp(from, 3, n.status().term, true)).unwrap();
+    }
+    assert_ne!(n.status().role, Role::Leader, "a non-voter never takes office");
+}

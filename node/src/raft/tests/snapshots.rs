@@ -177,3 +177,47 @@ fn snap_leader_restarts_transfer_on_offset_mismatch() {
     net.node(1).tick();
     assert_eq!(offsets(&drain(net.node(1))), vec![0]);
 }
+
+#[test]
+fn snap_install_waits_until_driver_applied_what_it_was_handed() {
+    // Regression for simulator seed 1162: a snapshot completed while the driver was still
+    // applying an older conf change, which then landed on top of the snapshot's membership.
+    let mut n = node(1, &[1, 2, 3]);
+    let cc = crate::proto::raftpb::Entry {
+        term: 1,
+        index: 1,
+        entry_type: crate::proto::raftpb::EntryType::EntryConfChange as i32,
+        data: prost::Message::encode_to_vec(&add_learner(4)),
+    };
+    n.step(append(2, 1, 1, (0, 0), vec![cc, ent(2, 1)], 2)).unwrap();
+    let rd = n.ready();
+    assert_eq!(rd.committed_entries.len(), 2, "handed out, not yet applied");
+    n.storage().clone().append(&rd.entries).unwrap();
+    // Meanwhile a snapshot at 10 arrives whose membership no longer has node 3.
+    let snap = msg(
+        2,
+        1,
+        Body::InstallSnapshot(InstallSnapshotRequest {
+            term: 1,
+            leader_id: 2,
+            last_included_index: 10,
+            last_included_term: 1,
+            offset: 0,
+            data: DATA.to_vec(),
+            done: true,
+            conf_state: Some(ConfState { voters: vec![1, 2], learners: vec![] }),
+        }),
+    );
+    n.step(snap).unwrap();
+    assert!(n.ready_snapshot_pending_for_test().is_none(), "not installed while entries are being applied");
+    let cs = n.apply_conf_change(&add_learner(4)).unwrap();
+    assert_eq!((cs.voters, cs.learners), (vec![1, 2, 3], vec![4]), "the membership as of index 1");
+    n.advance(rd);
+    let rd = n.ready();
+    assert_eq!(rd.snapshot.as_ref().and_then(|s| s.metadata.as_ref()).map(|m| m.index), Some(10));
+    assert!(snapshot_responses(&rd.messages).iter().any(|r| r.done && r.last_included_index == 10));
+    assert_eq!(n.status().conf_state.voters, vec![1, 2]);
+    n.storage().clone().apply_snapshot(rd.snapshot.clone().unwrap()).unwrap();
+    n.advance(rd);
+    assert_eq!(n.status().applied, 10);
+}
