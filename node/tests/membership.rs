@@ -77,12 +77,8 @@ async fn add_learner_promote_and_remove_a_member() {
     let victim = (0..3).find(|i| *i != leader).expect("a follower");
     let victim_id = cluster.member(victim).id;
     c.member_remove(victim_id).await.expect("member remove");
-    let victim_kv = cluster.member(victim).handle.clone();
-    eventually("victim applies its own removal", || {
-        let st = victim_kv.status();
-        async move { !st.voters.contains(&victim_id) && !st.learners.contains(&victim_id) }
-    })
-    .await;
+    // The victim may never learn that its removal committed (the leader stops replicating to
+    // it); on restart the other members tell it.
     cluster.stop(victim).await;
     let mut lc = cluster.client_of(leader).await;
     let list = lc.member_list().await.expect("list");

@@ -15,11 +15,11 @@ use tonic::transport::Server;
 use tracing::{info, warn};
 
 use crate::config::{InitialClusterState, NodeFlags, parse_initial_cluster};
-use crate::proto::etcdserverpb::MemberListRequest;
 use crate::proto::etcdserverpb::cluster_client::ClusterClient;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use crate::proto::etcdserverpb::{MemberListRequest, MemberListResponse};
 use crate::proto::kvserverpb::{InternalRequest, Member, MemberAttributes, internal_request};
 use crate::proto::peerpb::PublishRequest;
 use crate::proto::peerpb::peer_client::PeerClient;
@@ -242,51 +242,73 @@ fn founding_members(flags: &NodeFlags) -> Result<Vec<Member>, StartError> {
     Ok(members)
 }
 
+/// Asks the members at `urls` (peer URLs, which also serve the Cluster API) for the member
+/// list, returning the first answer or a description of why none came.
+async fn fetch_member_list(urls: &[String], connect_timeout: Duration) -> Result<MemberListResponse, String> {
+    let mut last_error = String::from("no other member to ask");
+    for url in urls {
+        let endpoint = match tonic::transport::Endpoint::from_shared(url.clone()) {
+            Ok(e) => e.connect_timeout(connect_timeout).timeout(connect_timeout * 2),
+            Err(e) => {
+                last_error = format!("{url}: {e}");
+                continue;
+            }
+        };
+        let channel = match endpoint.connect().await {
+            Ok(c) => c,
+            Err(e) => {
+                last_error = format!("{url}: {e}");
+                continue;
+            }
+        };
+        match ClusterClient::new(channel).member_list(MemberListRequest { linearizable: false }).await {
+            Ok(r) => return Ok(r.into_inner()),
+            Err(e) => last_error = format!("{url}: {}", e.message()),
+        }
+    }
+    Err(last_error)
+}
+
 /// Finds this member's identity by asking the running cluster (for `--initial-cluster-state
 /// existing`): the member whose peer URLs match ours, added earlier with MemberAdd.
 async fn discover_identity(flags: &NodeFlags) -> Result<(Identity, Vec<(u64, String)>), StartError> {
     let pairs =
         parse_initial_cluster(&flags.initial_cluster).map_err(|e| StartError::Config(e.to_string()))?;
-    let mut last_error = String::from("no other member in --initial-cluster");
-    for (name, url) in pairs.iter().filter(|(n, _)| *n != flags.name) {
-        let client = match tonic::transport::Endpoint::from_shared(url.clone()) {
-            Ok(e) => e.connect_timeout(Duration::from_secs(2)).timeout(Duration::from_secs(5)),
-            Err(e) => {
-                last_error = format!("{name}: {e}");
-                continue;
-            }
-        };
-        let channel = match client.connect().await {
-            Ok(c) => c,
-            Err(e) => {
-                last_error = format!("{name} ({url}): {e}");
-                continue;
-            }
-        };
-        let resp =
-            match ClusterClient::new(channel).member_list(MemberListRequest { linearizable: false }).await {
-                Ok(r) => r.into_inner(),
-                Err(e) => {
-                    last_error = format!("{name} ({url}): {}", e.message());
-                    continue;
-                }
-            };
-        let cluster_id = resp.header.map_or(0, |h| h.cluster_id);
-        let me = resp
-            .members
-            .iter()
-            .find(|m| m.peer_ur_ls.iter().any(|u| flags.initial_advertise_peer_urls.contains(u)));
-        let peers =
-            resp.members.iter().filter_map(|m| m.peer_ur_ls.first().map(|u| (m.id, u.clone()))).collect();
-        return match me {
-            Some(m) => Ok((Identity { member_id: m.id, cluster_id }, peers)),
-            None => Err(StartError::Join(format!(
-                "no member with peer URLs {:?} in the cluster; add it first (MemberAdd)",
-                flags.initial_advertise_peer_urls
-            ))),
-        };
+    let urls: Vec<String> = pairs.into_iter().filter(|(n, _)| *n != flags.name).map(|(_, u)| u).collect();
+    let resp = fetch_member_list(&urls, Duration::from_secs(2)).await.map_err(StartError::Join)?;
+    let cluster_id = resp.header.map_or(0, |h| h.cluster_id);
+    let me = resp
+        .members
+        .iter()
+        .find(|m| m.peer_ur_ls.iter().any(|u| flags.initial_advertise_peer_urls.contains(u)));
+    let peers = resp.members.iter().filter_map(|m| m.peer_ur_ls.first().map(|u| (m.id, u.clone()))).collect();
+    match me {
+        Some(m) => Ok((Identity { member_id: m.id, cluster_id }, peers)),
+        None => Err(StartError::Join(format!(
+            "no member with peer URLs {:?} in the cluster; add it first (MemberAdd)",
+            flags.initial_advertise_peer_urls
+        ))),
     }
-    Err(StartError::Join(last_error))
+}
+
+/// On a restart, asks the other members whether this one is still a member. A member removed
+/// while it was down (or before it applied its own removal) still lists itself locally; only
+/// the cluster knows. Unreachable peers prove nothing, so the member then starts as usual.
+async fn check_still_member(identity: Identity, members: &[Member]) -> Result<(), StartError> {
+    let urls: Vec<String> = members
+        .iter()
+        .filter(|m| m.id != identity.member_id)
+        .filter_map(|m| m.peer_urls.first().cloned())
+        .collect();
+    if urls.is_empty() {
+        return Ok(());
+    }
+    let Ok(resp) = fetch_member_list(&urls, Duration::from_millis(500)).await else { return Ok(()) };
+    let same_cluster = resp.header.is_some_and(|h| h.cluster_id == identity.cluster_id);
+    if same_cluster && !resp.members.iter().any(|m| m.id == identity.member_id) {
+        return Err(StartError::Removed(identity.member_id));
+    }
+    Ok(())
 }
 
 /// Opens the store and settles who this member is, bootstrapping a new cluster if asked. Also
@@ -342,6 +364,9 @@ pub async fn start(flags: NodeFlags, listeners: Listeners) -> Result<RunningMemb
     // A member that applied its own removal must not come back under the same identity.
     if applied > 0 && !members.is_empty() && !members.iter().any(|m| m.id == id) {
         return Err(StartError::Removed(id));
+    }
+    if applied > 0 {
+        check_still_member(identity, &members).await?;
     }
     let config = raft_config(&flags, id, applied)?;
     let node = RawNode::new(&config, raft_storage.clone()).map_err(|e| StartError::Storage(e.to_string()))?;

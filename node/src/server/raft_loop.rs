@@ -214,6 +214,8 @@ pub struct RaftLoop {
     last_compacted: u64,
     /// Send time of each heartbeat/append round, for the peer round-trip histogram.
     round_sent: BTreeMap<u64, Instant>,
+    /// The latest round whose round trip was measured, per peer.
+    rounds_measured: HashMap<u64, u64>,
 }
 
 /// Handles of a started loop.
@@ -257,6 +259,7 @@ impl RaftLoop {
             last_leader: None,
             last_compacted,
             round_sent: BTreeMap::new(),
+            rounds_measured: HashMap::new(),
         };
         let thread = std::thread::Builder::new().name(format!("raft-{id:x}")).spawn(move || {
             let _rt = runtime.enter();
@@ -395,13 +398,17 @@ impl RaftLoop {
         }
     }
 
+    /// Times a peer's first answer to each leader round. The core starts a round when it
+    /// confirms leadership (ReadIndex) and broadcasts a heartbeat for it; later appends reuse
+    /// the round, so only the first answer per peer and round measures a round trip.
     fn observe_round_trip(&mut self, msg: &RaftMessage, now: Instant) {
-        if msg.round == 0 {
+        if msg.round == 0 || self.rounds_measured.get(&msg.from).is_some_and(|r| *r >= msg.round) {
             return;
         }
         if let Some(raft_message::Body::AppendEntriesResponse(_)) = &msg.body
             && let Some(sent) = self.round_sent.get(&msg.round)
         {
+            self.rounds_measured.insert(msg.from, msg.round);
             self.metrics
                 .peer_round_trip
                 .with_label_values(&[&format!("{:x}", msg.from)])
