@@ -472,6 +472,9 @@ impl<S: Storage> Raft<S> {
                     let resp = self.vote_response(self.term, false, rv.pre_vote)?;
                     self.send(m.from, Body::RequestVoteResponse(resp));
                 }
+                // What a voter knows is committed stays true in any term (a removed voter, which
+                // never campaigns, may well be terms behind the candidate asking it).
+                Body::RequestVoteResponse(r) => self.learn_commit(r)?,
                 _ => tracing::trace!(id = self.id, from = m.from, term, "ignoring message with stale term"),
             }
             return Ok(());

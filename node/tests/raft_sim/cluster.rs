@@ -412,6 +412,15 @@ impl Sim {
         for n in self.nodes.values() {
             let st = n.raw.as_ref().map(|r| r.status());
             msg.push_str(&format!("\n  node {} applied {} status {st:?}", n.id, n.applied()));
+            let (first, last) = (n.storage.first_index().unwrap_or(1), n.storage.last_index().unwrap_or(0));
+            let tail: Vec<(u64, u64)> = n
+                .storage
+                .entries(first.max(last.saturating_sub(7)), last + 1, None)
+                .unwrap_or_default()
+                .iter()
+                .map(|e| (e.index, e.term))
+                .collect();
+            msg.push_str(&format!("\n    persisted log tail (index, term): {tail:?}"));
         }
         Err(msg)
     }

@@ -220,3 +220,23 @@ fn ext_heartbeat_commits_only_up_to_follower_match() {
         assert_eq!(a.leader_commit, commit);
     }
 }
+
+#[test]
+fn ext_commit_reaches_followers_without_empty_appends_overtaking_entries() {
+    let mut n = leader_replicating_to_2();
+    n.propose(b"a".to_vec()).unwrap();
+    n.propose(b"b".to_vec()).unwrap();
+    assert_eq!(appends_to(&drain(&mut n), 2).len(), 2, "two appends in flight");
+    n.step(append_ok(2, 1, 1, 2)).unwrap(); // the first arrives: 2 commits (2 of 2 voters)
+    let sent = appends_to(&drain(&mut n), 2);
+    assert!(
+        sent.iter().all(|a| !a.entries.is_empty() || a.prev_log_index <= 2),
+        "no empty append that could overtake the one in flight: {sent:?}"
+    );
+    n.step(append_ok(2, 1, 1, 3)).unwrap(); // caught up, but never told commit 3
+    let sent = appends_to(&drain(&mut n), 2);
+    assert_eq!(sent.len(), 1, "one empty append brings the commit index");
+    assert_eq!((sent[0].prev_log_index, sent[0].leader_commit), (3, 3));
+    n.step(append_ok(2, 1, 1, 3)).unwrap();
+    assert!(appends_to(&drain(&mut n), 2).is_empty(), "and only once");
+}

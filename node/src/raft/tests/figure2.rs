@@ -95,6 +95,18 @@ fn fig2_all_servers_step_down_on_higher_term() {
 // ----- Rules for followers -----------------------------------------------------------------
 
 #[test]
+fn fig2_follower_responds_to_candidates_and_leaders() {
+    let mut n = node(1, &[1, 2, 3]);
+    n.step(vote_req(2, 1, 1, (0, 0))).unwrap();
+    n.step(append(2, 1, 1, (0, 0), vec![ent(1, 1)], 0)).unwrap();
+    let msgs = drain(&mut n);
+    assert!(msgs.iter().all(|m| m.to == 2 && m.from == 1));
+    assert_eq!(vote_responses(&msgs).len(), 1, "the candidate gets an answer");
+    assert_eq!(append_responses(&msgs).len(), 1, "and so does the leader");
+    assert_eq!(n.status().role, Role::Follower);
+}
+
+#[test]
 fn fig2_follower_becomes_candidate_on_timeout() {
     let mut n = node(1, &[1, 2, 3]);
     let ticks = tick_until_campaign(&mut n);

@@ -264,3 +264,31 @@ fn conf_node_removed_while_campaigning_never_takes_office() {
     }
     assert_ne!(n.status().role, Role::Leader, "a non-voter never takes office");
 }
+
+#[test]
+fn conf_commit_hint_counts_even_from_a_voter_terms_behind() {
+    // Regression for simulator seed 9859: the removed node, which never campaigns, was terms
+    // behind the last voter, so its refusal (and the hint in it) was dropped as stale.
+    let removal = crate::proto::raftpb::Entry {
+        term: 1,
+        index: 2,
+        entry_type: crate::proto::raftpb::EntryType::EntryConfChange as i32,
+        data: prost::Message::encode_to_vec(&remove_node(2)),
+    };
+    let s = store(&[2, 3], &[], &[1], hs(4, 0, 1));
+    s.append(&[removal]).unwrap();
+    let mut n = crate::raft::RawNode::new(&config(3), s).unwrap();
+    n.campaign().unwrap();
+    assert_eq!(n.status().term, 5);
+    let mut refusal = vote_resp(2, 3, 3, false);
+    if let Some(crate::proto::raftpb::raft_message::Body::RequestVoteResponse(r)) = refusal.body.as_mut() {
+        r.commit_index = 2;
+        r.commit_term = 1;
+    }
+    n.step(refusal).unwrap();
+    assert_eq!(n.status().commit, 2, "learned from a stale answer");
+    handle(&mut n);
+    assert_eq!(n.status().conf_state.voters, vec![3]);
+    n.campaign().unwrap();
+    assert_eq!(n.status().role, Role::Leader, "and wins alone");
+}
