@@ -35,5 +35,6 @@ cargo test --workspace --locked
 
 echo "== real Prometheus scrape of a dev cluster (promtool checks included)"
 need_apt promtool prometheus
-cargo build -p kvnode --locked
+# Uses target/debug/kvnode, which `cargo test` above built for the integration tests (a
+# separate `cargo build -p kvnode` would resolve features differently and recompile).
 RAFTKV_REQUIRE_PROMETHEUS=1 python3 -m pytest -q -p no:cacheprovider tests/prometheus
