@@ -25,6 +25,9 @@
 #   --out FILE           also write the report to FILE and the raw records to FILE.jsonl.
 #   --no-build           use the binaries already built.
 #   --keep               keep the work dir (data dirs, logs, results) instead of deleting it.
+#   --only LIST          run only these workload specs, comma-separated, each "workload" or
+#                        "workload:clients" (e.g. put:64,get-serial); for quick iterations.
+#   --no-restart         skip the restart/disk-size test.
 # Environment: BENCH_DIR (parent of the work dir, default $TMPDIR or /tmp; must not be tmpfs
 # for a real run), BENCH_ETCD_ARGS / BENCH_RAFTKV_ARGS (extra flags for one system's members),
 # BENCH_START_TIMEOUT (seconds a cluster may take to serve, default 60).
@@ -44,6 +47,8 @@ WARMUP=""
 OUT=""
 BUILD=1
 KEEP=${BENCH_KEEP:-0}
+ONLY=""
+RESTART_TEST=1
 START_TIMEOUT=${BENCH_START_TIMEOUT:-60}
 
 die() { echo "bench.sh: $*" >&2; exit 1; }
@@ -62,6 +67,8 @@ while [ $# -gt 0 ]; do
         --out) need_arg "$@"; OUT=$2; shift ;;
         --no-build) BUILD=0 ;;
         --keep) KEEP=1 ;;
+        --only) need_arg "$@"; ONLY=$2; shift ;;
+        --no-restart) RESTART_TEST=0 ;;
         -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
@@ -94,6 +101,21 @@ RUNS=(
     "txn-cas 64 8 leader"
     "range 16 2 all"
 )
+if [ -n "$ONLY" ]; then
+    selected=()
+    IFS=, read -r -a only_specs <<<"$ONLY"
+    for spec in "${RUNS[@]}"; do
+        read -r workload clients _ <<<"$spec"
+        for want in "${only_specs[@]}"; do
+            if [ "$want" = "$workload" ] || [ "$want" = "$workload:$clients" ]; then
+                selected+=("$spec")
+                break
+            fi
+        done
+    done
+    [ "${#selected[@]}" -gt 0 ] || die "--only $ONLY selects no workload"
+    RUNS=("${selected[@]}")
+fi
 
 # ---- tools -------------------------------------------------------------------------------
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
@@ -306,7 +328,7 @@ for sys in "${!ACTIVE[@]}"; do stop_cluster "$sys"; done
 # killed with SIGKILL and started again with the same flags, timed from its start until it
 # answers a serializable get of a loaded key from its own data.
 for sys in "${WANTED[@]}"; do
-    [ -n "${ACTIVE[$sys]:-}" ] || continue
+    [ -n "${ACTIVE[$sys]:-}" ] && [ "$RESTART_TEST" = 1 ] || continue
     echo "== $sys: restart test with $RESTART_KEYS keys"
     if ! start_cluster "$sys" "$WORK/$sys-restart"; then
         FAILURES+=("$sys restart cluster: ${SKIPPED[$sys]}")

@@ -96,12 +96,16 @@ fn recover(store: &Store) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Appends, commits and applies entries `from..=to`, one Ready at a time, compacting as it
-/// goes. Calls `acked(i)` once entry `i` is durably persisted.
+/// Appends, commits and applies entries `from..=to` as a follower's loop does, compacting as it
+/// goes: one Ready persists entry `i` (durably), the next only moves the commit index to `i`
+/// (without an fsync) and applies it. Calls `acked(i)` once entry `i` is durably persisted.
 fn drive(store: &Store, from: u64, to: u64, mut acked: impl FnMut(u64)) -> Result<(), StoreError> {
     for i in from..=to {
-        store.raft().persist(Some(&HardState { current_term: 1, voted_for: 1, commit: i }), &[entry(i)])?;
+        store
+            .raft()
+            .persist(Some(&HardState { current_term: 1, voted_for: 1, commit: i - 1 }), &[entry(i)])?;
         acked(i);
+        store.raft().persist(Some(&HardState { current_term: 1, voted_for: 1, commit: i }), &[])?;
         let r = store.kv().apply(i, &command(i))?;
         match (&r.outcome, is_compaction(i)) {
             (Outcome::Compaction(_), true) | (Outcome::Txn(_), false) => {}
@@ -124,7 +128,10 @@ fn verify(store: &Store, acked: &[u64], ctx: &str) -> u64 {
     // Every acknowledged entry survived, in the log or below the applied index.
     if let Some(&max_acked) = acked.iter().max() {
         assert!(last >= max_acked, "{ctx}: acked {max_acked} but last index {last}");
-        assert!(hs.commit >= max_acked, "{ctx}: acked {max_acked} but commit {}", hs.commit);
+        // The commit index is written without an fsync, so a cut may take back the last move
+        // of it (Raft re-learns it from the leader), never more: every later durable write
+        // carries it.
+        assert!(hs.commit + 1 >= max_acked, "{ctx}: acked {max_acked} but commit {}", hs.commit);
     }
     assert_eq!(applied, hs.commit, "{ctx}: recovery applies up to the commit index");
     let first = raft.first_index().unwrap();
@@ -373,6 +380,31 @@ fn power_cut_with_torn_unsynced_writes_loses_nothing_acknowledged() {
     crash_points(CrashMode::PartialUnsynced, 0x5eed);
 }
 
+/// Only what must be durable is fsynced: a Ready that moves nothing but the commit index
+/// costs no fsync (a power cut may take it back, which Raft tolerates), while a new term or
+/// vote without entries is synced before `persist` returns.
+#[test]
+fn commit_only_hard_state_is_not_synced_but_term_and_vote_are() {
+    let disk = Disk::default();
+    let store = open_on(&disk).unwrap();
+    let hs = |current_term, voted_for, commit| HardState { current_term, voted_for, commit };
+    store.raft().persist(Some(&hs(1, 1, 0)), &[entry(1), entry(2)]).unwrap();
+    store.raft().persist(Some(&hs(1, 1, 2)), &[]).unwrap();
+    let image = disk.crash(CrashMode::LoseUnsynced, &mut ChaCha8Rng::seed_from_u64(0));
+    let store = open_on(&Disk::with_image(image)).unwrap();
+    assert_eq!(store.raft().hard_state().unwrap(), hs(1, 1, 0), "commit-only change was not synced");
+    assert_eq!(store.raft().last_index().unwrap(), 2, "entries were synced");
+
+    let disk = Disk::default();
+    let store = open_on(&disk).unwrap();
+    store.raft().persist(Some(&hs(1, 1, 0)), &[entry(1)]).unwrap();
+    store.raft().persist(Some(&hs(2, 0, 1)), &[]).unwrap();
+    store.raft().persist(Some(&hs(2, 3, 1)), &[]).unwrap();
+    let image = disk.crash(CrashMode::LoseUnsynced, &mut ChaCha8Rng::seed_from_u64(0));
+    let store = open_on(&Disk::with_image(image)).unwrap();
+    assert_eq!(store.raft().hard_state().unwrap(), hs(2, 3, 1), "term and vote were synced");
+}
+
 #[test]
 fn power_cut_during_snapshot_installation_leaves_old_or_new_state() {
     // The snapshot: a leader's state after 20 entries.
@@ -403,7 +435,8 @@ fn power_cut_during_snapshot_installation_leaves_old_or_new_state() {
         let store = open_on(&disk).unwrap_or_else(|e| panic!("{ctx}: reopen failed: {e}"));
         recover(&store).unwrap();
         let applied = verify(&store, &[], &ctx);
-        assert!(applied == 7 || applied == 20, "{ctx}: applied {applied}");
+        // Old state: entry 7 is durable, its commit may not be (see `drive`).
+        assert!(matches!(applied, 6 | 7 | 20), "{ctx}: applied {applied}");
         assert!(!installed || applied == 20, "{ctx}: acknowledged install lost");
         if applied == 20 {
             assert_eq!(store.raft().first_index().unwrap(), 21, "{ctx}");
@@ -473,6 +506,7 @@ fn killed_writer_process_recovers() {
         recover(&store).unwrap();
         let ctx = format!("seed {seed}, round {round}, killed after {kill_after} acks");
         let applied = verify(&store, &acked, &ctx);
-        assert!(applied >= *acked.iter().max().unwrap(), "{ctx}");
+        // Recovery applies up to the commit index, which may trail the last durable entry by one.
+        assert!(applied + 1 >= *acked.iter().max().unwrap(), "{ctx}");
     }
 }

@@ -2,11 +2,13 @@
 //! disk and network.
 //!
 //! Every turn it takes what arrived (peer messages, client proposals, read and membership
-//! requests), ticks the core on time, and handles the core's `Ready` in the order Raft's safety
-//! needs: install a received snapshot, write entries and hard state durably (one fsync for the
-//! whole batch, shared by every client that proposed in this turn), only then send the messages
-//! that depend on them, apply committed entries, and `advance`. It runs on a dedicated OS thread
-//! because its disk writes block; async request handlers talk to it through [`NodeHandle`].
+//! requests), ticks the core on time, and handles the core's `Ready` in an order that keeps
+//! Raft safe and overlaps the slow steps: install a received snapshot; send the leader's
+//! appends (they promise nothing about the leader's disk, so followers write in parallel with
+//! it); apply committed entries and answer their clients; write entries and hard state durably
+//! (one fsync for the whole batch, shared by every client that proposed in this turn); only then
+//! send the votes and acknowledgements that depend on them; `advance`. It runs on a dedicated OS
+//! thread because its disk writes block; async request handlers talk to it through [`NodeHandle`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -216,6 +218,9 @@ pub struct RaftLoop {
     round_sent: BTreeMap<u64, Instant>,
     /// The latest round whose round trip was measured, per peer.
     rounds_measured: HashMap<u64, u64>,
+    /// Term and vote as last written to disk; messages may only overtake an fsync that does
+    /// not change them.
+    persisted_term_vote: (u64, u64),
 }
 
 /// Handles of a started loop.
@@ -240,6 +245,7 @@ impl RaftLoop {
         let id = node.status().id;
         let (status_tx, status_rx) = watch::channel(RaftStatus { id, ..Default::default() });
         let last_compacted = storage.first_index().unwrap_or(1).saturating_sub(1);
+        let persisted = storage.hard_state().map_err(std::io::Error::other)?;
         let mut rl = RaftLoop {
             node,
             storage,
@@ -260,6 +266,7 @@ impl RaftLoop {
             last_compacted,
             round_sent: BTreeMap::new(),
             rounds_measured: HashMap::new(),
+            persisted_term_vote: (persisted.current_term, persisted.voted_for),
         };
         let thread = std::thread::Builder::new().name(format!("raft-{id:x}")).spawn(move || {
             let _rt = runtime.enter();
@@ -276,7 +283,13 @@ impl RaftLoop {
     fn run(&mut self) {
         let mut next_tick = Instant::now() + self.config.tick;
         loop {
-            let wait = next_tick.saturating_duration_since(Instant::now());
+            // Work the core produced while advancing (a commit once our own fsync counted)
+            // must not wait for the next input or tick.
+            let wait = if self.node.has_ready() {
+                Duration::ZERO
+            } else {
+                next_tick.saturating_duration_since(Instant::now())
+            };
             match self.rx.recv_timeout(wait) {
                 Ok(Input::Stop) => break,
                 Ok(input) => self.handle(input),
@@ -436,29 +449,45 @@ impl RaftLoop {
         for entry in &rd.entries {
             self.note_proposal_index(entry);
         }
+        // A leader's requests (appends, snapshots, TimeoutNow) assert nothing about its own
+        // disk, so they go out before the fsync and the followers' writes overlap the leader's
+        // (Raft thesis §10.2.1). The core counts the leader's own copy toward commitment only
+        // after `advance`, i.e. once it is durable. Anything else — votes, and every response,
+        // which promises that what it acknowledges is durable — waits for the fsync, and so does
+        // everything when this Ready changes the term or the vote.
+        let mut messages = std::mem::take(&mut rd.messages);
+        if rd.hard_state.as_ref().is_none_or(|hs| {
+            hs.current_term == self.persisted_term_vote.0 && hs.voted_for == self.persisted_term_vote.1
+        }) {
+            let (early, late): (Vec<_>, Vec<_>) = messages.into_iter().partition(is_leader_request);
+            self.send_messages(early);
+            messages = late;
+        }
+        // Committed entries are durable on a quorum already, so they are applied (and their
+        // clients answered) before this member's own fsync rather than after it. That cannot
+        // make the state machine outrun the log across a crash: applies commit without an
+        // fsync to the same redb file, so they become durable only with the next durable
+        // commit, which is at the earliest the one just below that persists these entries.
+        let committed = std::mem::take(&mut rd.committed_entries);
+        if !committed.is_empty() {
+            let started = Instant::now();
+            self.apply(&committed)?;
+            self.metrics.backend_commit_duration.observe(started.elapsed().as_secs_f64());
+        }
         if !rd.entries.is_empty() || rd.hard_state.is_some() {
             let started = Instant::now();
             self.storage
                 .persist(rd.hard_state.as_ref(), &rd.entries)
                 .map_err(|e| format!("persist log: {e}"))?;
             self.metrics.wal_fsync_duration.observe(started.elapsed().as_secs_f64());
+            if let Some(hs) = &rd.hard_state {
+                self.persisted_term_vote = (hs.current_term, hs.voted_for);
+            }
         }
         // Only now, with entries and votes durable, may the messages that depend on them go out.
-        let now = Instant::now();
-        for msg in std::mem::take(&mut rd.messages) {
-            if msg.round != 0 && matches!(msg.body, Some(raft_message::Body::AppendEntries(_))) {
-                self.round_sent.entry(msg.round).or_insert(now);
-            }
-            self.peers.send(msg);
-        }
+        self.send_messages(messages);
         while self.round_sent.len() > 1024 {
             self.round_sent.pop_first();
-        }
-        let committed = std::mem::take(&mut rd.committed_entries);
-        if !committed.is_empty() {
-            let started = Instant::now();
-            self.apply(&committed)?;
-            self.metrics.backend_commit_duration.observe(started.elapsed().as_secs_f64());
         }
         for rs in std::mem::take(&mut rd.read_states) {
             let Ok(ctx_bytes) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) else { continue };
@@ -471,6 +500,19 @@ impl RaftLoop {
         self.maybe_compact()?;
         self.publish_status();
         Ok(())
+    }
+
+    fn send_messages(&mut self, messages: Vec<RaftMessage>) {
+        if messages.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        for msg in messages {
+            if msg.round != 0 && matches!(msg.body, Some(raft_message::Body::AppendEntries(_))) {
+                self.round_sent.entry(msg.round).or_insert(now);
+            }
+            self.peers.send(msg);
+        }
     }
 
     fn on_soft_state(&mut self, leader: Option<u64>, role: Role) {
@@ -739,6 +781,18 @@ enum Decoded {
     Noop,
     Request(InternalRequest),
     ConfChange { cc: ConfChange, conf_state: ConfState, change: MemberChange },
+}
+
+/// Whether `msg` is a request only a leader sends, which depends on no local durability.
+fn is_leader_request(msg: &RaftMessage) -> bool {
+    matches!(
+        msg.body,
+        Some(
+            raft_message::Body::AppendEntries(_)
+                | raft_message::Body::InstallSnapshot(_)
+                | raft_message::Body::TimeoutNow(_)
+        )
+    )
 }
 
 fn map_raft_error(e: RaftError) -> ProposeError {

@@ -83,7 +83,8 @@ impl RedbRaftStorage {
     }
 
     /// Durably stores what a `Ready` asks for: the hard state (if changed) and new entries, in
-    /// one fsynced transaction (so all entries of a Ready cost one fsync). Entries replace any
+    /// one fsynced transaction (so all entries of a Ready cost one fsync; a Ready that only
+    /// moves the commit index costs none). Entries replace any
     /// stored entries from the first new index on (a leader overwriting a conflicting suffix);
     /// entries already covered by the snapshot point are skipped.
     pub fn persist(&self, hard_state: Option<&HardState>, entries: &[Entry]) -> Result<(), StoreError> {
@@ -106,7 +107,16 @@ impl RedbRaftStorage {
             }
         }
         let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
+        // Only entries, the term and the vote must be durable before anyone hears of them. A
+        // change of the commit index alone (every follower's second Ready per write) is written
+        // without an fsync, as etcd's WAL does: the commit index is volatile state in Raft, so
+        // losing it in a crash is harmless, and the next durable commit carries it anyway.
+        // Term and vote are only ever written durably, so the stored ones are the durable ones.
+        let stored = get_msg::<HardState>(&txn.open_table(RAFT_STATE)?, HARD_STATE)?;
+        let must_sync = !entries.is_empty()
+            || hard_state
+                .is_some_and(|hs| hs.current_term != stored.current_term || hs.voted_for != stored.voted_for);
+        txn.set_durability(if must_sync { Durability::Immediate } else { Durability::None })?;
         {
             let mut log = txn.open_table(RAFT_LOG)?;
             if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
