@@ -5,8 +5,11 @@
 # /etc/passwd with the non-root user 65532. No shell, no package manager. The images match the
 # Dockerfile's `kvnode` and `kv-operator` targets (same user, paths, entrypoints, ports).
 #
-#   scripts/build-images.sh            # release build, tag dev
+#   scripts/build-images.sh                     # release build, tag dev
 #   TAG=x PROFILE=dev scripts/build-images.sh   # from the debug binaries (faster to build)
+#   SKIP_CARGO=1 BIN_DIR=target/debug scripts/build-images.sh
+#       # from binaries already built (CI reuses the ones `cargo test --workspace` built: a
+#       # separate `cargo build -p kvnode` resolves features differently and recompiles)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,9 +21,17 @@ case "$PROFILE" in
   dev) out_dir="$TARGET_DIR/debug" ;;
   *) echo "PROFILE must be release or dev" >&2; exit 2 ;;
 esac
+out_dir="${BIN_DIR:-$out_dir}"
 
-echo "== cargo build --profile $PROFILE -p kvnode -p kv-operator"
-cargo build --profile "$PROFILE" --locked -p kvnode -p kv-operator
+if [ "${SKIP_CARGO:-0}" = 1 ]; then
+  echo "== using the binaries in $out_dir (SKIP_CARGO=1)"
+else
+  echo "== cargo build --profile $PROFILE -p kvnode -p kv-operator"
+  cargo build --profile "$PROFILE" --locked -p kvnode -p kv-operator
+fi
+for bin in kvnode kv-operator; do
+  [ -x "$out_dir/$bin" ] || { echo "no $out_dir/$bin: build it first or unset SKIP_CARGO" >&2; exit 1; }
+done
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -74,7 +85,11 @@ $extra
 DOCKERFILE
   echo "== docker build raftkv/$bin:$TAG"
   # The classic builder resolves FROM from local images only when they exist: nothing is pulled.
-  DOCKER_BUILDKIT=0 docker build -q -t "raftkv/$bin:$TAG" "$ctx" >/dev/null
+  # Its deprecation notice is only shown when the build fails.
+  if ! out="$(DOCKER_BUILDKIT=0 docker build -q -t "raftkv/$bin:$TAG" "$ctx" 2>&1)"; then
+    echo "$out" >&2
+    exit 1
+  fi
 done
 
 docker images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E "^raftkv/(base|kvnode|kv-operator):$TAG "

@@ -2,8 +2,10 @@
 # The project's one test command (the README's, and what CI runs).
 #
 # Installs what the suites need (etcdctl and Prometheus from Debian, the chart tools from
-# PyPI), then: chart tests, format check, clippy with warnings as errors, every test in the
-# workspace, and a real Prometheus scraping a local cluster.
+# PyPI), then: chart tests, format check, clippy with warnings as errors, the images built from
+# the debug binaries of the test build, every test in the workspace (the container fault suite
+# included: Docker is required here), the image smoke test, and a real Prometheus scraping a
+# local cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,8 +32,21 @@ cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "== cargo test --no-run (builds the test binaries and target/debug/kvnode, kv-operator)"
+cargo test --workspace --locked --no-run
+
+echo "== images from those debug binaries (nothing pulled, no second cargo build)"
+# A separate `cargo build -p kvnode` would resolve features differently and recompile.
+target_dir="${CARGO_TARGET_DIR:-target}"
+SKIP_CARGO=1 BIN_DIR="$target_dir/debug" scripts/build-images.sh
+
 echo "== cargo test"
-cargo test --workspace --locked
+# The container fault suite (node/tests/faults_container.rs) runs on those images and fails,
+# rather than skipping, when Docker is unavailable.
+RAFTKV_REQUIRE_DOCKER=1 cargo test --workspace --locked
+
+echo "== image smoke test (read-only root, uid 65532, no shell, CRD, a write)"
+RAFTKV_REQUIRE_DOCKER=1 SKIP_BUILD=1 tests/images/smoke.sh
 
 echo "== real Prometheus scrape of a dev cluster (promtool checks included)"
 need_apt promtool prometheus

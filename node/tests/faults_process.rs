@@ -7,23 +7,18 @@
 //! Knobs: `RAFTKV_FAULTS_SEED` replays a nemesis schedule (the seed is printed on every run),
 //! `RAFTKV_SOAK_SECS` sets the workload length (default 20 s) for long soaks.
 
-use std::collections::HashMap;
+mod workload;
+
 use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, MemberAddOptions, Txn, TxnOp};
-use kvcheck::{CheckOptions, CheckResult, History, HistoryRecorder, Op, Outcome, Output, check};
+use etcd_client::MemberAddOptions;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-const KEYS: usize = 5;
-const CLIENTS: u64 = 4;
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+use workload::{REQUEST_TIMEOUT, Verdict, Workload, connect, env_u64, status};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -117,18 +112,6 @@ impl Drop for Proc {
         }
         self.kill9();
     }
-}
-
-async fn connect(endpoints: &[String]) -> Option<Client> {
-    let opts = ConnectOptions::new().with_connect_timeout(Duration::from_millis(500));
-    tokio::time::timeout(REQUEST_TIMEOUT, Client::connect(endpoints, Some(opts))).await.ok()?.ok()
-}
-
-/// (member id of the answering process, leader id it reports).
-async fn status(endpoint: &str) -> Option<(u64, u64)> {
-    let mut c = connect(&[endpoint.to_string()]).await?;
-    let s = tokio::time::timeout(Duration::from_secs(1), c.status()).await.ok()?.ok()?;
-    Some((s.header()?.member_id(), s.leader()))
 }
 
 struct Cluster {
@@ -348,161 +331,6 @@ async fn membership_step(cluster: &mut Cluster, _leader_id: u64, counts: &mut Fa
     println!("nemesis: promotion of {id:x} did not happen within 10 s; it stays a learner");
 }
 
-/// Definite errors: the request was rejected before it could be proposed.
-fn classify(err: &etcd_client::Error) -> Outcome {
-    if let etcd_client::Error::GRpcStatus(s) = err {
-        let msg = s.message();
-        let definite = s.code() == tonic::Code::InvalidArgument
-            || msg == "etcdserver: no leader"
-            || msg == "etcdserver: not leader";
-        if definite {
-            return Outcome::Failed;
-        }
-    }
-    Outcome::Unknown
-}
-
-async fn run_op(c: &mut Client, op: &Op) -> Outcome {
-    let fut = async {
-        match op {
-            Op::Get { key } => c.get(key.as_str(), None).await.map(|r| Output::Get {
-                value: r.kvs().first().map(|kv| kv.value_str().unwrap().to_string()),
-            }),
-            Op::Put { key, value } => c.put(key.as_str(), value.as_str(), None).await.map(|_| Output::Put),
-            Op::Delete { key } => {
-                c.delete(key.as_str(), None).await.map(|r| Output::Delete { existed: Some(r.deleted() > 0) })
-            }
-            Op::Cas { key, expected, value } => {
-                let cmp = match expected {
-                    Some(e) => Compare::value(key.as_str(), CompareOp::Equal, e.as_str()),
-                    None => Compare::version(key.as_str(), CompareOp::Equal, 0),
-                };
-                let txn = Txn::new().when([cmp]).and_then([TxnOp::put(key.as_str(), value.as_str(), None)]);
-                c.txn(txn).await.map(|r| Output::Cas { succeeded: r.succeeded() })
-            }
-        }
-    };
-    match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
-        Ok(Ok(out)) => Outcome::Ok(out),
-        Ok(Err(e)) => {
-            let o = classify(&e);
-            // A read that failed for any reason changed nothing.
-            if matches!(op, Op::Get { .. }) { Outcome::Failed } else { o }
-        }
-        Err(_) if matches!(op, Op::Get { .. }) => Outcome::Failed,
-        Err(_) => Outcome::Unknown,
-    }
-}
-
-async fn client_loop(
-    id: u64,
-    endpoints: Vec<String>,
-    rec: HistoryRecorder,
-    stop: Arc<AtomicBool>,
-    seed: u64,
-    ops: Arc<AtomicU64>,
-) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (id * 0x9e37_79b9));
-    let mut last_seen: HashMap<String, String> = HashMap::new();
-    let mut client = None;
-    let mut seq = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        if client.is_none() {
-            client = connect(&endpoints).await;
-            if client.is_none() {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        }
-        let Some(c) = client.as_mut() else { continue };
-        seq += 1;
-        let key = format!("k{}", rng.random_range(0..KEYS));
-        let value = format!("c{id}-{seq}");
-        let op = match rng.random_range(0..100) {
-            0..40 => Op::Get { key },
-            40..70 => Op::Put { key, value },
-            70..75 => Op::Delete { key },
-            _ => {
-                let expected = if rng.random_bool(0.2) { None } else { last_seen.get(&key).cloned() };
-                Op::Cas { key, expected, value }
-            }
-        };
-        let pending = rec.invoke(id, op.clone());
-        let outcome = run_op(c, &op).await;
-        if let (Op::Get { key }, Outcome::Ok(Output::Get { value: Some(v) })) = (&op, &outcome) {
-            last_seen.insert(key.clone(), v.clone());
-        }
-        let failed = !matches!(outcome, Outcome::Ok(_));
-        rec.complete(pending, outcome);
-        ops.fetch_add(1, Ordering::Relaxed);
-        if failed {
-            // A fresh connection lets the client move off a dead or paused member.
-            client = None;
-        }
-    }
-}
-
-/// The value each write leaves in the key, if it takes effect.
-fn written_value(op: &Op) -> Option<Option<&str>> {
-    match op {
-        Op::Put { value, .. } | Op::Cas { value, .. } => Some(Some(value)),
-        Op::Delete { .. } => Some(None),
-        Op::Get { .. } => None,
-    }
-}
-
-/// Every acknowledged write is either what the final read returns or superseded by a write that
-/// was not known to finish before it started. Returns the offending keys' descriptions.
-fn lost_writes(history: &History, finals: &HashMap<String, Option<String>>) -> Vec<String> {
-    let mut problems = Vec::new();
-    for (key, final_value) in finals {
-        let ops: Vec<_> = history.operations().iter().filter(|o| o.op.key() == key).collect();
-        // Writes that may have produced the final value.
-        let producers: Vec<_> = ops
-            .iter()
-            .filter(|o| {
-                let applied = match (&o.op, &o.outcome) {
-                    (_, Outcome::Failed) => false,
-                    (Op::Cas { .. }, Outcome::Ok(Output::Cas { succeeded })) => *succeeded,
-                    (_, Outcome::Unknown) | (_, Outcome::Ok(_)) => true,
-                };
-                applied && written_value(&o.op).is_some_and(|v| v == final_value.as_deref())
-            })
-            .collect();
-        let acked_writes: Vec<_> = ops
-            .iter()
-            .filter(|o| match (&o.op, &o.outcome) {
-                (Op::Cas { .. }, Outcome::Ok(Output::Cas { succeeded })) => *succeeded,
-                (Op::Put { .. } | Op::Delete { .. }, Outcome::Ok(_)) => true,
-                _ => false,
-            })
-            .collect();
-        if final_value.is_none() && producers.is_empty() {
-            if let Some(w) = acked_writes.first() {
-                problems.push(format!("{key}: absent at the end, but write #{} was acknowledged", w.id));
-            }
-            continue;
-        }
-        // Some producer must not have completed before an acknowledged write was invoked.
-        let latest_acked_invoke = acked_writes.iter().map(|o| o.invoke).max();
-        let ok = match latest_acked_invoke {
-            None => !producers.is_empty() || final_value.is_none(),
-            Some(t) => producers.iter().any(|p| matches!(p.outcome, Outcome::Unknown) || p.complete >= t),
-        };
-        if !ok {
-            problems.push(format!(
-                "{key}: final value {final_value:?} was overwritten by an acknowledged write invoked at {t:?}",
-                t = latest_acked_invoke
-            ));
-        }
-    }
-    problems
-}
-
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|v| v.parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn linearizable_under_process_faults() {
     let seed = env_u64("RAFTKV_FAULTS_SEED").unwrap_or_else(rand::random);
@@ -512,14 +340,7 @@ async fn linearizable_under_process_faults() {
 
     let mut cluster = Cluster::start(3);
     cluster.wait_leader(Duration::from_secs(30)).await;
-    let rec = HistoryRecorder::new();
-    let stop = Arc::new(AtomicBool::new(false));
-    let ops = Arc::new(AtomicU64::new(0));
-    let workers: Vec<_> = (0..CLIENTS)
-        .map(|id| {
-            tokio::spawn(client_loop(id, cluster.endpoints(), rec.clone(), stop.clone(), seed, ops.clone()))
-        })
-        .collect();
+    let mut workload = Workload::start(cluster.endpoints(), seed);
 
     let mut counts = FaultCounts::default();
     let end = Instant::now() + Duration::from_secs(secs);
@@ -529,61 +350,29 @@ async fn linearizable_under_process_faults() {
     }
     println!("nemesis: heal");
     cluster.heal();
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
+    workload.stop().await;
     cluster.wait_leader(Duration::from_secs(30)).await;
 
-    // Final linearizable reads of every key, recorded in the history too.
-    let mut finals = HashMap::new();
-    let mut reader = connect(&cluster.endpoints()).await.unwrap();
-    for k in 0..KEYS {
-        let key = format!("k{k}");
-        let op = Op::Get { key: key.clone() };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let pending = rec.invoke(CLIENTS, op.clone());
-            let outcome = run_op(&mut reader, &op).await;
-            if let Outcome::Ok(Output::Get { value }) = &outcome {
-                finals.insert(key.clone(), value.clone());
-                rec.complete(pending, outcome);
-                break;
-            }
-            rec.complete(pending, Outcome::Failed);
-            if Instant::now() >= deadline {
-                panic!("final read of {key} kept failing; node logs in {:?}", cluster.keep_logs());
-            }
-            reader = connect(&cluster.endpoints()).await.unwrap_or(reader);
-        }
-    }
-
-    let history = rec.history();
-    let unknown = history.operations().iter().filter(|o| o.outcome == Outcome::Unknown).count();
-    let failed = history.operations().iter().filter(|o| o.outcome == Outcome::Failed).count();
+    let finals = match workload::final_reads(&workload.rec, &cluster.endpoints()).await {
+        Ok(f) => f,
+        Err(e) => panic!("seed {seed}: {e}; node logs in {:?}", cluster.keep_logs()),
+    };
+    let history = workload.rec.history();
+    let s = workload::summarize(&history);
     println!(
-        "faults_process: seed {seed}: {} operations ({unknown} unknown, {failed} failed), {} faults {counts:?}",
-        ops.load(Ordering::Relaxed),
+        "faults_process: seed {seed}: {} operations ({} unknown, {} failed), {} faults {counts:?}",
+        workload.ops(),
+        s.unknown,
+        s.failed,
         counts.total()
     );
     assert!(counts.total() > 0, "the nemesis injected no fault");
-    let ok_ops = history.operations().iter().filter(|o| matches!(o.outcome, Outcome::Ok(_))).count();
-    assert!(ok_ops > 50, "too few successful operations ({ok_ops}) for a meaningful check");
-
-    let report = check(&history, CheckOptions::default().with_time_budget(Duration::from_secs(90)));
-    println!("faults_process: {report}");
-    match &report.result {
-        CheckResult::Ok => {}
-        CheckResult::Violation(v) => {
-            if let Some(p) = v.artifact_path() {
-                println!("faults_process: minimal failing history in {}", p.display());
-            }
-            panic!("seed {seed}: not linearizable:\n{v}\nnode logs in {:?}", cluster.keep_logs());
-        }
-        other => panic!("seed {seed}: check gave no verdict: {other:?}"),
-    }
-    let lost = lost_writes(&history, &finals);
-    if !lost.is_empty() {
-        panic!("seed {seed}: acknowledged writes lost: {lost:?}; node logs in {:?}", cluster.keep_logs());
+    if let Err(verdict) = workload::verify("faults_process", &history, &finals) {
+        let file = workload::save_history(&history, "faults_process", seed);
+        let logs = match verdict {
+            Verdict::TooFewOps(_) => None,
+            _ => Some(cluster.keep_logs()),
+        };
+        panic!("seed {seed}: {verdict:?}; history in {}; node logs in {logs:?}", file.display());
     }
 }

@@ -5,12 +5,17 @@
 # - checks both images run as uid 65532 and contain no shell;
 # - runs `kv-operator crd` in its image (read-only) and compares it with crds/kvcluster.yaml;
 # - prints the image sizes.
-# Needs a Docker engine. SKIP_BUILD=1 reuses images already built; TAG as in build-images.sh.
+# Needs a Docker engine (says SKIPPED without one, fails instead with RAFTKV_REQUIRE_DOCKER=1).
+# SKIP_BUILD=1 reuses images already built; TAG as in build-images.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 TAG="${TAG:-dev}"
 
 if ! docker info >/dev/null 2>&1; then
+  if [ "${RAFTKV_REQUIRE_DOCKER:-0}" = 1 ]; then
+    echo "FAIL: RAFTKV_REQUIRE_DOCKER=1 but there is no Docker engine" >&2
+    exit 1
+  fi
   echo "SKIPPED: no Docker engine" >&2
   exit 0
 fi
