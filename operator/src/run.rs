@@ -116,30 +116,63 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
         .with_grace(config.lease_duration / 3)
         .build()
         .await?;
-    let (mut leading, lease_task) = manager.watch().await;
+    let (leading, lease_task) = manager.watch().await;
     ready.store(true, Ordering::Relaxed);
 
+    let ended = reconcile_while_leading(leading, &config.identity, || {
+        controller(client.clone(), &config, metrics.clone())
+    })
+    .await;
+    info!(?ended, "leaving");
+    finish(lease_task, server).await
+}
+
+/// Why [`reconcile_while_leading`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeadershipEnd {
+    /// The controller finished by itself (it stops on SIGTERM/SIGINT).
+    ControllerStopped,
+    /// The lease manager is gone: no more news about the lease can come.
+    LeaseManagerGone,
+}
+
+/// Runs a controller made by `controller` only while `leading` (the lease manager's view of
+/// whether this replica holds the Lease) is true.
+///
+/// A controller is started when the lease is acquired and dropped the moment the lease is lost,
+/// which cancels any reconcile in flight, so a replica that lost the lease makes no further
+/// membership call; a fresh controller (no state carried over, all of it is in the status) starts
+/// if the lease comes back. Returns when the controller stops by itself or the lease manager goes
+/// away; dropping `leading` then lets the manager release the lease for a standby replica.
+pub async fn reconcile_while_leading<F, Fut>(
+    mut leading: tokio::sync::watch::Receiver<bool>,
+    identity: &str,
+    mut controller: F,
+) -> LeadershipEnd
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     loop {
         while !*leading.borrow_and_update() {
-            info!(identity = %config.identity, "standing by for the lease");
+            info!(identity, "standing by for the lease");
             if leading.changed().await.is_err() {
                 warn!("lease manager stopped");
-                return finish(lease_task, server).await;
+                return LeadershipEnd::LeaseManagerGone;
             }
         }
-        info!(identity = %config.identity, "acquired the lease; reconciling");
-        let controller = controller(client.clone(), &config, metrics.clone());
+        info!(identity, "acquired the lease; reconciling");
         tokio::select! {
-            () = controller => {
+            () = controller() => {
                 info!("controller stopped (signal)");
-                drop(leading);
-                return finish(lease_task, server).await;
+                return LeadershipEnd::ControllerStopped;
             }
             changed = leading.changed() => {
                 if changed.is_err() {
-                    return finish(lease_task, server).await;
+                    warn!("lease manager stopped");
+                    return LeadershipEnd::LeaseManagerGone;
                 }
-                warn!("lost the lease; controller stopped");
+                warn!(identity, "lost the lease; controller stopped");
             }
         }
     }

@@ -373,7 +373,12 @@ impl World {
 
     /// A new operator process: fresh context, nothing carried over but the API server's state.
     pub fn restart_operator(&mut self) {
-        self.ctx = Self::context(&self.api, &self.raft, &self.clock);
+        self.ctx = self.new_context();
+    }
+
+    /// The context of another operator process against the same API server and cluster.
+    pub fn new_context(&self) -> Arc<Context> {
+        Self::context(&self.api, &self.raft, &self.clock)
     }
 
     pub fn advance(&self, seconds: i64) {
