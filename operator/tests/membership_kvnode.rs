@@ -79,7 +79,7 @@ async fn member_list_and_status_report_what_the_members_know() {
     // Nobody listening: Unreachable, which the reconciler treats as "no membership observed".
     assert!(matches!(etcd.status(&dead).await, Err(MembershipError::Unreachable { .. })));
     assert!(matches!(etcd.member_list(&[dead]).await, Err(MembershipError::Unreachable { .. })));
-    members.shutdown().await;
+    members.shutdown();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -87,7 +87,9 @@ async fn learner_is_added_started_promoted_then_leadership_moves_and_a_member_is
     let mut members = Members::start(3).await;
     members.write("k", 50).await;
     let etcd = client();
-    let endpoints = members.endpoints();
+    // As in the operator, the endpoints include an ordinal whose member is down: every call
+    // must still reach a live member.
+    let endpoints = [vec![format!("http://{}", dead_addr().await)], members.endpoints()].concat();
 
     // Scale-up, step 1: MemberAdd as a learner, before its pod runs.
     let joiner = members.joiner().await;
@@ -186,7 +188,7 @@ async fn learner_is_added_started_promoted_then_leadership_moves_and_a_member_is
     let victim_id = members.id(victim);
     etcd.remove(&endpoints, victim_id).await.expect("remove");
     members.stop(victim).await;
-    let survivors = members.endpoints();
+    let survivors = [vec![endpoints[0].clone()], members.endpoints()].concat();
     let list = etcd.member_list(&survivors).await.expect("list");
     assert_eq!(list.len(), 3);
     assert!(list.iter().all(|m| m.id != victim_id));
@@ -201,7 +203,7 @@ async fn learner_is_added_started_promoted_then_leadership_moves_and_a_member_is
         Err(kvnode::server::member::StartError::Removed(id)) => assert_eq!(id, victim_id),
         other => panic!("a removed member restarted: {:?}", other.map(|()| "started")),
     }
-    members.shutdown().await;
+    members.shutdown();
 }
 
 /// An address nothing listens on (bound, then released).
