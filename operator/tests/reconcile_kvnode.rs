@@ -86,5 +86,5 @@ async fn scale_3_to_5_to_3_on_real_members() {
         let got = client.get(format!("k{i}"), None).await.unwrap();
         assert_eq!(got.kvs()[0].value(), format!("v{i}").as_bytes());
     }
-    world.shutdown().await;
+    world.shutdown();
 }

@@ -414,11 +414,11 @@ impl KvnodeWorld {
         self.running.iter().find(|(_, r)| r.member.handle.status().is_leader).map(|(o, _)| *o)
     }
 
-    /// Stops every member.
-    pub async fn shutdown(mut self) {
-        let ordinals: Vec<i32> = self.running.keys().copied().collect();
-        for o in ordinals {
-            self.stop_member(o).await;
+    /// Ends the members abruptly (see `Members::shutdown`).
+    pub fn shutdown(mut self) {
+        for (_, r) in std::mem::take(&mut self.running) {
+            r.member.kill();
+            r.runtime.shutdown_background();
         }
     }
 }
