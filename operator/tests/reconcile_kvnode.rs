@@ -12,6 +12,16 @@ use kv_operator::membership::etcd::EtcdMembership;
 use kv_operator::testing::example;
 use kvnode_world::KvnodeWorld;
 
+fn event_reasons(world: &KvnodeWorld) -> Vec<String> {
+    world
+        .api
+        .log()
+        .iter()
+        .filter(|l| l.method == http::Method::POST && l.path.starts_with(support::EVENTS))
+        .map(|l| l.body["reason"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
 /// Every running member sees the same `voters` and no learner.
 fn assert_agreed_voters(world: &KvnodeWorld, voters: usize) -> Vec<u64> {
     let views = world.raft_views();
@@ -70,18 +80,63 @@ async fn scale_3_to_5_to_3_on_real_members() {
     let leader = world.leader_ordinal().expect("a leader among the survivors");
     assert!(leader < 3);
     assert_eq!(world.status().leader.as_deref(), Some(world.names.member(leader).as_str()));
-    let reasons: Vec<String> = world
-        .api
-        .log()
-        .iter()
-        .filter(|l| l.method == http::Method::POST && l.path.starts_with(support::EVENTS))
-        .map(|l| l.body["reason"].as_str().unwrap_or_default().to_string())
-        .collect();
+    let reasons = event_reasons(&world);
     for (reason, n) in [("MemberAdded", 2), ("MemberPromoted", 2), ("LeaderMoved", 1), ("MemberRemoved", 2)] {
         assert_eq!(reasons.iter().filter(|r| *r == reason).count(), n, "{reason} in {reasons:?}");
     }
 
     let mut client = etcd_client::Client::connect([world.client_endpoint(leader)], None).await.unwrap();
+    for i in 0..20 {
+        let got = client.get(format!("k{i}"), None).await.unwrap();
+        assert_eq!(got.kvs()[0].value(), format!("v{i}").as_bytes());
+    }
+    world.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upgrade_with_the_leader_in_the_middle_restarts_it_last_on_real_members() {
+    let mut world = KvnodeWorld::new(&example(3));
+    world.converge("create").await;
+    let ids: Vec<u64> = (0..3).map(|o| world.member(o).unwrap().id).collect();
+    let mut client = etcd_client::Client::connect([world.client_endpoint(0)], None).await.unwrap();
+    for i in 0..20 {
+        client.put(format!("k{i}"), format!("v{i}"), None).await.unwrap();
+    }
+    // Leader in the middle: kv-1.
+    let etcd = EtcdMembership::new(Duration::from_secs(5));
+    let leader = world.leader_ordinal().expect("a leader");
+    etcd.move_leader(&world.client_endpoint(leader), ids[1]).await.expect("move leader to kv-1");
+    kvnode_members::eventually("kv-1 leads", || {
+        let leads = world.leader_ordinal() == Some(1);
+        async move { leads }
+    })
+    .await;
+    let starts_before = world.starts.clone();
+
+    world.edit(|k| k.spec.version = Some("0.2.0".into()));
+    world.converge("upgrade").await;
+
+    let deleted: Vec<String> = world
+        .api
+        .log()
+        .iter()
+        .filter(|l| l.method == http::Method::DELETE && l.path.starts_with(support::PODS))
+        .map(|l| l.path.split('?').next().unwrap().rsplit('/').next().unwrap().to_string())
+        .collect();
+    assert_eq!(deleted, ["kv-2", "kv-0", "kv-1"], "followers first, the leader last");
+    for o in 0..3 {
+        assert_eq!(world.starts[&o], starts_before[&o] + 1, "kv-{o} restarted exactly once");
+        assert_eq!(world.member(o).unwrap().id, ids[o as usize], "kv-{o} came back under its identity");
+    }
+    let reasons = event_reasons(&world);
+    assert_eq!(reasons.iter().filter(|r| *r == "LeaderMoved").count(), 1, "{reasons:?}");
+    assert_eq!(reasons.iter().filter(|r| *r == "PodRestarted").count(), 3, "{reasons:?}");
+    assert_ne!(world.leader_ordinal(), None);
+    assert_eq!(world.status().current_version.as_deref(), Some("0.2.0"));
+    assert_agreed_voters(&world, 3);
+
+    let endpoint = world.client_endpoint(world.leader_ordinal().unwrap());
+    let mut client = etcd_client::Client::connect([endpoint], None).await.unwrap();
     for i in 0..20 {
         let got = client.get(format!("k{i}"), None).await.unwrap();
         assert_eq!(got.kvs()[0].value(), format!("v{i}").as_bytes());

@@ -151,6 +151,8 @@ pub struct KvnodeWorld {
     pub start_errors: BTreeMap<i32, String>,
     /// Failed reconciles, in order.
     pub errors: Vec<String>,
+    /// How many times each ordinal's member was started.
+    pub starts: BTreeMap<i32, usize>,
 }
 
 impl KvnodeWorld {
@@ -179,6 +181,7 @@ impl KvnodeWorld {
             running: BTreeMap::new(),
             start_errors: BTreeMap::new(),
             errors: Vec::new(),
+            starts: BTreeMap::new(),
         }
     }
 
@@ -288,6 +291,12 @@ impl KvnodeWorld {
                 self.api.remove(&path);
             }
         }
+        // Members of pods that are gone (scaled away, or deleted for a restart) stop.
+        let gone: Vec<i32> =
+            self.running.keys().copied().filter(|o| self.api.get(&self.pod_path(*o)).is_none()).collect();
+        for o in gone {
+            self.stop_member(o).await;
+        }
         for ordinal in 0..replicas {
             if self.api.get(&self.pvc_path(ordinal)).is_none() {
                 // A new volume: whatever an earlier claim of this ordinal held is gone.
@@ -315,13 +324,6 @@ impl KvnodeWorld {
             }
         }
 
-        // Members of pods that are gone stop.
-        let gone: Vec<i32> =
-            self.running.keys().copied().filter(|o| self.api.get(&self.pod_path(*o)).is_none()).collect();
-        for o in gone {
-            self.stop_member(o).await;
-        }
-
         // The kubelet starts the container of every pod whose member is not running, with the
         // membership the ConfigMap holds at that moment.
         let Some(cm) = self.api.get(CM) else { return };
@@ -333,6 +335,7 @@ impl KvnodeWorld {
             match launch(&args).await {
                 Ok((member, runtime)) => {
                     self.start_errors.remove(&ordinal);
+                    *self.starts.entry(ordinal).or_default() += 1;
                     self.running.insert(ordinal, Running { member, runtime });
                 }
                 Err(e) => {
