@@ -6,6 +6,7 @@
 //! that a restarted operator resumes where it stopped ([`reconcile`]).
 
 pub mod crd;
+pub mod election;
 pub mod membership;
 pub mod metrics;
 pub mod names;

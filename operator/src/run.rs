@@ -1,9 +1,9 @@
 //! The operator process: HTTP endpoints, leader election and the controller loop.
 //!
 //! Several replicas may run; only the holder of the `coordination.k8s.io` Lease reconciles
-//! (`kube-lease-manager`). The others serve `/healthz` and `/readyz` and wait. A replica that
-//! loses the lease stops its controller at once and goes back to waiting, so two replicas never
-//! change the same cluster's membership concurrently (the lease's grace period bounds overlap).
+//! ([`crate::election`], on `kube-lease-manager`). The others serve `/healthz` and `/readyz` and
+//! wait. A replica that loses the lease, or fails to renew it, stops its controller at once and
+//! goes back to waiting, so two replicas never change the same cluster's membership concurrently.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +25,7 @@ use kube_lease_manager::LeaseManagerBuilder;
 use tracing::{error, info, warn};
 
 use crate::crd::KVCluster;
+use crate::election::{follow_lease, reconcile_while_leading};
 use crate::membership::etcd::EtcdMembership;
 use crate::metrics::{Metrics, MetricsError};
 use crate::names::label;
@@ -116,7 +117,7 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
         .with_grace(config.lease_duration / 3)
         .build()
         .await?;
-    let (leading, lease_task) = manager.watch().await;
+    let (leading, lease_task) = follow_lease(manager);
     ready.store(true, Ordering::Relaxed);
 
     let ended = reconcile_while_leading(leading, &config.identity, || {
@@ -127,67 +128,15 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
     finish(lease_task, server).await
 }
 
-/// Why [`reconcile_while_leading`] returned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LeadershipEnd {
-    /// The controller finished by itself (it stops on SIGTERM/SIGINT).
-    ControllerStopped,
-    /// The lease manager is gone: no more news about the lease can come.
-    LeaseManagerGone,
-}
-
-/// Runs a controller made by `controller` only while `leading` (the lease manager's view of
-/// whether this replica holds the Lease) is true.
-///
-/// A controller is started when the lease is acquired and dropped the moment the lease is lost,
-/// which cancels any reconcile in flight, so a replica that lost the lease makes no further
-/// membership call; a fresh controller (no state carried over, all of it is in the status) starts
-/// if the lease comes back. Returns when the controller stops by itself or the lease manager goes
-/// away; dropping `leading` then lets the manager release the lease for a standby replica.
-pub async fn reconcile_while_leading<F, Fut>(
-    mut leading: tokio::sync::watch::Receiver<bool>,
-    identity: &str,
-    mut controller: F,
-) -> LeadershipEnd
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    loop {
-        while !*leading.borrow_and_update() {
-            info!(identity, "standing by for the lease");
-            if leading.changed().await.is_err() {
-                warn!("lease manager stopped");
-                return LeadershipEnd::LeaseManagerGone;
-            }
-        }
-        info!(identity, "acquired the lease; reconciling");
-        tokio::select! {
-            () = controller() => {
-                info!("controller stopped (signal)");
-                return LeadershipEnd::ControllerStopped;
-            }
-            changed = leading.changed() => {
-                if changed.is_err() {
-                    warn!("lease manager stopped");
-                    return LeadershipEnd::LeaseManagerGone;
-                }
-                warn!(identity, "lost the lease; controller stopped");
-            }
-        }
-    }
-}
-
 async fn finish(
-    lease_task: tokio::task::JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>,
+    lease_task: tokio::task::JoinHandle<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
 ) -> Result<(), RunError> {
     server.abort();
-    // Release the lease so a standby replica takes over without waiting for expiry.
-    if let Ok(Ok(manager)) = lease_task.await
-        && let Err(e) = manager.release().await
-    {
-        warn!(error = %e, "could not release the lease");
+    // The lease follower releases the lease once `leading` is dropped, so a standby replica
+    // takes over without waiting for expiry.
+    if let Err(e) = lease_task.await {
+        warn!(error = %e, "lease follower failed");
     }
     Ok(())
 }

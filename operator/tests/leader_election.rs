@@ -1,7 +1,7 @@
-//! Leader election on a Lease: two operator replicas (real `kube-lease-manager` managers and the
-//! operator's `reconcile_while_leading`) share the in-memory API server; only the holder
-//! reconciles, a replica that loses the lease stops at once, and a replica that shuts down
-//! releases the lease to the standby.
+//! Leader election on a Lease: operator replicas (real `kube-lease-manager` managers behind the
+//! operator's `follow_lease` and `reconcile_while_leading`) share the in-memory API server; only
+//! the holder reconciles, a replica that loses the lease (to another replica, or because its
+//! renewal failed) stops at once, and a replica that shuts down releases the lease.
 //!
 //! The lease manager works in wall-clock seconds, so the test waits for events by polling with
 //! deadlines (never fixed sleeps as synchronisation); with a 2 s lease every hand-over takes at
@@ -13,11 +13,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use http::Method;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube_lease_manager::LeaseManagerBuilder;
+use kv_operator::election::{LeadershipEnd, follow_lease, reconcile_while_leading};
 use kv_operator::reconcile::{Context, reconcile};
-use kv_operator::run::{LeadershipEnd, reconcile_while_leading};
 use kv_operator::testing::example;
 use serde_json::json;
 use support::{ApiServer, NS, World};
@@ -59,7 +60,7 @@ async fn replica(
         .build()
         .await
         .expect("lease manager");
-    let (leading, lease_task) = manager.watch().await;
+    let (leading, lease_task) = follow_lease(manager);
     let state = Arc::new(Replica::default());
     let ctx: Arc<Context> = world.new_context();
     let kvc = Arc::new(world.kvc());
@@ -159,4 +160,44 @@ async fn only_the_lease_holder_reconciles_and_losing_the_lease_stops_it() {
     let ended = tokio::time::timeout(Duration::from_secs(20), a_task).await.expect("A ends").unwrap();
     assert_eq!(ended, LeadershipEnd::ControllerStopped);
     assert_eq!(holder(&api), None, "the last replica released the lease on shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_renewal_stops_reconciling_until_the_lease_is_held_again() {
+    let world = World::new(&example(3));
+    let api = world.api.clone();
+    let (a, a_task) = replica(&api, &world, "op-a").await;
+    until("A leads and reconciles", || reconciles(&a) >= 3).await;
+
+    // The API server stops accepting Lease updates (an outage, a network partition from it):
+    // A cannot renew, so it must stop before the lease could expire and pass to someone else.
+    api.refuse(Method::PATCH, LEASE, 503, "the server is currently unable to handle the request");
+    until("A stops reconciling after its renewal fails", || !a.running.load(Ordering::SeqCst)).await;
+    let stopped_at = jiff::Timestamp::now();
+    let frozen = reconciles(&a);
+    let lease: Lease = serde_json::from_value(api.get(LEASE).unwrap()).unwrap();
+    let spec = lease.spec.unwrap();
+    assert_eq!(spec.holder_identity.as_deref(), Some("op-a"), "the release could not go through either");
+    let expiry = spec.renew_time.unwrap().0 + jiff::SignedDuration::from_secs(2);
+    assert!(stopped_at < expiry, "stopped at {stopped_at}, before the lease expired at {expiry}");
+
+    // While the outage lasts A keeps trying to give the lease up and never reconciles. Wait for
+    // several refused release attempts (events, not time).
+    let patches =
+        || api.log().iter().filter(|l| l.method == Method::PATCH && l.path.starts_with(LEASE)).count();
+    let before = patches();
+    until("A retries the release", || patches() >= before + 3).await;
+    assert_eq!(reconciles(&a), frozen);
+    assert!(!a.running.load(Ordering::SeqCst));
+
+    // The API server recovers: the lease is released, then taken again, with a fresh controller.
+    api.stop_refusing();
+    until("A leads again", || a.running.load(Ordering::SeqCst) && reconciles(&a) >= frozen + 3).await;
+    assert_eq!(a.starts.load(Ordering::SeqCst), 2);
+    assert_eq!(holder(&api).as_deref(), Some("op-a"));
+
+    a.stop.notify_one();
+    let ended = tokio::time::timeout(Duration::from_secs(20), a_task).await.expect("A ends").unwrap();
+    assert_eq!(ended, LeadershipEnd::ControllerStopped);
+    assert_eq!(holder(&api), None);
 }

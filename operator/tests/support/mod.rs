@@ -304,6 +304,11 @@ impl ApiServer {
         self.store.lock().unwrap().log.clone()
     }
 
+    /// Stops refusing requests (see [`ApiServer::refuse`]).
+    pub fn stop_refusing(&self) {
+        self.store.lock().unwrap().refusals.clear();
+    }
+
     /// From now on, answers `method` on paths starting with `prefix` with error `code`.
     pub fn refuse(&self, method: Method, prefix: &str, code: u16, message: &str) {
         self.store.lock().unwrap().refusals.push((method, prefix.to_string(), code, message.to_string()));
