@@ -2,9 +2,8 @@
 //! pattern of kube-rs/controller-rs's fixtures, answering from a store instead of a script), a
 //! simulated StatefulSet controller and kubelet, and the fake Raft group.
 //!
-//! The membership side is a [`FakeCluster`]; when real in-process kvnode members exist, a
-//! `World` variant can start them instead and hand their `MembershipClient` to the context —
-//! the scenarios only talk to `World`.
+//! The membership side is a [`FakeCluster`]; `kvnode_world` is the variant with real in-process
+//! kvnode members behind the operator's `EtcdMembership`.
 
 #![allow(dead_code)]
 
