@@ -245,7 +245,7 @@ pub struct KVClusterStatus {
     /// Pod template revision every member runs, once a rollout has completed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_revision: Option<String>,
-    /// `Ready`, `Progressing` and `Degraded`.
+    /// `Ready`, `Progressing`, `Degraded` and `StorageSynced` (claims at `spec.storage.size`).
     #[serde(default)]
     pub conditions: Vec<Condition>,
     /// The membership change or rollout in progress, if any.

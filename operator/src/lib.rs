@@ -6,15 +6,18 @@
 //! that a restarted operator resumes where it stopped ([`reconcile`]).
 
 pub mod crd;
+pub mod election;
 pub mod membership;
 pub mod metrics;
 pub mod names;
 pub mod plan;
+pub mod quantity;
 pub mod reconcile;
 pub mod resources;
 pub mod run;
 pub mod state;
 pub mod status;
+pub mod storage;
 pub mod testing;
 
 #[cfg(test)]

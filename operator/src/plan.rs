@@ -261,7 +261,7 @@ impl Ctx<'_> {
                     Action::Halt(format!("pod of ordinal {ordinal} runs but is not a member"))
                 };
             }
-            if self.obs.pvcs.contains(&ordinal) {
+            if self.obs.pvcs.contains_key(&ordinal) {
                 // The claim holds the data of a member removed earlier: never let it rejoin.
                 return Action::DeletePvc { ordinal };
             }
@@ -333,7 +333,7 @@ impl Ctx<'_> {
             return self.wait_or_halt(op, format!("pod of removed member {ordinal} is still terminating"));
         }
         if self.kvc.spec.pvc_retention_policy.when_scaled == PvcPolicy::Delete
-            && self.obs.pvcs.contains(&ordinal)
+            && self.obs.pvcs.contains_key(&ordinal)
         {
             return Action::DeletePvc { ordinal };
         }
@@ -443,12 +443,12 @@ pub fn display_name(kvc: &KVCluster) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeMap, BTreeSet};
+    use std::collections::BTreeMap;
 
     use super::*;
     use crate::crd::KVClusterStatus;
     use crate::membership::EndpointStatus;
-    use crate::state::{ObservedPod, ObservedStatefulSet};
+    use crate::state::{ObservedClaim, ObservedPod, ObservedStatefulSet};
     use crate::test_support::example;
 
     const NOW: i64 = 1_000_000;
@@ -486,7 +486,7 @@ mod tests {
                     (o, ObservedPod { ready: true, revision: Some(revision.clone()), terminating: false })
                 })
                 .collect::<BTreeMap<_, _>>(),
-            pvcs: (0..n).collect::<BTreeSet<_>>(),
+            pvcs: (0..n).map(|o| (o, ObservedClaim::default())).collect(),
             membership: Some(Membership { members, leader: Some(leader_id), leader_index: 100 }),
         }
     }
@@ -536,7 +536,7 @@ mod tests {
     fn scale_up_adds_the_lowest_free_ordinal_after_deleting_its_stale_claim() {
         let mut kvc = example(5);
         let mut obs = healthy(&mut kvc, 3, 0);
-        obs.pvcs.insert(3);
+        obs.pvcs.insert(3, ObservedClaim::default());
         let d = decide(&kvc, &obs);
         assert_eq!(d.action, Action::DeletePvc { ordinal: 3 });
         let op = d.operation.clone().unwrap();

@@ -36,8 +36,11 @@ use crate::resources::names;
 use crate::resources::pdb::pod_disruption_budget;
 use crate::resources::services::{client_service, peer_service, service_account};
 use crate::resources::statefulset::statefulset;
-use crate::state::{Membership, ObservedMember, ObservedPod, ObservedState, ObservedStatefulSet};
+use crate::state::{
+    Membership, ObservedClaim, ObservedMember, ObservedPod, ObservedState, ObservedStatefulSet,
+};
 use crate::status::{build_status, status_patch};
+use crate::storage::{self, StorageReport};
 
 /// A reconcile failure; the controller retries it with backoff.
 #[derive(Debug, thiserror::Error)]
@@ -152,8 +155,9 @@ async fn apply(kvc: &KVCluster, ctx: &Context) -> Result<Requeue, Error> {
     let decision = plan::plan(kvc, &obs, &ctx.config);
 
     apply_objects(kvc, ctx, &names, &obs, &decision, live_sts).await?;
+    let storage = expand_claims(kvc, ctx, &names, &obs).await?;
     execute(kvc, ctx, &names, &obs, &decision.action).await?;
-    report(kvc, ctx, &names, &obs, &decision).await?;
+    report(kvc, ctx, &names, &obs, &decision, &storage).await?;
 
     let busy = decision.operation.as_ref().is_some_and(|o| o.failed.is_none())
         || !matches!(decision.action, Action::Idle);
@@ -187,7 +191,7 @@ async fn observe(
         .await?
         .items
         .iter()
-        .filter_map(|c| names.ordinal_of(c.name_any().strip_prefix(&prefix)?))
+        .filter_map(|c| Some((names.ordinal_of(c.name_any().strip_prefix(&prefix)?)?, observed_claim(c))))
         .collect();
     let mut obs = ObservedState { now: (ctx.clock)(), statefulset, pods, pvcs, membership: None };
     if obs.statefulset.is_some() {
@@ -207,6 +211,23 @@ fn observed_pod(pod: &Pod) -> ObservedPod {
         revision: pod.annotations().get(REVISION_ANNOTATION).cloned(),
         terminating: pod.metadata.deletion_timestamp.is_some(),
     }
+}
+
+fn observed_claim(claim: &PersistentVolumeClaim) -> ObservedClaim {
+    let requested = claim
+        .spec
+        .as_ref()
+        .and_then(|s| s.resources.as_ref())
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("storage"))
+        .map(|q| q.0.clone());
+    let capacity = claim
+        .status
+        .as_ref()
+        .and_then(|s| s.capacity.as_ref())
+        .and_then(|c| c.get("storage"))
+        .map(|q| q.0.clone());
+    ObservedClaim { requested, capacity }
 }
 
 fn client_tls(kvc: &KVCluster) -> bool {
@@ -320,6 +341,85 @@ async fn apply_objects(
     let pdb = pod_disruption_budget(kvc, plan::pdb_voters(kvc, obs));
     server_side_apply(&ns_api::<PodDisruptionBudget>(ctx, names), &names.pdb(), &pdb).await?;
     Ok(())
+}
+
+/// Grows the members' claims to `spec.storage.size` (see [`storage`]), one merge patch of the
+/// request per claim; the StatefulSet's immutable claim template is left as it is. A refusal by
+/// the API server (a StorageClass without `allowVolumeExpansion`, a claim gone) is recorded in
+/// the status and an Event rather than failing the reconcile: membership work goes on, and the
+/// expansion is retried on every reconcile until the user fixes the cause.
+async fn expand_claims(
+    kvc: &KVCluster,
+    ctx: &Context,
+    names: &ClusterNames,
+    obs: &ObservedState,
+) -> Result<StorageReport, Error> {
+    let wanted = storage::plan(kvc, obs);
+    let mut report = StorageReport {
+        size: kvc.spec.storage.size.clone(),
+        pending: wanted.pending.iter().map(|o| names.pvc(*o)).collect(),
+        refused: Vec::new(),
+        invalid: wanted.invalid.clone(),
+    };
+    if let Some(invalid) = &wanted.invalid {
+        warn!(cluster = %plan::display_name(kvc), %invalid, "cannot compare claim sizes; not expanding");
+        return Ok(report);
+    }
+    let api: Api<PersistentVolumeClaim> = ns_api(ctx, names);
+    for resize in &wanted.resize {
+        let claim = names.pvc(resize.ordinal);
+        let from = resize.from.as_deref().unwrap_or("unset");
+        let patch = storage::claim_patch(&resize.to);
+        let (reason, type_, note) = match api
+            .patch(&claim, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {
+                info!(cluster = %plan::display_name(kvc), %claim, from, to = %resize.to, "expanding claim");
+                (
+                    "StorageExpanded",
+                    EventType::Normal,
+                    format!("requested {} for claim {claim} (was {from})", resize.to),
+                )
+            }
+            Err(kube::Error::Api(e)) if (400..500).contains(&e.code) => {
+                warn!(cluster = %plan::display_name(kvc), %claim, error = %e.message, "claim expansion refused");
+                report.refused.push(format!("{claim}: {}", e.message));
+                (
+                    "StorageExpansionRefused",
+                    EventType::Warning,
+                    format!("claim {claim} cannot grow to {}: {}", resize.to, e.message),
+                )
+            }
+            Err(e) => return Err(e.into()),
+        };
+        ctx.metrics.steps.with_label_values(&[names.namespace.as_str(), names.name.as_str(), reason]).inc();
+        let subject = ObjectReference {
+            api_version: Some("v1".to_string()),
+            kind: Some("PersistentVolumeClaim".to_string()),
+            name: Some(claim.clone()),
+            namespace: Some(names.namespace.clone()),
+            ..ObjectReference::default()
+        };
+        publish(ctx, kvc, reason, type_, note, Some(subject)).await;
+    }
+    Ok(report)
+}
+
+/// Publishes an Event on the KVCluster; a failure to publish is logged, never fatal.
+async fn publish(
+    ctx: &Context,
+    kvc: &KVCluster,
+    reason: &str,
+    type_: EventType,
+    note: String,
+    secondary: Option<ObjectReference>,
+) {
+    let event =
+        Event { type_, reason: reason.to_string(), note: Some(note), action: reason.to_string(), secondary };
+    if let Err(e) = ctx.recorder.publish(&event, &kvc.object_ref(&())).await {
+        warn!(cluster = %plan::display_name(kvc), error = %e, "could not publish event");
+    }
 }
 
 async fn delete_ignoring_absent<K>(api: &Api<K>, name: &str) -> Result<(), Error>
@@ -436,8 +536,9 @@ async fn report(
     names: &ClusterNames,
     obs: &ObservedState,
     decision: &Decision,
+    storage: &StorageReport,
 ) -> Result<(), Error> {
-    let status = build_status(kvc, obs, decision);
+    let status = build_status(kvc, obs, decision, storage);
     let labels = [names.namespace.as_str(), names.name.as_str()];
     ctx.metrics.members.with_label_values(&labels).set(i64::from(status.replicas));
     ctx.metrics.ready_members.with_label_values(&labels).set(i64::from(status.ready_replicas));
@@ -456,16 +557,7 @@ async fn report(
         let note = plan::describe(&decision.action, names);
         info!(cluster = %plan::display_name(kvc), step = %note, "step");
         ctx.metrics.steps.with_label_values(&[labels[0], labels[1], reason]).inc();
-        let event = Event {
-            type_,
-            reason: reason.to_string(),
-            note: Some(note),
-            action: reason.to_string(),
-            secondary: event_subject(names, obs, &decision.action),
-        };
-        if let Err(e) = ctx.recorder.publish(&event, &kvc.object_ref(&())).await {
-            warn!(cluster = %plan::display_name(kvc), error = %e, "could not publish event");
-        }
+        publish(ctx, kvc, reason, type_, note, event_subject(names, obs, &decision.action)).await;
     }
     Ok(())
 }

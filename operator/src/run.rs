@@ -1,9 +1,9 @@
 //! The operator process: HTTP endpoints, leader election and the controller loop.
 //!
 //! Several replicas may run; only the holder of the `coordination.k8s.io` Lease reconciles
-//! (`kube-lease-manager`). The others serve `/healthz` and `/readyz` and wait. A replica that
-//! loses the lease stops its controller at once and goes back to waiting, so two replicas never
-//! change the same cluster's membership concurrently (the lease's grace period bounds overlap).
+//! ([`crate::election`], on `kube-lease-manager`). The others serve `/healthz` and `/readyz` and
+//! wait. A replica that loses the lease, or fails to renew it, stops its controller at once and
+//! goes back to waiting, so two replicas never change the same cluster's membership concurrently.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +25,7 @@ use kube_lease_manager::LeaseManagerBuilder;
 use tracing::{error, info, warn};
 
 use crate::crd::KVCluster;
+use crate::election::{follow_lease, reconcile_while_leading};
 use crate::membership::etcd::EtcdMembership;
 use crate::metrics::{Metrics, MetricsError};
 use crate::names::label;
@@ -116,45 +117,26 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
         .with_grace(config.lease_duration / 3)
         .build()
         .await?;
-    let (mut leading, lease_task) = manager.watch().await;
+    let (leading, lease_task) = follow_lease(manager);
     ready.store(true, Ordering::Relaxed);
 
-    loop {
-        while !*leading.borrow_and_update() {
-            info!(identity = %config.identity, "standing by for the lease");
-            if leading.changed().await.is_err() {
-                warn!("lease manager stopped");
-                return finish(lease_task, server).await;
-            }
-        }
-        info!(identity = %config.identity, "acquired the lease; reconciling");
-        let controller = controller(client.clone(), &config, metrics.clone());
-        tokio::select! {
-            () = controller => {
-                info!("controller stopped (signal)");
-                drop(leading);
-                return finish(lease_task, server).await;
-            }
-            changed = leading.changed() => {
-                if changed.is_err() {
-                    return finish(lease_task, server).await;
-                }
-                warn!("lost the lease; controller stopped");
-            }
-        }
-    }
+    let ended = reconcile_while_leading(leading, &config.identity, || {
+        controller(client.clone(), &config, metrics.clone())
+    })
+    .await;
+    info!(?ended, "leaving");
+    finish(lease_task, server).await
 }
 
 async fn finish(
-    lease_task: tokio::task::JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>,
+    lease_task: tokio::task::JoinHandle<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
 ) -> Result<(), RunError> {
     server.abort();
-    // Release the lease so a standby replica takes over without waiting for expiry.
-    if let Ok(Ok(manager)) = lease_task.await
-        && let Err(e) = manager.release().await
-    {
-        warn!(error = %e, "could not release the lease");
+    // The lease follower releases the lease once `leading` is dropped, so a standby replica
+    // takes over without waiting for expiry.
+    if let Err(e) = lease_task.await {
+        warn!(error = %e, "lease follower failed");
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! Pods and claims are indexed by ordinal; membership comes from the cluster's own member list
 //! and per-member status. The planner never counts pods to decide membership.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 
@@ -25,6 +25,15 @@ pub struct ObservedPod {
     /// The `raftkv.dev/revision` annotation it was created with.
     pub revision: Option<String>,
     pub terminating: bool,
+}
+
+/// A member's data claim as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ObservedClaim {
+    /// `spec.resources.requests.storage`.
+    pub requested: Option<String>,
+    /// `status.capacity.storage`: what the volume holds now (absent until bound).
+    pub capacity: Option<String>,
 }
 
 /// One member of the Raft group.
@@ -80,8 +89,8 @@ pub struct ObservedState {
     pub now: Timestamp,
     pub statefulset: Option<ObservedStatefulSet>,
     pub pods: BTreeMap<i32, ObservedPod>,
-    /// Ordinals that have a data claim.
-    pub pvcs: BTreeSet<i32>,
+    /// Data claims by ordinal.
+    pub pvcs: BTreeMap<i32, ObservedClaim>,
     /// `None` when no member answered MemberList.
     pub membership: Option<Membership>,
 }

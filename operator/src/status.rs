@@ -10,10 +10,13 @@ use crate::plan::{Action, Decision};
 use crate::resources::names;
 use crate::resources::statefulset::template_revision;
 use crate::state::ObservedState;
+use crate::storage::StorageReport;
 
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
+/// Whether every member's volume has the size `spec.storage.size` asks for.
+pub const STORAGE_SYNCED: &str = "StorageSynced";
 
 /// A condition whose `lastTransitionTime` only moves when its status flips.
 fn condition(
@@ -49,8 +52,32 @@ fn progressing_reason(kind: OperationKind) -> &'static str {
     }
 }
 
-/// The status after `decision` was carried out.
-pub fn build_status(kvc: &KVCluster, obs: &ObservedState, decision: &Decision) -> KVClusterStatus {
+/// `StorageSynced`: true once every member claim requests and holds `spec.storage.size`.
+fn storage_condition(
+    previous: &[Condition],
+    storage: &StorageReport,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    let (status, reason, message) = if let Some(invalid) = &storage.invalid {
+        (false, "InvalidSize", invalid.clone())
+    } else if !storage.refused.is_empty() {
+        (false, "ExpansionRefused", storage.refused.join("; "))
+    } else if !storage.pending.is_empty() {
+        (false, "Expanding", format!("growing {} to {}", storage.pending.join(", "), storage.size))
+    } else {
+        (true, "AtRequestedSize", format!("every member claim has {}", storage.size))
+    };
+    condition(previous, STORAGE_SYNCED, status, reason, message, generation, now)
+}
+
+/// The status after `decision` was carried out (and the claims' expansion, `storage`).
+pub fn build_status(
+    kvc: &KVCluster,
+    obs: &ObservedState,
+    decision: &Decision,
+    storage: &StorageReport,
+) -> KVClusterStatus {
     let names = names(kvc);
     let previous = kvc.status.clone().unwrap_or_default();
     let generation = kvc.metadata.generation;
@@ -208,7 +235,12 @@ pub fn build_status(kvc: &KVCluster, obs: &ObservedState, decision: &Decision) -
         leader,
         current_version,
         current_revision,
-        conditions: vec![ready_cond, progressing_cond, degraded_cond],
+        conditions: vec![
+            ready_cond,
+            progressing_cond,
+            degraded_cond,
+            storage_condition(&previous.conditions, storage, generation, now),
+        ],
         operation: decision.operation.clone(),
     }
 }

@@ -3,8 +3,9 @@
 //! Membership is read from and changed through the running cluster, never inferred from pods:
 //! a pod that is briefly gone is still a member, and only the member list says who votes. The
 //! trait keeps the reconciler testable: [`etcd::EtcdMembership`] talks to real members (kvnode
-//! or etcd), [`fake::FakeCluster`] simulates a Raft group in memory for the operator's tests and
-//! can later be swapped for in-process kvnode members without touching the tests' structure.
+//! or etcd; `operator/tests/membership_kvnode.rs` and `reconcile_kvnode.rs` run it against
+//! in-process kvnode members), [`fake::FakeCluster`] simulates a Raft group in memory for the
+//! scenarios that need faults kvnode cannot be told to have (a lagging or broken member).
 
 pub mod etcd;
 pub mod fake;

@@ -2,9 +2,8 @@
 //! pattern of kube-rs/controller-rs's fixtures, answering from a store instead of a script), a
 //! simulated StatefulSet controller and kubelet, and the fake Raft group.
 //!
-//! The membership side is a [`FakeCluster`]; when real in-process kvnode members exist, a
-//! `World` variant can start them instead and hand their `MembershipClient` to the context —
-//! the scenarios only talk to `World`.
+//! The membership side is a [`FakeCluster`]; `kvnode_world` is the variant with real in-process
+//! kvnode members behind the operator's `EtcdMembership`.
 
 #![allow(dead_code)]
 
@@ -40,6 +39,8 @@ struct Store {
     log: Vec<Logged>,
     next_uid: u64,
     resource_version: u64,
+    /// Requests answered with an error: (method, path prefix, code, message).
+    refusals: Vec<(Method, String, u16, String)>,
 }
 
 /// The in-memory API server.
@@ -112,6 +113,12 @@ impl Store {
         content_type: &str,
         body: Value,
     ) -> (StatusCode, Value) {
+        if let Some((_, _, code, message)) =
+            self.refusals.iter().find(|(m, prefix, _, _)| m == method && path.starts_with(prefix.as_str()))
+        {
+            let reason = if *code == 403 { "Forbidden" } else { "Invalid" };
+            return status_error(*code, reason, message);
+        }
         let (key, depth, sub) = split_path(path);
         match (method.clone(), depth) {
             (Method::GET, 1) => {
@@ -200,7 +207,9 @@ impl Store {
             json_patch::merge(&mut obj, &status_only);
         } else {
             let mut body = body;
-            if let Some(meta) = body["metadata"].as_object_mut() {
+            // (`get_mut`, not indexing: indexing would insert `"metadata": null`, which a merge
+            // patch reads as "delete the metadata".)
+            if let Some(meta) = body.get_mut("metadata").and_then(Value::as_object_mut) {
                 for k in ["uid", "generation", "creationTimestamp", "resourceVersion"] {
                     meta.remove(k);
                 }
@@ -293,6 +302,16 @@ impl ApiServer {
     pub fn log(&self) -> Vec<Logged> {
         self.store.lock().unwrap().log.clone()
     }
+
+    /// Stops refusing requests (see [`ApiServer::refuse`]).
+    pub fn stop_refusing(&self) {
+        self.store.lock().unwrap().refusals.clear();
+    }
+
+    /// From now on, answers `method` on paths starting with `prefix` with error `code`.
+    pub fn refuse(&self, method: Method, prefix: &str, code: u16, message: &str) {
+        self.store.lock().unwrap().refusals.push((method, prefix.to_string(), code, message.to_string()));
+    }
 }
 
 pub const NS: &str = "ns";
@@ -317,6 +336,8 @@ pub struct World {
     pub held: BTreeSet<i32>,
     /// Members that started on a claim holding another member's identity.
     pub stale_rejoins: Vec<String>,
+    /// The storage driver does not grow volumes for now (capacity stays behind the request).
+    pub frozen_volumes: bool,
 }
 
 const START: i64 = 1_735_689_600; // 2025-01-01T00:00:00Z
@@ -339,6 +360,7 @@ impl World {
             bad_images: BTreeSet::new(),
             held: BTreeSet::new(),
             stale_rejoins: Vec::new(),
+            frozen_volumes: false,
         }
     }
 
@@ -355,7 +377,12 @@ impl World {
 
     /// A new operator process: fresh context, nothing carried over but the API server's state.
     pub fn restart_operator(&mut self) {
-        self.ctx = Self::context(&self.api, &self.raft, &self.clock);
+        self.ctx = self.new_context();
+    }
+
+    /// The context of another operator process against the same API server and cluster.
+    pub fn new_context(&self) -> Arc<Context> {
+        Self::context(&self.api, &self.raft, &self.clock)
     }
 
     pub fn advance(&self, seconds: i64) {
@@ -392,6 +419,11 @@ impl World {
         self.api.get(&self.pod_path(ordinal))
     }
 
+    /// A claim as the API server holds it.
+    pub fn pvc(&self, ordinal: i32) -> Option<Value> {
+        self.api.get(&self.pvc_path(ordinal))
+    }
+
     pub fn has_pvc(&self, ordinal: i32) -> bool {
         self.api.get(&self.pvc_path(ordinal)).is_some()
     }
@@ -411,6 +443,7 @@ impl World {
         self.api.put(STS, sts.clone());
         let template = sts["spec"]["template"].clone();
         let claim_labels = sts["spec"]["volumeClaimTemplates"][0]["metadata"]["labels"].clone();
+        let claim_spec = sts["spec"]["volumeClaimTemplates"][0]["spec"].clone();
 
         // StatefulSet controller: pods and claims for 0..replicas, nothing above.
         for (path, pod) in self.api.list(PODS) {
@@ -425,10 +458,13 @@ impl World {
                 continue;
             }
             if self.api.get(&self.pvc_path(ordinal)).is_none() {
+                // Created from the claim template and bound at the size it asks for.
+                let size = claim_spec["resources"]["requests"]["storage"].clone();
                 self.api.put(&self.pvc_path(ordinal), json!({
                     "apiVersion": "v1", "kind": "PersistentVolumeClaim",
                     "metadata": {"name": self.names.pvc(ordinal), "namespace": NS, "labels": claim_labels},
-                    "spec": {}
+                    "spec": claim_spec,
+                    "status": {"phase": "Bound", "capacity": {"storage": size}}
                 }));
             }
             if self.pod(ordinal).is_none() {
@@ -441,6 +477,17 @@ impl World {
                 pod["metadata"]["name"] = json!(self.names.member(ordinal));
                 pod["metadata"]["namespace"] = json!(NS);
                 self.api.put(&self.pod_path(ordinal), pod);
+            }
+        }
+
+        // The storage driver grows a volume whose claim asks for more (online expansion).
+        if !self.frozen_volumes {
+            for (path, mut claim) in self.api.list(PVCS) {
+                let requested = claim["spec"]["resources"]["requests"]["storage"].clone();
+                if !requested.is_null() && claim["status"]["capacity"]["storage"] != requested {
+                    claim["status"]["capacity"]["storage"] = requested;
+                    self.api.put(&path, claim);
+                }
             }
         }
 
