@@ -114,7 +114,7 @@ pub struct NodeFlags {
     #[arg(long, env = "KVNODE_MAX_TXN_OPS", default_value_t = 128)]
     pub max_txn_ops: u64,
 
-    /// Path to the client server TLS certificate file.
+    /// Path to the client server TLS certificate file; `--listen-client-urls` must then be https://.
     #[arg(long, env = "KVNODE_CERT_FILE")]
     pub cert_file: Option<PathBuf>,
 
@@ -122,7 +122,8 @@ pub struct NodeFlags {
     #[arg(long, env = "KVNODE_KEY_FILE")]
     pub key_file: Option<PathBuf>,
 
-    /// Path to the client server TLS trusted CA certificate file.
+    /// Path to the client server TLS trusted CA certificate file; as in etcd, clients must then
+    /// present a certificate signed by it.
     #[arg(long, env = "KVNODE_TRUSTED_CA_FILE")]
     pub trusted_ca_file: Option<PathBuf>,
 
@@ -130,7 +131,8 @@ pub struct NodeFlags {
     #[arg(long, env = "KVNODE_CLIENT_CERT_AUTH", default_value_t = false)]
     pub client_cert_auth: bool,
 
-    /// Path to the peer server TLS certificate file.
+    /// Path to the peer server TLS certificate file, also presented to other members as client
+    /// certificate; peer URLs must then be https://.
     #[arg(long, env = "KVNODE_PEER_CERT_FILE")]
     pub peer_cert_file: Option<PathBuf>,
 
@@ -138,7 +140,8 @@ pub struct NodeFlags {
     #[arg(long, env = "KVNODE_PEER_KEY_FILE")]
     pub peer_key_file: Option<PathBuf>,
 
-    /// Path to the peer server TLS trusted CA file.
+    /// Path to the peer server TLS trusted CA file: other members (both ways) must hold a
+    /// certificate signed by it. Required for https:// peer URLs.
     #[arg(long, env = "KVNODE_PEER_TRUSTED_CA_FILE")]
     pub peer_trusted_ca_file: Option<PathBuf>,
 

@@ -2,12 +2,14 @@
 //! if etcd's own command-line client works unmodified, the wire protocol is right.
 //!
 //! `scripts/test.sh` installs etcdctl and sets `RAFTKV_REQUIRE_ETCDCTL=1`, making its absence a
-//! failure; run directly without it, the test says it skipped.
+//! failure; run directly without it, the test says it skipped. One test runs etcdctl with
+//! `--cacert/--cert/--key` against members serving mutual TLS.
 
 mod support;
 
 use std::process::Command;
 
+use support::pki::{TestPki, TlsMode, use_tls};
 use support::{TestCluster, eventually};
 
 fn etcdctl_available() -> bool {
@@ -158,5 +160,63 @@ async fn etcdctl_cluster_and_maintenance_commands() {
     assert!(out.contains("removed"), "{out}");
     let out = ok(&eps, &["member", "list"]).await;
     assert_eq!(out.lines().count(), 3, "{out}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn etcdctl_over_mutual_tls() {
+    if !etcdctl_available() {
+        return;
+    }
+    let pki = TestPki::generate();
+    let mode = TlsMode { client: true, client_cert_auth: true, peer: true };
+    let cluster = TestCluster::start_with(3, |f| use_tls(f, &pki, mode)).await;
+    cluster.wait_leader().await;
+    let eps = cluster.endpoints();
+    assert!(eps.iter().all(|e| e.starts_with("https://")), "{eps:?}");
+    let cacert = format!("--cacert={}", pki.ca.display());
+    let cert = format!("--cert={}", pki.client.cert.display());
+    let key = format!("--key={}", pki.client.key.display());
+    let with_tls = |args: &[&'static str]| -> Vec<String> {
+        [cacert.clone(), cert.clone(), key.clone()]
+            .into_iter()
+            .chain(args.iter().map(|a| a.to_string()))
+            .collect()
+    };
+    let run = |eps: Vec<String>, args: Vec<String>| async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ok(&eps, &args).await
+    };
+
+    assert_eq!(run(eps.clone(), with_tls(&["put", "secure", "yes"])).await.trim(), "OK");
+    assert_eq!(run(eps.clone(), with_tls(&["get", "secure", "--print-value-only"])).await.trim(), "yes");
+    let out = run(eps.clone(), with_tls(&["member", "list"])).await;
+    assert_eq!(out.lines().count(), 3, "{out}");
+    // Followers publish their client URLs through the leader's peer port (TLS).
+    let list_args = with_tls(&["member", "list"]);
+    eventually("every member published its https client URL", || {
+        let (eps, args) = (eps.clone(), list_args.clone());
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let (success, out) = etcdctl(&eps, &args, None).await;
+            success && out.matches("https://").count() == 6
+        }
+    })
+    .await;
+    // Single-endpoint commands take host:port (see the :authority note above); with TLS flags
+    // etcdctl dials them over TLS.
+    let host_ports: Vec<String> = eps.iter().map(|e| e.trim_start_matches("https://").to_string()).collect();
+    let out = run(host_ports.clone(), with_tls(&["endpoint", "health"])).await;
+    assert_eq!(out.matches("is healthy").count(), 3, "{out}");
+    let out = run(host_ports, with_tls(&["endpoint", "status"])).await;
+    assert_eq!(out.matches(", true, ").count(), 1, "exactly one leader: {out}");
+
+    // Without a client certificate, or in plaintext, etcdctl is refused.
+    let short = ["--dial-timeout=2s", "--command-timeout=4s"];
+    let (success, out) = etcdctl(&eps, &[&cacert, short[0], short[1], "get", "secure"], None).await;
+    assert!(!success, "no client certificate must be refused: {out}");
+    let plain: Vec<String> = eps.iter().map(|e| e.replacen("https://", "http://", 1)).collect();
+    let (success, out) = etcdctl(&plain, &[short[0], short[1], "get", "secure"], None).await;
+    assert!(!success, "plaintext must be refused: {out}");
     cluster.shutdown().await;
 }

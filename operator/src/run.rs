@@ -27,6 +27,7 @@ use tracing::{error, info, warn};
 use crate::crd::KVCluster;
 use crate::election::{follow_lease, reconcile_while_leading};
 use crate::membership::etcd::EtcdMembership;
+use crate::membership::secret_tls::SecretTlsSource;
 use crate::metrics::{Metrics, MetricsError};
 use crate::names::label;
 use crate::plan::PlanConfig;
@@ -156,7 +157,11 @@ async fn controller(client: Client, config: &RunConfig, metrics: Metrics) {
         };
     let reporter = Reporter { controller: "kv-operator".into(), instance: Some(config.identity.clone()) };
     let recorder = Recorder::new(client.clone(), reporter);
-    let membership = Arc::new(EtcdMembership::new(Duration::from_secs(config.membership_timeout)));
+    // Clusters with client TLS are dialed with their client Secret (read when needed).
+    let membership = Arc::new(
+        EtcdMembership::new(Duration::from_secs(config.membership_timeout))
+            .with_tls_source(Arc::new(SecretTlsSource::new(client.clone()))),
+    );
     let mut ctx = Context::new(client, membership, recorder, metrics);
     ctx.config =
         PlanConfig { step_timeout: Duration::from_secs(config.step_timeout), max_lag: config.max_lag };

@@ -11,6 +11,7 @@ use kv_operator::resources::config_map::{MembershipConfig, config_map};
 use kv_operator::resources::statefulset::statefulset;
 use kv_operator::testing::example;
 use kvnode::config::{Cli, InitialClusterState, parse_initial_cluster};
+use kvnode::server::tls;
 
 /// Environment values as the kubelet resolves them for `pod` (downward API and ConfigMap).
 fn resolve_env(env: &[EnvVar], pod: &str, config: &BTreeMap<String, String>) -> Vec<(String, String)> {
@@ -114,9 +115,43 @@ fn tls_flags_parse_with_kvnode() {
     let config = config_map(&kvc, &MembershipConfig::bootstrap(3)).data.unwrap();
     let env = resolve_env(container.env.as_ref().unwrap(), "kv-0", &config);
     let cli = Cli::try_parse_from(argv(&container, &env)).unwrap();
+    tls::check_flags(&cli.node).expect("kvnode accepts the rendered TLS flags");
     assert!(cli.node.client_cert_auth && cli.node.peer_client_cert_auth);
     assert_eq!(cli.node.cert_file.unwrap().to_str(), Some("/etc/kvnode/tls/client/tls.crt"));
     assert_eq!(cli.node.peer_trusted_ca_file.unwrap().to_str(), Some("/etc/kvnode/tls/peer/ca.crt"));
     assert_eq!(cli.node.listen_peer_urls, vec!["https://0.0.0.0:2380".to_string()]);
     assert!(cli.node.initial_cluster.contains("https://kv-0.kv-peer.ns.svc:2380"));
+}
+
+#[test]
+fn every_tls_combination_passes_kvnodes_tls_checks() {
+    for client in [false, true] {
+        for client_cert_auth in [false, true] {
+            for peer in [false, true] {
+                let what =
+                    format!("client TLS {client}, client cert auth {client_cert_auth}, peer TLS {peer}");
+                let mut kvc = example(3);
+                kvc.spec.tls = Some(TlsSpec {
+                    client_secret_name: client.then(|| "c".into()),
+                    client_cert_auth,
+                    peer_secret_name: peer.then(|| "p".into()),
+                });
+                let container = container_of(&kvc);
+                let config = config_map(&kvc, &MembershipConfig::bootstrap(3)).data.unwrap();
+                let env = resolve_env(container.env.as_ref().unwrap(), "kv-1", &config);
+                let cli = Cli::try_parse_from(argv(&container, &env)).unwrap();
+                if let Err(e) = tls::check_flags(&cli.node) {
+                    panic!("{what}: kvnode would refuse to start: {e}");
+                }
+                // kvnode, like etcd, requires client certificates once a trusted CA is given.
+                let requires_certs = client && client_cert_auth;
+                assert_eq!(cli.node.trusted_ca_file.is_some(), requires_certs, "{what}");
+                assert_eq!(cli.node.client_cert_auth, requires_certs, "{what}");
+                assert_eq!(cli.node.cert_file.is_some(), client, "{what}");
+                assert_eq!(cli.node.peer_cert_file.is_some(), peer, "{what}");
+                let scheme = if peer { "https://" } else { "http://" };
+                assert!(cli.node.initial_advertise_peer_urls.iter().all(|u| u.starts_with(scheme)), "{what}");
+            }
+        }
+    }
 }

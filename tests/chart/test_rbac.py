@@ -1,7 +1,7 @@
 """Every Kubernetes API call kv-operator makes is allowed by the chart's RBAC, and nothing more.
 
-The calls are derived from the operator's source (operator/src/reconcile.rs and run.rs); the
-rules the chart renders and binds to the operator's ServiceAccount must grant exactly those, and
+The calls are derived from the operator's source (operator/src/reconcile.rs, run.rs and
+membership/secret_tls.rs); the rules the chart renders and binds to the operator's ServiceAccount must grant exactly those, and
 the table in operator/README.md ("RBAC the operator needs") must document every one of them.
 """
 
@@ -22,6 +22,7 @@ KINDS = {
     "ConfigMap": ("", "configmaps"),
     "ServiceAccount": ("", "serviceaccounts"),
     "PodDisruptionBudget": ("policy", "poddisruptionbudgets"),
+    "Secret": ("", "secrets"),
 }
 LEASES = ("coordination.k8s.io", "leases")
 EVENTS = ("events.k8s.io", "events")
@@ -41,7 +42,7 @@ def calls_in_source() -> set[tuple[str, str, str]]:
         group, resource = KINDS[kind]
         calls.update((group, resource + sub, v) for v in verbs)
 
-    for name in ("reconcile.rs", "run.rs"):
+    for name in ("reconcile.rs", "run.rs", "membership/secret_tls.rs"):
         src = production_source(name)
         # Server-side apply is a PATCH that may create the object.
         for kind in re.findall(r"server_side_apply\(\s*&ns_api::<(\w+)>", src):

@@ -6,7 +6,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Status};
 
 use crate::proto::etcdserverpb::ResponseHeader;
@@ -15,6 +15,7 @@ use crate::proto::peerpb::peer_client::PeerClient;
 use crate::raft::RaftError;
 use crate::server::errors::EtcdError;
 use crate::server::raft_loop::{NodeHandle, ProposeError};
+use crate::server::tls::PeerTls;
 use crate::storage::{KvStore, Store};
 
 /// Metadata key marking a request a follower forwarded to the leader, so a request reaching a
@@ -43,6 +44,8 @@ pub struct ServerContext {
     pub member_id: u64,
     pub cluster_token: String,
     pub limits: Limits,
+    /// How to dial other members' peer URLs (TLS with the peer certificate for `https://`).
+    peer_tls: PeerTls,
     /// Client connections to other members, by URL.
     channels: Mutex<HashMap<String, Channel>>,
 }
@@ -64,8 +67,20 @@ impl ServerContext {
             member_id,
             cluster_token: token,
             limits,
+            peer_tls: PeerTls::default(),
             channels: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Dials the leader's `https://` peer URL with this TLS configuration.
+    pub fn with_peer_tls(mut self, tls: PeerTls) -> Self {
+        self.peer_tls = tls;
+        self
+    }
+
+    /// How this member dials other members (for calls made outside this context).
+    pub fn peer_tls(&self) -> &PeerTls {
+        &self.peer_tls
     }
 
     /// A response header as of `revision` (the revision the answer reflects).
@@ -143,8 +158,10 @@ impl ServerContext {
         if let Some(ch) = cache.get(&url) {
             return Ok((leader, ch.clone()));
         }
-        let ch = Endpoint::from_shared(url.clone())
-            .map_err(|e| EtcdError::Internal(format!("member URL {url:?}: {e}")))?
+        let ch = self
+            .peer_tls
+            .endpoint(&url)
+            .map_err(|e| EtcdError::Internal(e.to_string()))?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .connect_lazy();

@@ -10,7 +10,6 @@ use prost::Message as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 
@@ -36,6 +35,7 @@ use crate::server::maintenance_service::MaintenanceService;
 use crate::server::metrics::Metrics;
 use crate::server::peer_api::PeerApi;
 use crate::server::raft_loop::{LoopConfig, NodeHandle, RaftLoop};
+use crate::server::tls::{NodeTls, PeerTls, TlsError};
 use crate::server::transport::{MAX_PEER_MESSAGE_BYTES, PeerSenders, PeerService};
 use crate::storage::Store;
 
@@ -44,6 +44,8 @@ use crate::storage::Store;
 pub enum StartError {
     #[error("invalid configuration: {0}")]
     Config(String),
+    #[error("invalid TLS configuration: {0}")]
+    Tls(#[from] TlsError),
     #[error("cannot open data dir {path}: {source}")]
     DataDir { path: String, source: std::io::Error },
     #[error("storage: {0}")]
@@ -170,27 +172,6 @@ pub struct Identity {
     pub cluster_id: u64,
 }
 
-/// Refuses TLS flags until TLS is wired in: a member silently serving plaintext where the
-/// operator asked for TLS would be worse than one that does not start.
-fn reject_unsupported(flags: &NodeFlags) -> Result<(), StartError> {
-    let tls = [
-        ("--cert-file", flags.cert_file.is_some()),
-        ("--key-file", flags.key_file.is_some()),
-        ("--trusted-ca-file", flags.trusted_ca_file.is_some()),
-        ("--client-cert-auth", flags.client_cert_auth),
-        ("--peer-cert-file", flags.peer_cert_file.is_some()),
-        ("--peer-key-file", flags.peer_key_file.is_some()),
-        ("--peer-trusted-ca-file", flags.peer_trusted_ca_file.is_some()),
-        ("--peer-client-cert-auth", flags.peer_client_cert_auth),
-    ];
-    match tls.iter().find(|(_, set)| *set) {
-        Some((flag, _)) => {
-            Err(StartError::Config(format!("{flag}: TLS is not supported by this kvnode version yet")))
-        }
-        None => Ok(()),
-    }
-}
-
 /// Milliseconds of the two Raft timers, turned into ticks.
 fn raft_config(flags: &NodeFlags, id: u64, applied: u64) -> Result<RaftConfig, StartError> {
     if flags.heartbeat_interval == 0 || flags.election_timeout < 5 * flags.heartbeat_interval {
@@ -244,10 +225,14 @@ fn founding_members(flags: &NodeFlags) -> Result<Vec<Member>, StartError> {
 
 /// Asks the members at `urls` (peer URLs, which also serve the Cluster API) for the member
 /// list, returning the first answer or a description of why none came.
-async fn fetch_member_list(urls: &[String], connect_timeout: Duration) -> Result<MemberListResponse, String> {
+async fn fetch_member_list(
+    urls: &[String],
+    tls: &PeerTls,
+    connect_timeout: Duration,
+) -> Result<MemberListResponse, String> {
     let mut last_error = String::from("no other member to ask");
     for url in urls {
-        let endpoint = match tonic::transport::Endpoint::from_shared(url.clone()) {
+        let endpoint = match tls.endpoint(url) {
             Ok(e) => e.connect_timeout(connect_timeout).timeout(connect_timeout * 2),
             Err(e) => {
                 last_error = format!("{url}: {e}");
@@ -271,11 +256,14 @@ async fn fetch_member_list(urls: &[String], connect_timeout: Duration) -> Result
 
 /// Finds this member's identity by asking the running cluster (for `--initial-cluster-state
 /// existing`): the member whose peer URLs match ours, added earlier with MemberAdd.
-async fn discover_identity(flags: &NodeFlags) -> Result<(Identity, Vec<(u64, String)>), StartError> {
+async fn discover_identity(
+    flags: &NodeFlags,
+    tls: &PeerTls,
+) -> Result<(Identity, Vec<(u64, String)>), StartError> {
     let pairs =
         parse_initial_cluster(&flags.initial_cluster).map_err(|e| StartError::Config(e.to_string()))?;
     let urls: Vec<String> = pairs.into_iter().filter(|(n, _)| *n != flags.name).map(|(_, u)| u).collect();
-    let resp = fetch_member_list(&urls, Duration::from_secs(2)).await.map_err(StartError::Join)?;
+    let resp = fetch_member_list(&urls, tls, Duration::from_secs(2)).await.map_err(StartError::Join)?;
     let cluster_id = resp.header.map_or(0, |h| h.cluster_id);
     let me = resp
         .members
@@ -294,7 +282,7 @@ async fn discover_identity(flags: &NodeFlags) -> Result<(Identity, Vec<(u64, Str
 /// On a restart, asks the other members whether this one is still a member. A member removed
 /// while it was down (or before it applied its own removal) still lists itself locally; only
 /// the cluster knows. Unreachable peers prove nothing, so the member then starts as usual.
-async fn check_still_member(identity: Identity, members: &[Member]) -> Result<(), StartError> {
+async fn check_still_member(identity: Identity, members: &[Member], tls: &PeerTls) -> Result<(), StartError> {
     let urls: Vec<String> = members
         .iter()
         .filter(|m| m.id != identity.member_id)
@@ -303,7 +291,7 @@ async fn check_still_member(identity: Identity, members: &[Member]) -> Result<()
     if urls.is_empty() {
         return Ok(());
     }
-    let Ok(resp) = fetch_member_list(&urls, Duration::from_millis(500)).await else { return Ok(()) };
+    let Ok(resp) = fetch_member_list(&urls, tls, Duration::from_millis(500)).await else { return Ok(()) };
     let same_cluster = resp.header.is_some_and(|h| h.cluster_id == identity.cluster_id);
     if same_cluster && !resp.members.iter().any(|m| m.id == identity.member_id) {
         return Err(StartError::Removed(identity.member_id));
@@ -314,7 +302,10 @@ async fn check_still_member(identity: Identity, members: &[Member]) -> Result<()
 /// Opens the store and settles who this member is, bootstrapping a new cluster if asked. Also
 /// returns the peers a joining member learned from the cluster: its own membership table is
 /// empty until the leader's log or snapshot reaches it, and it must answer the leader before.
-async fn open_and_identify(flags: &NodeFlags) -> Result<(Store, Identity, Vec<(u64, String)>), StartError> {
+async fn open_and_identify(
+    flags: &NodeFlags,
+    tls: &PeerTls,
+) -> Result<(Store, Identity, Vec<(u64, String)>), StartError> {
     std::fs::create_dir_all(&flags.data_dir)
         .map_err(|source| StartError::DataDir { path: flags.data_dir.display().to_string(), source })?;
     let store = Store::open(Path::new(&flags.data_dir)).map_err(|e| StartError::Storage(e.to_string()))?;
@@ -341,7 +332,7 @@ async fn open_and_identify(flags: &NodeFlags) -> Result<(Store, Identity, Vec<(u
             identity
         }
         InitialClusterState::Existing => {
-            let (identity, peers) = discover_identity(flags).await?;
+            let (identity, peers) = discover_identity(flags, tls).await?;
             discovered = peers;
             identity
         }
@@ -354,8 +345,10 @@ async fn open_and_identify(flags: &NodeFlags) -> Result<(Store, Identity, Vec<(u
 
 /// Starts a member on the given listeners.
 pub async fn start(flags: NodeFlags, listeners: Listeners) -> Result<RunningMember, StartError> {
-    reject_unsupported(&flags)?;
-    let (store, identity, discovered) = open_and_identify(&flags).await?;
+    // Checked first: a TLS mistake must stop the member before it touches its data or peers.
+    let tls = NodeTls::from_flags(&flags)?;
+    let (client_builder, peer_builder) = (tls.client_server()?, tls.peer_server()?);
+    let (store, identity, discovered) = open_and_identify(&flags, &tls.peer_client).await?;
     let id = identity.member_id;
     let kv = store.kv().clone();
     let raft_storage = store.raft().clone();
@@ -366,12 +359,12 @@ pub async fn start(flags: NodeFlags, listeners: Listeners) -> Result<RunningMemb
         return Err(StartError::Removed(id));
     }
     if applied > 0 {
-        check_still_member(identity, &members).await?;
+        check_still_member(identity, &members, &tls.peer_client).await?;
     }
     let config = raft_config(&flags, id, applied)?;
     let node = RawNode::new(&config, raft_storage.clone()).map_err(|e| StartError::Storage(e.to_string()))?;
     let metrics = Arc::new(Metrics::new(id).map_err(|e| StartError::Config(e.to_string()))?);
-    let peers = PeerSenders::new(metrics.clone());
+    let peers = PeerSenders::new(metrics.clone()).with_tls(tls.peer_client.clone());
     let known = members.iter().filter_map(|m| m.peer_urls.first().map(|u| (m.id, u.clone())));
     for (peer_id, url) in known.chain(discovered).filter(|(p, _)| *p != id) {
         peers.set_peer(peer_id, &url);
@@ -403,14 +396,17 @@ pub async fn start(flags: NodeFlags, listeners: Listeners) -> Result<RunningMemb
         request_timeout: Duration::from_secs(5) + 2 * election,
         leader_wait: 2 * election,
     };
-    let ctx = Arc::new(ServerContext::new(
-        handle.clone(),
-        store.clone(),
-        identity.cluster_id,
-        id,
-        flags.initial_cluster_token.clone(),
-        limits,
-    ));
+    let ctx = Arc::new(
+        ServerContext::new(
+            handle.clone(),
+            store.clone(),
+            identity.cluster_id,
+            id,
+            flags.initial_cluster_token.clone(),
+            limits,
+        )
+        .with_peer_tls(tls.peer_client.clone()),
+    );
     let (shutdown, shutdown_rx) = watch::channel(false);
     let client_addr = listeners.client.local_addr()?;
     let peer_addr = listeners.peer.local_addr()?;
@@ -418,13 +414,13 @@ pub async fn start(flags: NodeFlags, listeners: Listeners) -> Result<RunningMemb
     // gRPC's own limit sits above --max-request-bytes so oversized requests reach our check
     // and get etcd's message; far larger ones are cut off by gRPC itself.
     let grpc_limit = limits.max_request_bytes + 512 * 1024;
-    let client_server = Server::builder()
+    let client_server = client_builder
         .tcp_nodelay(true)
         .add_service(KvServer::new(KvService::new(ctx.clone())).max_decoding_message_size(grpc_limit))
         .add_service(ClusterServer::new(ClusterService::new(ctx.clone())))
         .add_service(MaintenanceServer::new(MaintenanceService::new(ctx.clone())))
         .serve_with_incoming_shutdown(nodelay_incoming(listeners.client), wait_for(shutdown_rx.clone()));
-    let peer_server = Server::builder()
+    let peer_server = peer_builder
         .tcp_nodelay(true)
         .add_service(
             RaftTransportServer::new(PeerService::new(started.inbox.clone()))
@@ -467,6 +463,9 @@ pub async fn start(flags: NodeFlags, listeners: Listeners) -> Result<RunningMemb
         %client_addr,
         %peer_addr,
         %metrics_addr,
+        client_tls = tls.client_enabled(),
+        client_cert_auth = tls.client_cert_required,
+        peer_tls = tls.peer_enabled(),
         "member started"
     );
     Ok(RunningMember {

@@ -14,4 +14,5 @@ pub mod member;
 pub mod metrics;
 pub mod peer_api;
 pub mod raft_loop;
+pub mod tls;
 pub mod transport;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, warn};
 
@@ -19,6 +19,7 @@ use crate::proto::raftpb::raft_transport_client::RaftTransportClient;
 use crate::proto::raftpb::raft_transport_server::RaftTransport;
 use crate::proto::raftpb::{RaftMessage, RaftMessageBatch, SendAck};
 use crate::server::metrics::Metrics;
+use crate::server::tls::PeerTls;
 
 /// Messages waiting for one peer before new ones are dropped.
 const PEER_QUEUE_CAPACITY: usize = 4096;
@@ -66,6 +67,7 @@ impl<I: Inbox> RaftTransport for PeerService<I> {
 pub struct PeerSenders {
     inner: Arc<Mutex<HashMap<u64, PeerHandle>>>,
     metrics: Arc<Metrics>,
+    tls: PeerTls,
 }
 
 struct PeerHandle {
@@ -83,7 +85,13 @@ impl Drop for PeerHandle {
 impl PeerSenders {
     /// An empty set of peers; must be used from within a tokio runtime (`set_peer` spawns).
     pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self { inner: Arc::new(Mutex::new(HashMap::new())), metrics }
+        Self { inner: Arc::new(Mutex::new(HashMap::new())), metrics, tls: PeerTls::default() }
+    }
+
+    /// Dials `https://` peer URLs with this TLS configuration (peer CA, peer certificate).
+    pub fn with_tls(mut self, tls: PeerTls) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// Adds a peer or changes its URL (restarting its connection); a no-op if unchanged.
@@ -93,7 +101,7 @@ impl PeerSenders {
             return;
         }
         let (queue, rx) = mpsc::channel(PEER_QUEUE_CAPACITY);
-        let task = tokio::spawn(run_peer(id, url.to_string(), rx, self.metrics.clone()));
+        let task = tokio::spawn(run_peer(id, url.to_string(), rx, self.metrics.clone(), self.tls.clone()));
         peers.insert(id, PeerHandle { url: url.to_string(), queue, task });
     }
 
@@ -118,8 +126,14 @@ impl PeerSenders {
 
 /// Keeps one client stream open to a peer and feeds it from the queue, reconnecting with
 /// backoff. Messages that cannot be sent while the peer is down are dropped.
-async fn run_peer(id: u64, url: String, mut rx: mpsc::Receiver<RaftMessage>, metrics: Arc<Metrics>) {
-    let endpoint = match Endpoint::from_shared(url.clone()) {
+async fn run_peer(
+    id: u64,
+    url: String,
+    mut rx: mpsc::Receiver<RaftMessage>,
+    metrics: Arc<Metrics>,
+    tls: PeerTls,
+) {
+    let endpoint = match tls.endpoint(&url) {
         Ok(e) => e
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
@@ -127,7 +141,7 @@ async fn run_peer(id: u64, url: String, mut rx: mpsc::Receiver<RaftMessage>, met
             .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true),
         Err(e) => {
-            warn!(peer = id, %url, error = %e, "invalid peer URL; messages to this peer are dropped");
+            warn!(peer = id, %url, error = %e, "cannot dial this peer; messages to it are dropped");
             while rx.recv().await.is_some() {
                 metrics.peer_messages_dropped.inc();
             }

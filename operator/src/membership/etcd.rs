@@ -1,29 +1,86 @@
 //! [`MembershipClient`] over the etcd v3 gRPC API (`etcd-client`), which kvnode serves.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use etcd_client::{Client, ConnectOptions, MemberAddOptions};
+use etcd_client::{Certificate, Client, ConnectOptions, Identity, MemberAddOptions, TlsOptions};
 use tracing::debug;
 
 use super::{EndpointStatus, Member, MembershipClient, MembershipError};
 
+/// PEM credentials for a cluster's `https://` client endpoints, as its client Secret holds
+/// them (`ca.crt`, `tls.crt`, `tls.key`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientTls {
+    /// The CA that signed the members' client-port certificates.
+    pub ca_pem: Vec<u8>,
+    /// Certificate and key presented to members that require client certificates.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl ClientTls {
+    fn options(&self) -> TlsOptions {
+        let options = TlsOptions::new().ca_certificate(Certificate::from_pem(&self.ca_pem));
+        match &self.identity {
+            Some((cert, key)) => options.identity(Identity::from_pem(cert, key)),
+            None => options,
+        }
+    }
+}
+
+/// Finds the client TLS credentials of the cluster that `endpoints` belong to (one cluster's
+/// client URLs per call). Kept behind a trait so that one membership client serves every
+/// cluster, each with its own Secret.
+#[async_trait]
+pub trait ClientTlsSource: Send + Sync {
+    /// Credentials for these `https://` endpoints, `None` when the cluster has none.
+    async fn client_tls(&self, endpoints: &[String]) -> Result<Option<ClientTls>, MembershipError>;
+}
+
 /// Connects afresh for every call: calls are rare (one reconcile step at a time), and a fresh
 /// connection never sticks to a member that has since been removed or restarted.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EtcdMembership {
     timeout: Duration,
+    tls: Option<Arc<dyn ClientTlsSource>>,
+}
+
+impl std::fmt::Debug for EtcdMembership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdMembership")
+            .field("timeout", &self.timeout)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 impl EtcdMembership {
     /// `timeout` bounds connecting and each request, so one dead member never stalls a reconcile.
     pub fn new(timeout: Duration) -> Self {
-        Self { timeout }
+        Self { timeout, tls: None }
+    }
+
+    /// Dials `https://` endpoints with the credentials `source` finds for their cluster.
+    pub fn with_tls_source(mut self, source: Arc<dyn ClientTlsSource>) -> Self {
+        self.tls = Some(source);
+        self
     }
 
     async fn connect(&self, endpoints: &[String]) -> Result<Client, MembershipError> {
-        let options = ConnectOptions::new().with_connect_timeout(self.timeout).with_timeout(self.timeout);
+        let mut options = ConnectOptions::new().with_connect_timeout(self.timeout).with_timeout(self.timeout);
+        if endpoints.iter().any(|e| e.starts_with("https://")) {
+            let tls = match &self.tls {
+                Some(source) => source.client_tls(endpoints).await?,
+                None => None,
+            };
+            let tls = tls.ok_or_else(|| MembershipError::Unreachable {
+                endpoints: endpoints.to_vec(),
+                message: "https:// endpoints, but no client TLS credentials for this cluster".to_string(),
+            })?;
+            options = options.with_tls(tls.options());
+        }
         Client::connect(endpoints, Some(options)).await.map_err(|e| MembershipError::Unreachable {
             endpoints: endpoints.to_vec(),
             message: e.to_string(),

@@ -9,6 +9,7 @@
 
 pub mod etcd;
 pub mod fake;
+pub mod secret_tls;
 
 use async_trait::async_trait;
 

@@ -139,8 +139,10 @@ pub fn command_line(kvc: &KVCluster) -> (Vec<String>, Vec<String>) {
     if tls.client_secret_name.is_some() {
         args.push(format!("--cert-file={CLIENT_TLS_DIR}/tls.crt"));
         args.push(format!("--key-file={CLIENT_TLS_DIR}/tls.key"));
-        args.push(format!("--trusted-ca-file={CLIENT_TLS_DIR}/ca.crt"));
+        // As in etcd, kvnode requires client certificates as soon as a trusted CA is given, so
+        // the CA is passed only when client certificate authentication is asked for.
         if tls.client_cert_auth {
+            args.push(format!("--trusted-ca-file={CLIENT_TLS_DIR}/ca.crt"));
             args.push("--client-cert-auth".to_string());
         }
     }
