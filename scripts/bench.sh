@@ -30,7 +30,8 @@
 #   --no-restart         skip the restart/disk-size test.
 # Environment: BENCH_DIR (parent of the work dir, default $TMPDIR or /tmp; must not be tmpfs
 # for a real run), BENCH_ETCD_ARGS / BENCH_RAFTKV_ARGS (extra flags for one system's members),
-# BENCH_START_TIMEOUT (seconds a cluster may take to serve, default 60).
+# BENCH_START_TIMEOUT (seconds a cluster may take to serve, default 60), KVBENCH (the kvbench
+# binary, default target/release/kvbench; CI's smoke run uses the debug one cargo test built).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -119,7 +120,7 @@ fi
 
 # ---- tools -------------------------------------------------------------------------------
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
-KVBENCH=$TARGET_DIR/release/kvbench
+KVBENCH=${KVBENCH:-$TARGET_DIR/release/kvbench}
 DEFAULT_RAFTKV=$TARGET_DIR/release/kvnode
 RAFTKV_BIN=${RAFTKV_BIN:-$DEFAULT_RAFTKV}
 

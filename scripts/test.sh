@@ -48,6 +48,13 @@ RAFTKV_REQUIRE_DOCKER=1 cargo test --workspace --locked
 echo "== image smoke test (read-only root, uid 65532, no shell, CRD, a write)"
 RAFTKV_REQUIRE_DOCKER=1 SKIP_BUILD=1 tests/images/smoke.sh
 
+echo "== benchmark smoke run: kvbench against etcd and raftkv, seconds per workload"
+need_apt etcd etcd-server
+# Debug binaries from the test build: this checks the harness still works end to end, it does
+# not measure anything (scripts/bench.sh without --smoke does, see BENCHMARKS.md).
+KVBENCH="$target_dir/debug/kvbench" scripts/bench.sh --smoke --no-build --require-raftkv \
+  --raftkv-bin "$target_dir/debug/kvnode"
+
 echo "== real Prometheus scrape of a dev cluster (promtool checks included)"
 need_apt promtool prometheus
 # Uses target/debug/kvnode, which `cargo test` above built for the integration tests (a
