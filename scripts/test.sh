@@ -43,7 +43,7 @@ SKIP_CARGO=1 BIN_DIR="$target_dir/debug" scripts/build-images.sh
 echo "== cargo test"
 # The container fault suite (node/tests/faults_container.rs) runs on those images and fails,
 # rather than skipping, when Docker is unavailable.
-RAFTKV_REQUIRE_DOCKER=1 cargo test --workspace --locked
+RAFTKV_REQUIRE_DOCKER=1 cargo test --workspace --locked --no-fail-fast
 
 echo "== image smoke test (read-only root, uid 65532, no shell, CRD, a write)"
 RAFTKV_REQUIRE_DOCKER=1 SKIP_BUILD=1 tests/images/smoke.sh
