@@ -155,6 +155,31 @@ async fn follower_far_behind_catches_up_by_snapshot() {
     cluster.shutdown().await;
 }
 
+/// The log shares the database file and its quota with the key space, so it is compacted by
+/// size too: with `--snapshot-count` far away, 80 MiB of large entries still trigger a
+/// compaction, and the member keeps serving every key afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn log_is_compacted_by_size_before_snapshot_count() {
+    let cluster = TestCluster::start_with(1, |f| {
+        f.snapshot_count = 1_000_000;
+        f.max_request_bytes = 2 * 1024 * 1024;
+    })
+    .await;
+    cluster.wait_leader().await;
+    let mut c = cluster.client().await;
+    let value = vec![b'x'; 1024 * 1024];
+    for i in 0..80 {
+        c.put(format!("big{i:02}"), value.clone(), None).await.expect("put 1 MiB");
+    }
+    assert!(
+        cluster.member(0).metrics.log_compactions.get() >= 1,
+        "80 MiB of applied entries must compact the log long before 1,000,000 entries"
+    );
+    let got = c.get("big", Some(GetOptions::new().with_prefix().with_count_only())).await.expect("count");
+    assert_eq!(got.count(), 80);
+    cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_requests_get_etcd_errors_and_the_member_keeps_serving() {
     let cluster = TestCluster::start_with(1, |f| {

@@ -221,6 +221,8 @@ pub struct RaftLoop {
     /// Term and vote as last written to disk; messages may only overtake an fsync that does
     /// not change them.
     persisted_term_vote: (u64, u64),
+    /// Sizes of the applied entries above the last compaction point.
+    log_bytes: AppliedLogBytes,
 }
 
 /// Handles of a started loop.
@@ -267,6 +269,7 @@ impl RaftLoop {
             round_sent: BTreeMap::new(),
             rounds_measured: HashMap::new(),
             persisted_term_vote: (persisted.current_term, persisted.voted_for),
+            log_bytes: AppliedLogBytes::default(),
         };
         let thread = std::thread::Builder::new().name(format!("raft-{id:x}")).spawn(move || {
             let _rt = runtime.enter();
@@ -443,6 +446,7 @@ impl RaftLoop {
             self.storage.install_snapshot(snapshot).map_err(|e| format!("install snapshot: {e}"))?;
             self.metrics.snapshots_installed.inc();
             self.last_compacted = index;
+            self.log_bytes.forget_through(index);
             self.refresh_peers();
             info!(index, "installed snapshot from leader");
         }
@@ -567,6 +571,9 @@ impl RaftLoop {
             .collect();
         let results = self.kv.apply_batch(&commands).map_err(|e| format!("apply: {e}"))?;
         self.metrics.proposals_committed.inc_by(entries.len() as u64);
+        for e in entries {
+            self.log_bytes.record(e.index, e.data.len() as u64);
+        }
         self.metrics.proposals_applied.inc_by(results.len() as u64);
         let mut membership_changed = false;
         for (result, d) in results.into_iter().zip(&decoded) {
@@ -711,17 +718,28 @@ impl RaftLoop {
     }
 
     /// Compacts the log once `snapshot_count` entries were applied since the last compaction,
-    /// keeping `catch_up_entries` so followers slightly behind need no snapshot.
+    /// keeping `catch_up_entries` so followers slightly behind need no snapshot; or earlier,
+    /// once the applied entries above the compaction point hold more than [`MAX_LOG_BYTES`]:
+    /// the log shares the database file (and its quota) with the key space, and counting
+    /// entries alone lets large entries (a txn of 100 puts) keep hundreds of MiB of log.
     fn maybe_compact(&mut self) -> Result<(), String> {
         let applied = self.node.status().applied;
-        if applied < self.last_compacted + self.config.snapshot_count + self.config.catch_up_entries {
+        let to = if applied >= self.last_compacted + self.config.snapshot_count + self.config.catch_up_entries
+        {
+            applied - self.config.catch_up_entries
+        } else if self.log_bytes.total > MAX_LOG_BYTES {
+            self.log_bytes.compaction_point(self.config.catch_up_entries, MAX_LOG_BYTES / 4)
+        } else {
+            return Ok(());
+        };
+        if to <= self.last_compacted {
             return Ok(());
         }
-        let to = applied - self.config.catch_up_entries;
         self.storage.compact(to).map_err(|e| format!("compact log: {e}"))?;
         self.metrics.log_compactions.inc();
         debug!(to, "compacted log");
         self.last_compacted = to;
+        self.log_bytes.forget_through(to);
         Ok(())
     }
 
@@ -776,6 +794,48 @@ impl RaftLoop {
     }
 }
 
+/// Applied entries above this many bytes trigger a log compaction before `snapshot_count`.
+const MAX_LOG_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The sizes of applied entries not yet compacted away, oldest first.
+#[derive(Debug, Default)]
+struct AppliedLogBytes {
+    entries: std::collections::VecDeque<(u64, u64)>,
+    total: u64,
+}
+
+impl AppliedLogBytes {
+    fn record(&mut self, index: u64, bytes: u64) {
+        self.entries.push_back((index, bytes));
+        self.total += bytes;
+    }
+
+    fn forget_through(&mut self, index: u64) {
+        while let Some(&(i, bytes)) = self.entries.front() {
+            if i > index {
+                break;
+            }
+            self.entries.pop_front();
+            self.total -= bytes;
+        }
+    }
+
+    /// The index to compact through so that at most `keep_entries` newest entries and about
+    /// `keep_bytes` stay in the log.
+    fn compaction_point(&self, keep_entries: u64, keep_bytes: u64) -> u64 {
+        let mut kept_bytes = 0;
+        let mut kept = 0;
+        for &(index, bytes) in self.entries.iter().rev() {
+            kept_bytes += bytes;
+            kept += 1;
+            if kept > keep_entries || kept_bytes > keep_bytes {
+                return index;
+            }
+        }
+        0
+    }
+}
+
 /// A committed entry, decoded for the state machine.
 enum Decoded {
     Noop,
@@ -810,6 +870,29 @@ fn request_id(data: &[u8]) -> Result<u64, prost::DecodeError> {
         id: u64,
     }
     IdOnly::decode(data).map(|m| m.id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AppliedLogBytes;
+
+    #[test]
+    fn byte_bounded_compaction_keeps_the_newest_entries_within_both_limits() {
+        let mut log = AppliedLogBytes::default();
+        for index in 1..=10 {
+            log.record(index, 100);
+        }
+        assert_eq!(log.total, 1000);
+        // Keep at most 3 entries: compact through 7.
+        assert_eq!(log.compaction_point(3, 10_000), 7);
+        // Keep at most 250 bytes: entries 9 and 10 stay.
+        assert_eq!(log.compaction_point(100, 250), 8);
+        // Everything fits: nothing to compact.
+        assert_eq!(log.compaction_point(100, 10_000), 0);
+        log.forget_through(8);
+        assert_eq!(log.total, 200);
+        assert_eq!(log.entries.len(), 2);
+    }
 }
 
 fn now_nanos() -> u64 {
