@@ -872,6 +872,14 @@ fn request_id(data: &[u8]) -> Result<u64, prost::DecodeError> {
     IdOnly::decode(data).map(|m| m.id)
 }
 
+fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+        & 0xff_ffff
+}
+
 #[cfg(test)]
 mod tests {
     use super::AppliedLogBytes;
@@ -893,12 +901,4 @@ mod tests {
         assert_eq!(log.total, 200);
         assert_eq!(log.entries.len(), 2);
     }
-}
-
-fn now_nanos() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-        & 0xff_ffff
 }
