@@ -186,21 +186,16 @@ impl KvnodeWorld {
     }
 
     pub fn kvc(&self) -> KVCluster {
-        serde_json::from_value(self.api.get(KVC).expect("KVCluster exists")).unwrap()
+        self.api.kvc()
     }
 
     pub fn status(&self) -> KVClusterStatus {
         self.kvc().status.unwrap_or_default()
     }
 
-    /// Changes the spec as `kubectl apply` would.
+    /// Changes the spec as `kubectl apply` would (generation moves on).
     pub fn edit(&self, f: impl FnOnce(&mut KVCluster)) {
-        let mut kvc = self.kvc();
-        f(&mut kvc);
-        let mut obj = serde_json::to_value(&kvc).unwrap();
-        let generation = obj["metadata"]["generation"].as_i64().unwrap_or(1);
-        obj["metadata"]["generation"] = json!(generation + 1);
-        self.api.put(KVC, obj);
+        self.api.edit_kvc(f);
     }
 
     fn pod_path(&self, ordinal: i32) -> String {

@@ -271,6 +271,21 @@ impl ApiServer {
         self.store.lock().unwrap().objects.get(path).cloned()
     }
 
+    /// The stored KVCluster.
+    pub fn kvc(&self) -> KVCluster {
+        serde_json::from_value(self.get(KVC).expect("KVCluster exists")).unwrap()
+    }
+
+    /// Changes the KVCluster's spec as `kubectl apply` would (generation moves on).
+    pub fn edit_kvc(&self, f: impl FnOnce(&mut KVCluster)) {
+        let mut kvc = self.kvc();
+        f(&mut kvc);
+        let mut obj = serde_json::to_value(&kvc).unwrap();
+        let generation = obj["metadata"]["generation"].as_i64().unwrap_or(1);
+        obj["metadata"]["generation"] = json!(generation + 1);
+        self.put(KVC, obj);
+    }
+
     pub fn put(&self, path: &str, obj: Value) {
         let mut store = self.store.lock().unwrap();
         if store.objects.contains_key(path) {
@@ -390,7 +405,7 @@ impl World {
     }
 
     pub fn kvc(&self) -> KVCluster {
-        serde_json::from_value(self.api.get(KVC).expect("KVCluster exists")).unwrap()
+        self.api.kvc()
     }
 
     pub fn status(&self) -> KVClusterStatus {
@@ -399,12 +414,7 @@ impl World {
 
     /// Changes the spec as `kubectl apply` would (generation moves on).
     pub fn edit(&self, f: impl FnOnce(&mut KVCluster)) {
-        let mut kvc = self.kvc();
-        f(&mut kvc);
-        let mut obj = serde_json::to_value(&kvc).unwrap();
-        let generation = obj["metadata"]["generation"].as_i64().unwrap_or(1);
-        obj["metadata"]["generation"] = json!(generation + 1);
-        self.api.put(KVC, obj);
+        self.api.edit_kvc(f);
     }
 
     fn pod_path(&self, ordinal: i32) -> String {
