@@ -28,7 +28,7 @@ pub struct NodeFlags {
     #[arg(long, env = "KVNODE_NAME", default_value = "default")]
     pub name: String,
 
-    /// Directory holding the member's redb database.
+    /// Directory holding the member's redb databases (Raft log and key space).
     #[arg(long, env = "KVNODE_DATA_DIR", default_value = "default.kvnode")]
     pub data_dir: PathBuf,
 

@@ -281,6 +281,7 @@ async fn metrics_and_health_endpoints_report_the_member_state() {
             "raftkv_server_proposals_failed_total",
             "raftkv_disk_wal_fsync_duration_seconds_bucket",
             "raftkv_disk_backend_commit_duration_seconds_bucket",
+            "raftkv_disk_backend_sync_duration_seconds_bucket",
             "raftkv_mvcc_db_total_size_in_bytes",
             "raftkv_server_applied_index",
             "raftkv_server_term",

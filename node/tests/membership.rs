@@ -84,7 +84,7 @@ async fn add_learner_promote_and_remove_a_member() {
     let list = lc.member_list().await.expect("list");
     assert_eq!(list.members().len(), 3);
     assert!(list.members().iter().all(|m| m.id() != victim_id));
-    c.put("after-remove", "ok", None).await.expect("write after remove");
+    lc.put("after-remove", "ok", None).await.expect("write after remove");
 
     // A removed member's data dir must not rejoin under its old identity.
     let flags = cluster.slots[victim].flags.clone();

@@ -180,15 +180,26 @@ enum Pending {
     SetLen(u64),
 }
 
+/// One file on the disk.
 #[derive(Debug, Default)]
-struct DiskState {
+struct FileState {
     /// What reads see (the OS page cache).
     data: Vec<u8>,
     /// The contents as of the last sync.
     durable: Vec<u8>,
     /// Writes since the last sync, in order.
     pending: Vec<Pending>,
-    /// Mutating calls (write, set_len, sync) so far.
+}
+
+/// The member's two database files, `LOG` and `STATE_MACHINE`.
+const LOG: usize = 0;
+const STATE_MACHINE: usize = 1;
+
+/// A disk holding the member's two files, which lose power together.
+#[derive(Debug, Default)]
+struct DiskState {
+    files: [FileState; 2],
+    /// Mutating calls (write, set_len, sync) on either file so far.
     ops: u64,
     /// The mutating call at which the power goes out.
     fail_at: Option<u64>,
@@ -206,9 +217,14 @@ enum CrashMode {
     PartialUnsynced,
 }
 
+/// What is on the platter after a power cut: one image per file.
+type Images = [Vec<u8>; 2];
+
 impl Disk {
-    fn with_image(image: Vec<u8>) -> Self {
-        Disk(Arc::new(Mutex::new(DiskState { data: image.clone(), durable: image, ..Default::default() })))
+    fn with_images(images: Images) -> Self {
+        let files =
+            images.map(|image| FileState { data: image.clone(), durable: image, pending: Vec::new() });
+        Disk(Arc::new(Mutex::new(DiskState { files, ..Default::default() })))
     }
 
     fn cut_power_at(&self, op: u64) {
@@ -220,68 +236,73 @@ impl Disk {
     }
 
     /// Cuts the power (if not already) and returns what is on the platter afterwards.
-    fn crash(&self, mode: CrashMode, rng: &mut ChaCha8Rng) -> Vec<u8> {
+    fn crash(&self, mode: CrashMode, rng: &mut ChaCha8Rng) -> Images {
         let mut s = self.0.lock().unwrap();
         s.dead = true;
-        let mut image = s.durable.clone();
-        for p in &s.pending {
-            match p {
-                Pending::SetLen(len) => image.resize(*len as usize, 0),
-                Pending::Write(off, bytes) => {
-                    let keep = match mode {
-                        CrashMode::LoseUnsynced => 0,
-                        CrashMode::PartialUnsynced => match rng.random_range(0..3) {
-                            0 => 0,
-                            1 => bytes.len(),
-                            _ => rng.random_range(0..=bytes.len() / 512) * 512,
-                        },
-                    };
-                    let end = *off as usize + keep;
-                    if image.len() < end {
-                        image.resize(end, 0);
+        let crash_file = |file: &FileState, rng: &mut ChaCha8Rng| {
+            let mut image = file.durable.clone();
+            for p in &file.pending {
+                match p {
+                    Pending::SetLen(len) => image.resize(*len as usize, 0),
+                    Pending::Write(off, bytes) => {
+                        let keep = match mode {
+                            CrashMode::LoseUnsynced => 0,
+                            CrashMode::PartialUnsynced => match rng.random_range(0..3) {
+                                0 => 0,
+                                1 => bytes.len(),
+                                _ => rng.random_range(0..=bytes.len() / 512) * 512,
+                            },
+                        };
+                        let end = *off as usize + keep;
+                        if image.len() < end {
+                            image.resize(end, 0);
+                        }
+                        image[*off as usize..end].copy_from_slice(&bytes[..keep]);
                     }
-                    image[*off as usize..end].copy_from_slice(&bytes[..keep]);
                 }
             }
-        }
-        image
+            image
+        };
+        [crash_file(&s.files[LOG], rng), crash_file(&s.files[STATE_MACHINE], rng)]
     }
 }
 
+/// One of the two files, as a redb storage backend.
 #[derive(Debug)]
-struct CrashBackend(Disk);
+struct CrashBackend {
+    disk: Disk,
+    file: usize,
+}
 
 fn power_cut() -> io::Error {
     io::Error::other("power cut")
 }
 
-impl CrashBackend {
-    /// Counts a mutating call; fails it (and everything after) once the power is out.
-    fn mutate(&self, s: &mut DiskState) -> io::Result<()> {
-        if s.dead {
-            return Err(power_cut());
-        }
-        s.ops += 1;
-        if s.fail_at == Some(s.ops) {
-            s.dead = true;
-            return Err(power_cut());
-        }
-        Ok(())
+/// Counts a mutating call; fails it (and everything after) once the power is out.
+fn mutate(s: &mut DiskState) -> io::Result<()> {
+    if s.dead {
+        return Err(power_cut());
     }
+    s.ops += 1;
+    if s.fail_at == Some(s.ops) {
+        s.dead = true;
+        return Err(power_cut());
+    }
+    Ok(())
 }
 
 impl StorageBackend for CrashBackend {
     fn len(&self) -> io::Result<u64> {
-        let s = self.0.0.lock().unwrap();
-        if s.dead { Err(power_cut()) } else { Ok(s.data.len() as u64) }
+        let s = self.disk.0.lock().unwrap();
+        if s.dead { Err(power_cut()) } else { Ok(s.files[self.file].data.len() as u64) }
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
-        let s = self.0.0.lock().unwrap();
+        let s = self.disk.0.lock().unwrap();
         if s.dead {
             return Err(power_cut());
         }
-        let src = s
+        let src = s.files[self.file]
             .data
             .get(offset as usize..offset as usize + out.len())
             .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "read past end"))?;
@@ -290,37 +311,41 @@ impl StorageBackend for CrashBackend {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        let mut s = self.0.0.lock().unwrap();
-        self.mutate(&mut s)?;
-        s.data.resize(len as usize, 0);
-        s.pending.push(Pending::SetLen(len));
+        let mut s = self.disk.0.lock().unwrap();
+        mutate(&mut s)?;
+        let f = &mut s.files[self.file];
+        f.data.resize(len as usize, 0);
+        f.pending.push(Pending::SetLen(len));
         Ok(())
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        let mut s = self.0.0.lock().unwrap();
-        self.mutate(&mut s)?;
-        s.durable = s.data.clone();
-        s.pending.clear();
+        let mut s = self.disk.0.lock().unwrap();
+        mutate(&mut s)?;
+        let f = &mut s.files[self.file];
+        f.durable = f.data.clone();
+        f.pending.clear();
         Ok(())
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        let mut s = self.0.0.lock().unwrap();
-        self.mutate(&mut s)?;
+        let mut s = self.disk.0.lock().unwrap();
+        mutate(&mut s)?;
+        let f = &mut s.files[self.file];
         let end = offset as usize + data.len();
-        if s.data.len() < end {
-            s.data.resize(end, 0);
+        if f.data.len() < end {
+            f.data.resize(end, 0);
         }
-        s.data[offset as usize..end].copy_from_slice(data);
-        s.pending.push(Pending::Write(offset, data.to_vec()));
+        f.data[offset as usize..end].copy_from_slice(data);
+        f.pending.push(Pending::Write(offset, data.to_vec()));
         Ok(())
     }
 }
 
 fn open_on(disk: &Disk) -> Result<Store, StoreError> {
-    Store::open_backend(
-        CrashBackend(disk.clone()),
+    Store::open_backends(
+        CrashBackend { disk: disk.clone(), file: LOG },
+        CrashBackend { disk: disk.clone(), file: STATE_MACHINE },
         StoreOptions { cache_size: 4 << 20, verify_on_open: true },
     )
 }
@@ -359,7 +384,7 @@ fn crash_points(mode: CrashMode, seed: u64) {
         let (disk, _, acked) = run_until_cut(Some(cut));
         let image = disk.crash(mode, &mut rng);
         let ctx = format!("mode {mode:?}, seed {seed}, power cut at call {cut} of {total}");
-        let disk = Disk::with_image(image);
+        let disk = Disk::with_images(image);
         let store = open_on(&disk).unwrap_or_else(|e| panic!("{ctx}: reopen failed: {e}"));
         recover(&store).unwrap_or_else(|e| panic!("{ctx}: recovery failed: {e}"));
         let applied = verify(&store, &acked, &ctx);
@@ -391,7 +416,7 @@ fn commit_only_hard_state_is_not_synced_but_term_and_vote_are() {
     store.raft().persist(Some(&hs(1, 1, 0)), &[entry(1), entry(2)]).unwrap();
     store.raft().persist(Some(&hs(1, 1, 2)), &[]).unwrap();
     let image = disk.crash(CrashMode::LoseUnsynced, &mut ChaCha8Rng::seed_from_u64(0));
-    let store = open_on(&Disk::with_image(image)).unwrap();
+    let store = open_on(&Disk::with_images(image)).unwrap();
     assert_eq!(store.raft().hard_state().unwrap(), hs(1, 1, 0), "commit-only change was not synced");
     assert_eq!(store.raft().last_index().unwrap(), 2, "entries were synced");
 
@@ -401,7 +426,7 @@ fn commit_only_hard_state_is_not_synced_but_term_and_vote_are() {
     store.raft().persist(Some(&hs(2, 0, 1)), &[]).unwrap();
     store.raft().persist(Some(&hs(2, 3, 1)), &[]).unwrap();
     let image = disk.crash(CrashMode::LoseUnsynced, &mut ChaCha8Rng::seed_from_u64(0));
-    let store = open_on(&Disk::with_image(image)).unwrap();
+    let store = open_on(&Disk::with_images(image)).unwrap();
     assert_eq!(store.raft().hard_state().unwrap(), hs(2, 3, 1), "term and vote were synced");
 }
 
@@ -428,10 +453,13 @@ fn power_cut_during_snapshot_installation_leaves_old_or_new_state() {
     assert!(installed);
     let total = clean.ops() - base;
     let mut rng = ChaCha8Rng::seed_from_u64(7);
+    // Cuts after the state machine took the snapshot but before the log half was durable:
+    // opening the store must have finished the installation.
+    let mut finished_on_open = 0;
     for cut in 1..=total {
         let (disk, _, installed) = follower_run(Some(cut));
         let ctx = format!("snapshot install, power cut at call {cut} of {total}");
-        let disk = Disk::with_image(disk.crash(CrashMode::PartialUnsynced, &mut rng));
+        let disk = Disk::with_images(disk.crash(CrashMode::PartialUnsynced, &mut rng));
         let store = open_on(&disk).unwrap_or_else(|e| panic!("{ctx}: reopen failed: {e}"));
         recover(&store).unwrap();
         let applied = verify(&store, &[], &ctx);
@@ -441,8 +469,13 @@ fn power_cut_during_snapshot_installation_leaves_old_or_new_state() {
         if applied == 20 {
             assert_eq!(store.raft().first_index().unwrap(), 21, "{ctx}");
             assert_eq!(store.raft().term(20).unwrap(), 1, "{ctx}");
+            assert!(store.raft().hard_state().unwrap().commit >= 20, "{ctx}");
+            if !installed {
+                finished_on_open += 1;
+            }
         }
     }
+    assert!(finished_on_open > 0, "no cut fell between the two halves of the installation");
 }
 
 // ---------------------------------------------------------------------------------------------

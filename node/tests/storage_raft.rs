@@ -260,6 +260,20 @@ fn opening_fails_with_typed_errors() {
     let StoreError::Open { source, .. } = &err else { panic!("{err}") };
     assert!(matches!(**source, StoreError::AlreadyOpen), "{err}");
 
+    // The state machine without its log (the log file lost or from another member): the
+    // entries above its durable point are gone, so opening must refuse, not serve stale data.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        fill(&store, 3);
+        store.sync().unwrap();
+    }
+    std::fs::remove_file(dir.path().join(kvnode::storage::LOG_FILE)).unwrap();
+    let err = Store::open(dir.path()).unwrap_err();
+    let StoreError::Open { source, .. } = &err else { panic!("{err}") };
+    assert!(matches!(**source, StoreError::Corrupt(_)), "{err}");
+    assert!(err.to_string().contains("do not belong together"), "{err}");
+
     // A data directory that is a file.
     let file = tempfile::NamedTempFile::new().unwrap();
     let err = Store::open(file.path()).unwrap_err();
@@ -273,38 +287,42 @@ fn a_damaged_database_file_is_reported_not_panicked_on() {
     {
         let store = Store::open(dir.path()).unwrap();
         fill(&store, 20);
+        store.sync().unwrap();
     }
-    let path = dir.path().join(kvnode::storage::DB_FILE);
-    let pristine = std::fs::read(&path).unwrap();
-    let page = 4096;
-    // Garbage over everything after the header page, then over one page at a time.
-    let mut damaged: Vec<(String, Vec<u8>)> = Vec::new();
-    let mut all = pristine.clone();
-    all[page..].fill(0x5A);
-    damaged.push(("all pages".into(), all));
-    for p in 1..pristine.len() / page {
-        let mut one = pristine.clone();
-        for (i, b) in one[p * page..(p + 1) * page].iter_mut().enumerate() {
-            *b ^= 0x5A ^ (i as u8);
-        }
-        damaged.push((format!("page {p}"), one));
-    }
-    let mut refused = 0;
-    for (what, bytes) in &damaged {
-        std::fs::write(&path, bytes).unwrap();
-        match Store::open(dir.path()) {
-            Err(err) => {
-                let StoreError::Open { source, .. } = &err else { panic!("{what}: {err}") };
-                assert!(matches!(**source, StoreError::Corrupt(_)), "{what}: {err}");
-                refused += 1;
+    for file in [kvnode::storage::DB_FILE, kvnode::storage::LOG_FILE] {
+        let path = dir.path().join(file);
+        let pristine = std::fs::read(&path).unwrap();
+        let page = 4096;
+        // Garbage over everything after the header page, then over one page at a time.
+        let mut damaged: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut all = pristine.clone();
+        all[page..].fill(0x5A);
+        damaged.push((format!("{file}: all pages"), all));
+        for p in 1..pristine.len() / page {
+            let mut one = pristine.clone();
+            for (i, b) in one[p * page..(p + 1) * page].iter_mut().enumerate() {
+                *b ^= 0x5A ^ (i as u8);
             }
-            // A page that held nothing live: the data must read back whole.
-            Ok(store) => {
-                let r = store.kv().range(&range("\0", "\0")).unwrap();
-                assert_eq!(r.count, 20, "{what}");
-                assert_eq!(store.raft().entries(1, 21, None).unwrap().len(), 20, "{what}");
+            damaged.push((format!("{file}: page {p}"), one));
+        }
+        let mut refused = 0;
+        for (what, bytes) in &damaged {
+            std::fs::write(&path, bytes).unwrap();
+            match Store::open(dir.path()) {
+                Err(err) => {
+                    let StoreError::Open { source, .. } = &err else { panic!("{what}: {err}") };
+                    assert!(matches!(**source, StoreError::Corrupt(_)), "{what}: {err}");
+                    refused += 1;
+                }
+                // A page that held nothing live: the data must read back whole.
+                Ok(store) => {
+                    let r = store.kv().range(&range("\0", "\0")).unwrap();
+                    assert_eq!(r.count, 20, "{what}");
+                    assert_eq!(store.raft().entries(1, 21, None).unwrap().len(), 20, "{what}");
+                }
             }
         }
+        std::fs::write(&path, &pristine).unwrap();
+        assert!(refused >= 1, "{file}: no damage was detected at all");
     }
-    assert!(refused >= 1, "no damage was detected at all");
 }

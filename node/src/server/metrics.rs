@@ -30,6 +30,8 @@ pub struct Metrics {
     pub wal_fsync_duration: Histogram,
     /// Latency of applying a batch of committed entries to the key-value store.
     pub backend_commit_duration: Histogram,
+    /// Latency of making the key-value store durable (one fsync per batch of applies).
+    pub backend_sync_duration: Histogram,
     /// Round trip of an append/heartbeat round to each peer, measured on the leader.
     pub peer_round_trip: HistogramVec,
     /// Size of the database file.
@@ -118,6 +120,11 @@ impl Metrics {
                 r,
                 "raftkv_disk_backend_commit_duration_seconds",
                 "Latency of applying committed entries to the key-value store.",
+            )?,
+            backend_sync_duration: histogram(
+                r,
+                "raftkv_disk_backend_sync_duration_seconds",
+                "Latency of making the key-value store durable (one fsync per batch of applies).",
             )?,
             peer_round_trip,
             db_total_size: gauge(r, "raftkv_mvcc_db_total_size_in_bytes", "Size of the database file.")?,

@@ -1,4 +1,7 @@
-//! The Raft log, hard state and snapshots in redb, behind the core's [`Storage`] trait.
+//! The Raft log, hard state and snapshots, behind the core's [`Storage`] trait.
+//!
+//! Log and hard state live in the log database; snapshots are read from and installed into
+//! the state-machine database ([`KvStore`]), whose durable applied index bounds compaction.
 
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
@@ -10,10 +13,12 @@ use crate::proto::raftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetada
 use crate::raft::storage::{RaftState, Storage, StorageError};
 
 use super::error::StoreError;
+use super::kv::KvStore;
 use super::snapshot;
 use super::tables::{
-    CONF_STATE, HARD_STATE, META, META_APPLIED_INDEX, META_SNAPSHOT_INDEX, META_SNAPSHOT_TERM, RAFT_LOG,
-    RAFT_STATE, get_msg, get_u64, put_msg,
+    CONF_STATE, HARD_STATE, LOG_META, LOG_SNAPSHOT_INDEX, LOG_SNAPSHOT_TERM, MEMBERSHIP, META,
+    META_APPLIED_INDEX, META_INSTALLED_SNAPSHOT_INDEX, META_INSTALLED_SNAPSHOT_TERM, RAFT_LOG, RAFT_STATE,
+    get_msg, get_u64, put_msg,
 };
 
 /// Where the log starts and ends, kept in memory so `term`, `first_index` and `last_index` do
@@ -29,12 +34,14 @@ struct LogBounds {
     last_term: u64,
 }
 
-/// The Raft side of a member's database: log entries, hard state, membership and snapshot
-/// point. The driver writes through `persist`, `install_snapshot` and `compact`; the core reads
-/// through [`Storage`].
+/// The Raft side of a member's storage: log entries, hard state and snapshot point in the log
+/// database, and the state machine for snapshots. The driver writes through `persist`,
+/// `install_snapshot` and `compact`; the core reads through [`Storage`].
 #[derive(Debug)]
 pub struct RedbRaftStorage {
+    /// The log database.
     db: Arc<Database>,
+    kv: KvStore,
     bounds: RwLock<LogBounds>,
     /// Serializes the writers from their read of `bounds` to their update of it.
     writer: Mutex<()>,
@@ -51,8 +58,8 @@ fn read_bounds(
     meta: &impl ReadableTable<&'static str, u64>,
     log: &impl ReadableTable<u64, &'static [u8]>,
 ) -> Result<LogBounds, StoreError> {
-    let snapshot_index = get_u64(meta, META_SNAPSHOT_INDEX)?;
-    let snapshot_term = get_u64(meta, META_SNAPSHOT_TERM)?;
+    let snapshot_index = get_u64(meta, LOG_SNAPSHOT_INDEX)?;
+    let snapshot_term = get_u64(meta, LOG_SNAPSHOT_TERM)?;
     let (last_index, last_term) = match log.last()? {
         Some((k, v)) => (k.value(), decode_entry(v.value())?.term),
         None => (snapshot_index, snapshot_term),
@@ -61,17 +68,62 @@ fn read_bounds(
 }
 
 impl RedbRaftStorage {
-    pub(crate) fn open(db: Arc<Database>) -> Result<Self, StoreError> {
-        let bounds = {
-            let txn = db.begin_read()?;
-            read_bounds(&txn.open_table(META)?, &txn.open_table(RAFT_LOG)?)?
+    /// Opens the log over `db` next to the state machine `kv`, first finishing a snapshot
+    /// installation a crash interrupted, then checking that the two databases fit together.
+    pub(crate) fn open(db: Arc<Database>, kv: KvStore) -> Result<Self, StoreError> {
+        let (installed_index, installed_term, applied) = {
+            let txn = kv.db().begin_read()?;
+            let meta = txn.open_table(META)?;
+            (
+                get_u64(&meta, META_INSTALLED_SNAPSHOT_INDEX)?,
+                get_u64(&meta, META_INSTALLED_SNAPSHOT_TERM)?,
+                get_u64(&meta, META_APPLIED_INDEX)?,
+            )
         };
-        Ok(RedbRaftStorage {
+        let mut bounds = {
+            let txn = db.begin_read()?;
+            read_bounds(&txn.open_table(LOG_META)?, &txn.open_table(RAFT_LOG)?)?
+        };
+        if installed_index > bounds.snapshot_index {
+            bounds = replace_log_with_snapshot_point(&db, installed_index, installed_term)?;
+        }
+        // Compaction never passes the durable applied index, and entries are applied only
+        // once they are in the log: anything else means a database was lost or swapped.
+        if applied < bounds.snapshot_index || applied > bounds.last_index {
+            return Err(StoreError::Corrupt(format!(
+                "the state machine has applied through index {applied} but the Raft log covers {}..={}; \
+                 the two database files of this member do not belong together",
+                bounds.snapshot_index, bounds.last_index
+            )));
+        }
+        let raft = RedbRaftStorage {
             db,
+            kv,
             bounds: RwLock::new(bounds),
             writer: Mutex::new(()),
             snapshot_cache: Mutex::new(None),
-        })
+        };
+        raft.raise_commit_to(applied)?;
+        Ok(raft)
+    }
+
+    /// The state machine may have applied (durably) past the last durable commit index, which
+    /// is written without an fsync; applied entries are committed, so the commit index can
+    /// catch up, which lets the core start from the applied index.
+    fn raise_commit_to(&self, applied: u64) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::None)?;
+        {
+            let mut rs = txn.open_table(RAFT_STATE)?;
+            let mut hs: HardState = get_msg(&rs, HARD_STATE)?;
+            if hs.commit >= applied {
+                return Ok(());
+            }
+            hs.commit = applied;
+            put_msg(&mut rs, HARD_STATE, &hs)?;
+        }
+        txn.commit()?;
+        Ok(())
     }
 
     fn bounds(&self) -> LogBounds {
@@ -141,10 +193,14 @@ impl RedbRaftStorage {
         Ok(())
     }
 
-    /// Installs a snapshot received from the leader, atomically: the state machine is
-    /// replaced by the snapshot's, the log is emptied, the snapshot point and membership are
-    /// recorded and the hard state's commit index raised to the snapshot index. Durable
-    /// (fsynced) when it returns.
+    /// Installs a snapshot received from the leader: the state machine is replaced by the
+    /// snapshot's, the log is emptied, the snapshot point recorded and the hard state's commit
+    /// index raised to the snapshot index. Durable (fsynced) when it returns.
+    ///
+    /// Two databases, two transactions: the state machine first, recording the snapshot point
+    /// with it, then the log. A crash between them leaves a state machine ahead of its log,
+    /// and [`RedbRaftStorage::open`] finishes the second step from the recorded point, so the
+    /// installation is all-or-nothing as seen after a restart.
     pub fn install_snapshot(&self, snap: &Snapshot) -> Result<(), StoreError> {
         let meta = snap.metadata.clone().unwrap_or_default();
         let data =
@@ -156,7 +212,7 @@ impl RedbRaftStorage {
             )));
         }
         let _w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.kv.db().begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         {
             let applied = get_u64(&txn.open_table(META)?, META_APPLIED_INDEX)?;
@@ -164,24 +220,19 @@ impl RedbRaftStorage {
                 return Err(StoreError::SnapshotOutOfDate { snapshot: meta.index, applied });
             }
             snapshot::restore(&txn, &data)?;
-            txn.delete_table(RAFT_LOG)?;
-            txn.open_table(RAFT_LOG)?;
             let mut m = txn.open_table(META)?;
-            m.insert(META_SNAPSHOT_INDEX, meta.index)?;
-            m.insert(META_SNAPSHOT_TERM, meta.term)?;
-            let mut rs = txn.open_table(RAFT_STATE)?;
-            put_msg(&mut rs, CONF_STATE, &meta.conf_state.clone().unwrap_or_default())?;
-            let mut hs: HardState = get_msg(&rs, HARD_STATE)?;
-            hs.commit = hs.commit.max(meta.index);
-            put_msg(&mut rs, HARD_STATE, &hs)?;
+            m.insert(META_INSTALLED_SNAPSHOT_INDEX, meta.index)?;
+            m.insert(META_INSTALLED_SNAPSHOT_TERM, meta.term)?;
+            put_msg(
+                &mut txn.open_table(MEMBERSHIP)?,
+                CONF_STATE,
+                &meta.conf_state.clone().unwrap_or_default(),
+            )?;
         }
         txn.commit()?;
-        self.set_bounds(LogBounds {
-            snapshot_index: meta.index,
-            snapshot_term: meta.term,
-            last_index: meta.index,
-            last_term: meta.term,
-        });
+        self.kv.note_durable(meta.index);
+        let bounds = replace_log_with_snapshot_point(&self.db, meta.index, meta.term)?;
+        self.set_bounds(bounds);
         *self.snapshot_cache.lock().unwrap_or_else(PoisonError::into_inner) = None;
         Ok(())
     }
@@ -190,8 +241,12 @@ impl RedbRaftStorage {
     /// `index` as the new snapshot point. Compacting to an index at or below the current point
     /// does nothing.
     ///
-    /// Not fsynced: losing a compaction in a crash only leaves more log behind, and the next
-    /// durable commit persists it anyway.
+    /// A crash takes the state machine back to its last durable commit and replays the log
+    /// from there, so the entries above that point must stay: when `index` is beyond it, the
+    /// state machine is made durable first (one fsync of it per compaction).
+    ///
+    /// The compaction itself is not fsynced: losing it in a crash only leaves more log behind,
+    /// and the next durable commit persists it anyway.
     pub fn compact(&self, index: u64) -> Result<(), StoreError> {
         let _w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let mut b = self.bounds();
@@ -201,27 +256,39 @@ impl RedbRaftStorage {
         if index > b.last_index {
             return Err(StoreError::CompactBeyondLast { index, last: b.last_index });
         }
+        let mut durable = self.kv.durable_applied_index();
+        if index > durable {
+            durable = self.kv.sync()?;
+        }
+        if index > durable {
+            return Err(StoreError::CompactBeyondApplied { index, applied: durable });
+        }
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::None)?;
         {
-            let mut meta = txn.open_table(META)?;
-            let applied = get_u64(&meta, META_APPLIED_INDEX)?;
-            if index > applied {
-                return Err(StoreError::CompactBeyondApplied { index, applied });
-            }
+            let mut meta = txn.open_table(LOG_META)?;
             let mut log = txn.open_table(RAFT_LOG)?;
             let term = match log.get(index)? {
                 Some(v) => decode_entry(v.value())?.term,
                 None => return Err(StoreError::Corrupt(format!("log entry {index} missing"))),
             };
             log.retain_in(..=index, |_, _| false)?;
-            meta.insert(META_SNAPSHOT_INDEX, index)?;
-            meta.insert(META_SNAPSHOT_TERM, term)?;
+            meta.insert(LOG_SNAPSHOT_INDEX, index)?;
+            meta.insert(LOG_SNAPSHOT_TERM, term)?;
             b.snapshot_index = index;
             b.snapshot_term = term;
         }
         txn.commit()?;
         self.set_bounds(b);
+        Ok(())
+    }
+
+    /// Makes every earlier (non-durable) commit of the log database durable: the commit index
+    /// and compactions, which are written without an fsync.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        txn.commit()?;
         Ok(())
     }
 
@@ -233,39 +300,30 @@ impl RedbRaftStorage {
 
     /// The membership as of the applied index.
     pub fn conf_state(&self) -> Result<ConfState, StoreError> {
-        let txn = self.db.begin_read()?;
-        get_msg(&txn.open_table(RAFT_STATE)?, CONF_STATE)
+        self.kv.conf_state()
     }
 
     /// Records the initial membership of a new cluster (before any entry is applied), durably.
     pub fn bootstrap_conf_state(&self, conf_state: &ConfState) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
-        put_msg(&mut txn.open_table(RAFT_STATE)?, CONF_STATE, conf_state)?;
-        txn.commit()?;
-        Ok(())
+        self.kv.bootstrap_conf_state(conf_state)
     }
 
     fn build_snapshot(&self, request_index: u64) -> Result<Snapshot, StorageError> {
-        let txn = self.db.begin_read().map_err(StoreError::from)?;
+        let txn = self.kv.db().begin_read().map_err(StoreError::from)?;
         let data = snapshot::build(&txn)?;
         let index = data.applied_index;
         if index < request_index {
             return Err(StorageError::SnapshotTemporarilyUnavailable);
         }
-        let meta = txn.open_table(META).map_err(StoreError::from)?;
-        let term = if index == get_u64(&meta, META_SNAPSHOT_INDEX)? {
-            get_u64(&meta, META_SNAPSHOT_TERM)?
-        } else {
-            let log = txn.open_table(RAFT_LOG).map_err(StoreError::from)?;
-            let found = log.get(index).map_err(StoreError::from)?;
-            match found {
-                Some(v) => decode_entry(v.value())?.term,
-                None => return Err(StoreError::Corrupt(format!("applied entry {index} not in log")).into()),
-            }
+        // The applied index is never below the log's snapshot point (compaction stops at the
+        // durable applied index), so its term is in the log or is the snapshot point's.
+        let term = match self.term(index) {
+            Ok(term) => term,
+            Err(StorageError::Compacted) => return Err(StorageError::SnapshotTemporarilyUnavailable),
+            Err(e) => return Err(e),
         };
         let conf_state: ConfState =
-            get_msg(&txn.open_table(RAFT_STATE).map_err(StoreError::from)?, CONF_STATE)?;
+            get_msg(&txn.open_table(MEMBERSHIP).map_err(StoreError::from)?, CONF_STATE)?;
         Ok(Snapshot {
             metadata: Some(SnapshotMetadata { index, term, conf_state: Some(conf_state) }),
             data: data.encode_to_vec(),
@@ -273,11 +331,30 @@ impl RedbRaftStorage {
     }
 }
 
+/// Empties the log and sets its snapshot point to (`index`, `term`), raising the commit index
+/// to `index`, durably: the log half of a snapshot installation. Idempotent, so opening a store
+/// can redo it after a crash.
+fn replace_log_with_snapshot_point(db: &Database, index: u64, term: u64) -> Result<LogBounds, StoreError> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    txn.delete_table(RAFT_LOG)?;
+    txn.open_table(RAFT_LOG)?;
+    {
+        let mut m = txn.open_table(LOG_META)?;
+        m.insert(LOG_SNAPSHOT_INDEX, index)?;
+        m.insert(LOG_SNAPSHOT_TERM, term)?;
+        let mut rs = txn.open_table(RAFT_STATE)?;
+        let mut hs: HardState = get_msg(&rs, HARD_STATE)?;
+        hs.commit = hs.commit.max(index);
+        put_msg(&mut rs, HARD_STATE, &hs)?;
+    }
+    txn.commit()?;
+    Ok(LogBounds { snapshot_index: index, snapshot_term: term, last_index: index, last_term: term })
+}
+
 impl Storage for RedbRaftStorage {
     fn initial_state(&self) -> Result<RaftState, StorageError> {
-        let txn = self.db.begin_read().map_err(StoreError::from)?;
-        let rs = txn.open_table(RAFT_STATE).map_err(StoreError::from)?;
-        Ok(RaftState { hard_state: get_msg(&rs, HARD_STATE)?, conf_state: get_msg(&rs, CONF_STATE)? })
+        Ok(RaftState { hard_state: self.hard_state()?, conf_state: self.kv.conf_state()? })
     }
 
     fn entries(&self, low: u64, high: u64, max_bytes: Option<u64>) -> Result<Vec<Entry>, StorageError> {

@@ -1,21 +1,39 @@
-//! The redb tables of a member's database and small typed accessors for the scalar ones.
+//! The redb tables of a member's two databases and small typed accessors for the scalar ones.
 //!
-//! Everything lives in one file (`member.redb`) so that one write transaction can change the
-//! key space, the applied index and the Raft log together: that is what makes apply
-//! exactly-once across crashes and snapshot installation atomic.
+//! - The **log database** (`raft.redb`) holds what Raft must have on disk before it answers
+//!   anyone: log entries, the hard state and the point the log was compacted to. It is small
+//!   and every write that matters is fsynced, so an fsync costs a few pages.
+//! - The **state-machine database** (`member.redb`) holds the key space, the membership and
+//!   the applied index in the same transactions (so apply is exactly-once across crashes). It
+//!   is made durable lazily, as etcd commits its bbolt backend in batches: the log holds
+//!   everything above its durable applied index, and compaction never drops that part.
 
 use prost::Message;
 use redb::{ReadableTable, TableDefinition};
 
 use super::error::StoreError;
 
+// --- The log database -------------------------------------------------------------------------
+
 /// Raft log: index -> prost-encoded `raftpb::Entry`.
 pub(crate) const RAFT_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
-/// Raft records: `HARD_STATE`, `CONF_STATE` -> prost-encoded message.
+/// `HARD_STATE` -> prost-encoded `raftpb::HardState`.
 pub(crate) const RAFT_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_state");
-/// Scalars of the log and the state machine (`META_*` keys). Revisions are stored as their
-/// `u64` bit pattern (they are never negative).
+/// Scalars of the log: `LOG_SNAPSHOT_INDEX`, `LOG_SNAPSHOT_TERM`.
+pub(crate) const LOG_META: TableDefinition<&str, u64> = TableDefinition::new("log_meta");
+
+pub(crate) const HARD_STATE: &str = "hard_state";
+/// Index and term of the last log entry removed by compaction or covered by a snapshot.
+pub(crate) const LOG_SNAPSHOT_INDEX: &str = "snapshot_index";
+pub(crate) const LOG_SNAPSHOT_TERM: &str = "snapshot_term";
+
+// --- The state-machine database ------------------------------------------------------------
+
+/// Scalars of the state machine (`META_*` keys). Revisions are stored as their `u64` bit
+/// pattern (they are never negative).
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// `CONF_STATE` -> prost-encoded `raftpb::ConfState`, the membership as of the applied index.
+pub(crate) const MEMBERSHIP: TableDefinition<&str, &[u8]> = TableDefinition::new("membership");
 /// Current value of every live key: key -> prost-encoded `mvccpb::KeyValue` with an empty
 /// `key` field (the table key is the key), so a current read is one lookup.
 pub(crate) const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
@@ -28,15 +46,16 @@ pub(crate) const KEY_REVS: TableDefinition<(&[u8], i64, i64), ()> = TableDefinit
 /// Cluster membership: member id -> prost-encoded `kvserverpb::Member`.
 pub(crate) const MEMBERS: TableDefinition<u64, &[u8]> = TableDefinition::new("members");
 
-pub(crate) const HARD_STATE: &str = "hard_state";
 pub(crate) const CONF_STATE: &str = "conf_state";
 
 /// Index of the last entry applied to the state machine. etcd calls the same number the
 /// "consistent index"; raftkv has one number for both because every entry goes through apply.
 pub(crate) const META_APPLIED_INDEX: &str = "applied_index";
-/// Index and term of the last log entry removed by compaction or covered by a snapshot.
-pub(crate) const META_SNAPSHOT_INDEX: &str = "snapshot_index";
-pub(crate) const META_SNAPSHOT_TERM: &str = "snapshot_term";
+/// Index and term of the last snapshot installed from a leader. Installation writes the state
+/// machine first and the log second; a crash between the two leaves this point above the log's
+/// snapshot point, and opening the store finishes the log half (see `Store::open`).
+pub(crate) const META_INSTALLED_SNAPSHOT_INDEX: &str = "installed_snapshot_index";
+pub(crate) const META_INSTALLED_SNAPSHOT_TERM: &str = "installed_snapshot_term";
 /// The key space's current revision and the revision history was compacted at.
 pub(crate) const META_REVISION: &str = "revision";
 pub(crate) const META_COMPACT_REVISION: &str = "compact_revision";

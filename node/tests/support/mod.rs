@@ -129,7 +129,7 @@ impl TestCluster {
             m.kill();
         }
         if let Some(rt) = self.slots[i].runtime.take() {
-            rt.shutdown_background();
+            shut_down(rt);
         }
     }
 
@@ -139,7 +139,7 @@ impl TestCluster {
             m.stop().await;
         }
         if let Some(rt) = self.slots[i].runtime.take() {
-            rt.shutdown_background();
+            shut_down(rt);
         }
     }
 
@@ -212,6 +212,17 @@ pub async fn bind_exact(flags: &NodeFlags) -> Listeners {
 }
 
 /// Polls `check` until it is true or `what` times out after 20 s.
+/// Shuts a member's runtime down and waits until its tasks are dropped: connection tasks
+/// outlive the aborted servers and hold the member's store open, and a restart must find the
+/// database files released, as after a real process exit. (Runtimes cannot be shut down
+/// with a wait from async code, hence the thread.)
+fn shut_down(rt: tokio::runtime::Runtime) {
+    let waiter = std::thread::spawn(move || rt.shutdown_timeout(Duration::from_secs(10)));
+    if waiter.join().is_err() {
+        panic!("member runtime shutdown panicked");
+    }
+}
+
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,

@@ -165,7 +165,7 @@ impl Members {
             m.stop().await;
         }
         if let Some(rt) = self.slots[i].runtime.take() {
-            rt.shutdown_background();
+            shut_down(rt);
         }
     }
 
@@ -175,7 +175,7 @@ impl Members {
             m.kill();
         }
         if let Some(rt) = self.slots[i].runtime.take() {
-            rt.shutdown_background();
+            shut_down(rt);
         }
     }
 
@@ -259,10 +259,19 @@ pub async fn launch(args: &[String]) -> Result<(RunningMember, tokio::runtime::R
     }
 }
 
+/// Shuts a member's runtime down and waits until its tasks are dropped, so the member's
+/// database files are released (as after a process exit) before anything reopens them.
+fn shut_down(rt: tokio::runtime::Runtime) {
+    let waiter = std::thread::spawn(move || rt.shutdown_timeout(Duration::from_secs(10)));
+    if waiter.join().is_err() {
+        panic!("member runtime shutdown panicked");
+    }
+}
+
 /// Stops a member gracefully, then its runtime.
 pub async fn stop(member: RunningMember, runtime: tokio::runtime::Runtime) {
     member.stop().await;
-    runtime.shutdown_background();
+    shut_down(runtime);
 }
 
 /// Binds exactly the ports in `flags` (a restarted member keeps its addresses).

@@ -12,6 +12,7 @@ pub mod validate;
 mod write;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use prost::Message;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
@@ -25,8 +26,8 @@ use crate::proto::raftpb::ConfState;
 
 use super::error::{KvError, StoreError};
 use super::tables::{
-    CONF_STATE, KEY_REVS, KV, MEMBERS, META, META_APPLIED_INDEX, META_CLUSTER_ID, META_COMPACT_REVISION,
-    META_LOCAL_MEMBER_ID, META_REVISION, RAFT_STATE, REVS, get_rev, get_u64, put_msg,
+    CONF_STATE, KEY_REVS, KV, MEMBERS, MEMBERSHIP, META, META_APPLIED_INDEX, META_CLUSTER_ID,
+    META_COMPACT_REVISION, META_LOCAL_MEMBER_ID, META_REVISION, REVS, get_msg, get_rev, get_u64, put_msg,
 };
 use keys::{KeyRange, event_kv};
 use range::ReadView;
@@ -103,16 +104,67 @@ pub struct Changes {
     pub truncated: bool,
 }
 
-/// The state machine over the member's database. Cheap to clone; reads may run on any thread
-/// concurrently with apply (redb's snapshot-isolated read transactions).
+/// The state machine over the member's state-machine database. Cheap to clone; reads may run
+/// on any thread concurrently with apply (redb's snapshot-isolated read transactions).
 #[derive(Debug, Clone)]
 pub struct KvStore {
     db: Arc<Database>,
+    /// The applied index as of the last durable commit: the log must keep every entry above
+    /// it, because a crash takes the state machine back to it.
+    durable_applied: Arc<AtomicU64>,
 }
 
 impl KvStore {
-    pub(crate) fn new(db: Arc<Database>) -> Self {
-        KvStore { db }
+    /// Wraps an open database. Whatever it holds on open is durable (redb recovers to its last
+    /// durable commit), so that is where the durable applied index starts.
+    pub(crate) fn new(db: Arc<Database>) -> Result<Self, StoreError> {
+        let applied = {
+            let txn = db.begin_read()?;
+            get_u64(&txn.open_table(META)?, META_APPLIED_INDEX)?
+        };
+        Ok(KvStore { db, durable_applied: Arc::new(AtomicU64::new(applied)) })
+    }
+
+    pub(crate) fn db(&self) -> &Arc<Database> {
+        &self.db
+    }
+
+    /// Makes every earlier apply durable (one fsync of the state-machine database) and returns
+    /// the applied index that is now durable. The Raft loop calls it every so often and before
+    /// compacting the log past the previous durable point.
+    pub fn sync(&self) -> Result<u64, StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        let applied = get_u64(&txn.open_table(META)?, META_APPLIED_INDEX)?;
+        txn.commit()?;
+        self.note_durable(applied);
+        Ok(applied)
+    }
+
+    /// The applied index as of the last durable commit of the state machine.
+    pub fn durable_applied_index(&self) -> u64 {
+        self.durable_applied.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn note_durable(&self, applied: u64) {
+        self.durable_applied.fetch_max(applied, Ordering::AcqRel);
+    }
+
+    /// The membership as of the applied index.
+    pub fn conf_state(&self) -> Result<ConfState, StoreError> {
+        let txn = self.db.begin_read()?;
+        get_msg(&txn.open_table(MEMBERSHIP)?, CONF_STATE)
+    }
+
+    /// Records the initial membership of a new cluster (before any entry is applied), durably.
+    pub fn bootstrap_conf_state(&self, conf_state: &ConfState) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        let applied = get_u64(&txn.open_table(META)?, META_APPLIED_INDEX)?;
+        put_msg(&mut txn.open_table(MEMBERSHIP)?, CONF_STATE, conf_state)?;
+        txn.commit()?;
+        self.note_durable(applied);
+        Ok(())
     }
 
     /// Serves a Range request from the applied state (the caller has made the read
@@ -226,12 +278,11 @@ impl KvStore {
     /// (`Outcome::AlreadyApplied`); the first new one must directly follow it.
     ///
     /// Durability: the transaction commits with [`Durability::None`] (no fsync). That is safe
-    /// because the entries come from the Raft log, which `persist` wrote with an fsync before
-    /// they could be committed, and redb commits are ordered: a crash loses at most a suffix of
-    /// these commits, the applied index comes back with the state it belongs to, and replay
-    /// re-applies exactly the lost entries. The next durable commit on the database (a
-    /// `persist`, a snapshot installation) makes everything before it durable. Skipping the
-    /// fsync halves the fsyncs per write on the hot path.
+    /// because the entries stay in the Raft log (fsynced by `persist`) until a durable commit of
+    /// this database ([`KvStore::sync`]) covers them, and redb commits are ordered: a crash
+    /// loses at most a suffix of these commits, the applied index comes back with the state it
+    /// belongs to, and replay re-applies exactly the lost entries. Writes thus cost one fsync
+    /// of the small log database, not of the key space.
     pub fn apply_batch(&self, cmds: &[(u64, Command<'_>)]) -> Result<Vec<ApplyResult>, StoreError> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::None)?;
@@ -393,7 +444,7 @@ fn apply_member_change(
     conf_state: &ConfState,
     change: &MemberChange,
 ) -> Result<(), StoreError> {
-    put_msg(&mut txn.open_table(RAFT_STATE)?, CONF_STATE, conf_state)?;
+    put_msg(&mut txn.open_table(MEMBERSHIP)?, CONF_STATE, conf_state)?;
     let mut members = txn.open_table(MEMBERS)?;
     match change {
         MemberChange::None => {}
