@@ -43,10 +43,21 @@ pub struct RedbRaftStorage {
     db: Arc<Database>,
     kv: KvStore,
     bounds: RwLock<LogBounds>,
-    /// Serializes the writers from their read of `bounds` to their update of it.
-    writer: Mutex<()>,
+    /// Serializes the writers from their read of `bounds` to their update of it, and holds the
+    /// hard state they write.
+    writer: Mutex<HardStates>,
     /// The last snapshot built, served again while it is recent enough.
     snapshot_cache: Mutex<Option<Snapshot>>,
+}
+
+/// The hard state as `persist` last received it and as it was last written. Term and vote are
+/// always written (durably) as they change; a newer commit index alone waits in `latest` for
+/// the next write, because the commit index is volatile in Raft (a restarted member learns it
+/// again from the leader, and never below its applied index).
+#[derive(Debug, Default)]
+struct HardStates {
+    latest: HardState,
+    written: HardState,
 }
 
 fn decode_entry(bytes: &[u8]) -> Result<Entry, StoreError> {
@@ -85,7 +96,9 @@ impl RedbRaftStorage {
             read_bounds(&txn.open_table(LOG_META)?, &txn.open_table(RAFT_LOG)?)?
         };
         if installed_index > bounds.snapshot_index {
-            bounds = replace_log_with_snapshot_point(&db, installed_index, installed_term)?;
+            bounds =
+                replace_log_with_snapshot_point(&db, installed_index, installed_term, &HardState::default())?
+                    .0;
         }
         // Compaction never passes the durable applied index, and entries are applied only
         // once they are in the log: anything else means a database was lost or swapped.
@@ -100,10 +113,12 @@ impl RedbRaftStorage {
             db,
             kv,
             bounds: RwLock::new(bounds),
-            writer: Mutex::new(()),
+            writer: Mutex::new(HardStates::default()),
             snapshot_cache: Mutex::new(None),
         };
         raft.raise_commit_to(applied)?;
+        let stored = raft.stored_hard_state()?;
+        *raft.lock_writer() = HardStates { latest: stored, written: stored };
         Ok(raft)
     }
 
@@ -126,6 +141,15 @@ impl RedbRaftStorage {
         Ok(())
     }
 
+    fn lock_writer(&self) -> std::sync::MutexGuard<'_, HardStates> {
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn stored_hard_state(&self) -> Result<HardState, StoreError> {
+        let txn = self.db.begin_read()?;
+        get_msg(&txn.open_table(RAFT_STATE)?, HARD_STATE)
+    }
+
     fn bounds(&self) -> LogBounds {
         *self.bounds.read().unwrap_or_else(PoisonError::into_inner)
     }
@@ -134,13 +158,14 @@ impl RedbRaftStorage {
         *self.bounds.write().unwrap_or_else(PoisonError::into_inner) = b;
     }
 
-    /// Durably stores what a `Ready` asks for: the hard state (if changed) and new entries, in
-    /// one fsynced transaction (so all entries of a Ready cost one fsync; a Ready that only
-    /// moves the commit index costs none). Entries replace any
-    /// stored entries from the first new index on (a leader overwriting a conflicting suffix);
-    /// entries already covered by the snapshot point are skipped.
+    /// Durably stores what a `Ready` asks for: new entries and a changed term or vote, in one
+    /// fsynced transaction (so all entries of a Ready cost one fsync). A Ready that only moves
+    /// the commit index costs no write at all, as in etcd's WAL (MustSync): the commit index is
+    /// volatile state in Raft, so it is written with the next durable write. Entries replace
+    /// any stored entries from the first new index on (a leader overwriting a conflicting
+    /// suffix); entries already covered by the snapshot point are skipped.
     pub fn persist(&self, hard_state: Option<&HardState>, entries: &[Entry]) -> Result<(), StoreError> {
-        let _w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut hs = self.lock_writer();
         let mut b = self.bounds();
         let entries = {
             let skip = entries.iter().take_while(|e| e.index <= b.snapshot_index).count();
@@ -158,17 +183,16 @@ impl RedbRaftStorage {
                 }
             }
         }
+        let next = hard_state.copied().unwrap_or(hs.latest);
+        // Term and vote are only ever written durably, so the written ones are the durable ones.
+        let term_or_vote_changed =
+            next.current_term != hs.written.current_term || next.voted_for != hs.written.voted_for;
+        if entries.is_empty() && !term_or_vote_changed {
+            hs.latest = next;
+            return Ok(());
+        }
         let mut txn = self.db.begin_write()?;
-        // Only entries, the term and the vote must be durable before anyone hears of them. A
-        // change of the commit index alone (every follower's second Ready per write) is written
-        // without an fsync, as etcd's WAL does: the commit index is volatile state in Raft, so
-        // losing it in a crash is harmless, and the next durable commit carries it anyway.
-        // Term and vote are only ever written durably, so the stored ones are the durable ones.
-        let stored = get_msg::<HardState>(&txn.open_table(RAFT_STATE)?, HARD_STATE)?;
-        let must_sync = !entries.is_empty()
-            || hard_state
-                .is_some_and(|hs| hs.current_term != stored.current_term || hs.voted_for != stored.voted_for);
-        txn.set_durability(if must_sync { Durability::Immediate } else { Durability::None })?;
+        txn.set_durability(Durability::Immediate)?;
         {
             let mut log = txn.open_table(RAFT_LOG)?;
             if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
@@ -184,12 +208,14 @@ impl RedbRaftStorage {
                 b.last_index = last.index;
                 b.last_term = last.term;
             }
-            if let Some(hs) = hard_state {
-                put_msg(&mut txn.open_table(RAFT_STATE)?, HARD_STATE, hs)?;
+            if next != hs.written {
+                put_msg(&mut txn.open_table(RAFT_STATE)?, HARD_STATE, &next)?;
             }
         }
         txn.commit()?;
         self.set_bounds(b);
+        hs.written = next;
+        hs.latest = next;
         Ok(())
     }
 
@@ -211,7 +237,7 @@ impl RedbRaftStorage {
                 meta.index, data.applied_index
             )));
         }
-        let _w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut hs = self.lock_writer();
         let mut txn = self.kv.db().begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         {
@@ -231,8 +257,11 @@ impl RedbRaftStorage {
         }
         txn.commit()?;
         self.kv.note_durable(meta.index);
-        let bounds = replace_log_with_snapshot_point(&self.db, meta.index, meta.term)?;
+        // The commit index that waited for a write goes with this one.
+        let (bounds, written) = replace_log_with_snapshot_point(&self.db, meta.index, meta.term, &hs.latest)?;
         self.set_bounds(bounds);
+        hs.latest = written;
+        hs.written = written;
         *self.snapshot_cache.lock().unwrap_or_else(PoisonError::into_inner) = None;
         Ok(())
     }
@@ -248,7 +277,7 @@ impl RedbRaftStorage {
     /// The compaction itself is not fsynced: losing it in a crash only leaves more log behind,
     /// and the next durable commit persists it anyway.
     pub fn compact(&self, index: u64) -> Result<(), StoreError> {
-        let _w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let _w = self.lock_writer();
         let mut b = self.bounds();
         if index <= b.snapshot_index {
             return Ok(());
@@ -283,19 +312,25 @@ impl RedbRaftStorage {
         Ok(())
     }
 
-    /// Makes every earlier (non-durable) commit of the log database durable: the commit index
-    /// and compactions, which are written without an fsync.
+    /// Makes the log database durable with the latest hard state: the commit index waiting
+    /// for a write, and compactions, which are written without an fsync. Called on a clean
+    /// stop, so a restart starts from the commit index it stopped at.
     pub fn sync(&self) -> Result<(), StoreError> {
+        let mut hs = self.lock_writer();
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
+        if hs.latest != hs.written {
+            put_msg(&mut txn.open_table(RAFT_STATE)?, HARD_STATE, &hs.latest)?;
+        }
         txn.commit()?;
+        hs.written = hs.latest;
         Ok(())
     }
 
-    /// The persisted hard state.
+    /// The latest hard state (its commit index possibly not written yet; after a restart, the
+    /// stored one).
     pub fn hard_state(&self) -> Result<HardState, StoreError> {
-        let txn = self.db.begin_read()?;
-        get_msg(&txn.open_table(RAFT_STATE)?, HARD_STATE)
+        Ok(self.lock_writer().latest)
     }
 
     /// The membership as of the applied index.
@@ -333,23 +368,30 @@ impl RedbRaftStorage {
 
 /// Empties the log and sets its snapshot point to (`index`, `term`), raising the commit index
 /// to `index`, durably: the log half of a snapshot installation. Idempotent, so opening a store
-/// can redo it after a crash.
-fn replace_log_with_snapshot_point(db: &Database, index: u64, term: u64) -> Result<LogBounds, StoreError> {
+/// can redo it after a crash. `latest` is the hard state in memory, which may hold a commit
+/// index newer than the stored one; returns the bounds and the hard state now stored.
+fn replace_log_with_snapshot_point(
+    db: &Database,
+    index: u64,
+    term: u64,
+    latest: &HardState,
+) -> Result<(LogBounds, HardState), StoreError> {
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)?;
     txn.delete_table(RAFT_LOG)?;
     txn.open_table(RAFT_LOG)?;
-    {
+    let hs = {
         let mut m = txn.open_table(LOG_META)?;
         m.insert(LOG_SNAPSHOT_INDEX, index)?;
         m.insert(LOG_SNAPSHOT_TERM, term)?;
         let mut rs = txn.open_table(RAFT_STATE)?;
-        let mut hs: HardState = get_msg(&rs, HARD_STATE)?;
-        hs.commit = hs.commit.max(index);
+        let stored: HardState = get_msg(&rs, HARD_STATE)?;
+        let hs = HardState { commit: stored.commit.max(latest.commit).max(index), ..stored };
         put_msg(&mut rs, HARD_STATE, &hs)?;
-    }
+        hs
+    };
     txn.commit()?;
-    Ok(LogBounds { snapshot_index: index, snapshot_term: term, last_index: index, last_term: term })
+    Ok((LogBounds { snapshot_index: index, snapshot_term: term, last_index: index, last_term: term }, hs))
 }
 
 impl Storage for RedbRaftStorage {
