@@ -346,7 +346,7 @@ fn open_on(disk: &Disk) -> Result<Store, StoreError> {
     Store::open_backends(
         CrashBackend { disk: disk.clone(), file: LOG },
         CrashBackend { disk: disk.clone(), file: STATE_MACHINE },
-        StoreOptions { cache_size: 4 << 20, verify_on_open: true },
+        StoreOptions { cache_size: 4 << 20, log_cache_size: 4 << 20, verify_on_open: true },
     )
 }
 

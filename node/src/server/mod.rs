@@ -9,6 +9,7 @@ pub mod health;
 pub mod http;
 pub mod identity;
 pub mod kv_service;
+pub mod kv_syncer;
 pub mod maintenance_service;
 pub mod member;
 pub mod metrics;

@@ -9,8 +9,12 @@
 //! (one fsync for the whole batch, shared by every client that proposed in this turn); only then
 //! send the votes and acknowledgements that depend on them; `advance`. It runs on a dedicated OS
 //! thread because its disk writes block; async request handlers talk to it through [`NodeHandle`].
+//!
+//! The key space is made durable in batches by a [thread of its own](super::kv_syncer); while
+//! that runs, committed entries queue up (the key space is locked by the sync) and the loop goes
+//! on writing, replicating and acknowledging the log.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -25,6 +29,7 @@ use crate::proto::raftpb::{
 };
 use crate::raft::{RaftError, RawNode, Ready, Role, Storage as _};
 use crate::server::errors::EtcdError;
+use crate::server::kv_syncer::KvSyncer;
 use crate::server::metrics::Metrics;
 use crate::server::transport::{Inbox, PeerSenders};
 use crate::storage::{ApplyResult, Command, KvStore, MemberChange, Outcome, RedbRaftStorage};
@@ -96,6 +101,8 @@ pub enum Input {
     Progress { reply: Reply<Vec<PeerProgress>> },
     /// Stop the loop (after handing off leadership if `transfer` and possible).
     Stop,
+    /// Wakes the loop: a key-space sync finished.
+    KvSynced,
 }
 
 /// The cloneable handle async code uses to talk to the Raft loop.
@@ -225,6 +232,15 @@ pub struct RaftLoop {
     log_bytes: AppliedLogBytes,
     /// When the state machine was last made durable.
     last_state_machine_sync: Instant,
+    /// Makes the key space durable off this thread.
+    kv_syncer: KvSyncer,
+    /// Committed entries handed out by the core (and decoded), waiting to be applied to the key
+    /// space: they wait while a key-space sync runs.
+    pending_apply: VecDeque<(Entry, Decoded)>,
+    /// The last index applied to the key space. The core's own applied index runs ahead of it
+    /// while entries wait in `pending_apply`; reads, compaction and the published status use
+    /// this one.
+    applied: u64,
 }
 
 /// Handles of a started loop.
@@ -250,6 +266,11 @@ impl RaftLoop {
         let (status_tx, status_rx) = watch::channel(RaftStatus { id, ..Default::default() });
         let last_compacted = storage.first_index().unwrap_or(1).saturating_sub(1);
         let persisted = storage.hard_state().map_err(std::io::Error::other)?;
+        let applied = kv.applied_index().map_err(std::io::Error::other)?;
+        let wake = Mutex::new(tx.clone());
+        let kv_syncer = KvSyncer::start(kv.clone(), format!("kv-sync-{id:x}"), move || {
+            let _ = wake.lock().unwrap_or_else(PoisonError::into_inner).send(Input::KvSynced);
+        })?;
         let mut rl = RaftLoop {
             node,
             storage,
@@ -273,6 +294,9 @@ impl RaftLoop {
             persisted_term_vote: (persisted.current_term, persisted.voted_for),
             log_bytes: AppliedLogBytes::default(),
             last_state_machine_sync: Instant::now(),
+            kv_syncer,
+            pending_apply: VecDeque::new(),
+            applied,
         };
         let thread = std::thread::Builder::new().name(format!("raft-{id:x}")).spawn(move || {
             let _rt = runtime.enter();
@@ -336,6 +360,9 @@ impl RaftLoop {
                 break;
             }
         }
+        if let Some(Err(e)) = self.kv_syncer.wait() {
+            warn!(error = %e, "key-space sync failed");
+        }
         self.fail_all(ProposeError::Stopped);
         // A clean stop leaves both databases durable, so the next start replays nothing.
         if let Err(e) = self.storage.sync().and_then(|()| self.kv.sync().map(drop)) {
@@ -344,23 +371,36 @@ impl RaftLoop {
         info!("raft loop stopped");
     }
 
-    /// Makes the state machine durable every [`STATE_MACHINE_SYNC_INTERVAL`] while it
+    /// Starts making the key space durable every [`STATE_MACHINE_SYNC_INTERVAL`] while it
     /// changes. Applies are committed without an fsync, and until a durable commit covers them
     /// the log must keep their entries and a restart replays them; syncing in batches bounds
-    /// both, at one fsync of the state machine per interval instead of one per write (etcd
-    /// commits its backend the same way). Called after the turn's log write, so it never makes
-    /// an apply durable before its entry is.
+    /// both, at one fsync of the key space per interval instead of one per write (etcd commits
+    /// its backend the same way). Called after the turn's log write, so every apply it covers
+    /// is of entries already durable in the log, and no apply happens until it is done.
     fn maybe_sync_state_machine(&mut self) -> Result<(), String> {
-        if self.last_state_machine_sync.elapsed() < STATE_MACHINE_SYNC_INTERVAL {
+        if self.kv_syncer.in_progress()
+            || self.last_state_machine_sync.elapsed() < STATE_MACHINE_SYNC_INTERVAL
+        {
             return Ok(());
         }
         self.last_state_machine_sync = Instant::now();
-        if self.kv.durable_applied_index() >= self.node.status().applied {
+        if self.kv.durable_applied_index() >= self.applied {
             return Ok(());
         }
-        let started = Instant::now();
-        self.kv.sync().map_err(|e| format!("sync state machine: {e}"))?;
-        self.metrics.backend_sync_duration.observe(started.elapsed().as_secs_f64());
+        self.kv_syncer.start_sync()
+    }
+
+    /// Notes a finished key-space sync (without waiting for one).
+    fn poll_kv_sync(&mut self) -> Result<(), String> {
+        match self.kv_syncer.poll() {
+            Some(outcome) => self.on_kv_synced(outcome),
+            None => Ok(()),
+        }
+    }
+
+    fn on_kv_synced(&mut self, outcome: crate::server::kv_syncer::SyncOutcome) -> Result<(), String> {
+        let (_, took) = outcome.map_err(|e| format!("sync state machine: {e}"))?;
+        self.metrics.backend_sync_duration.observe(took.as_secs_f64());
         Ok(())
     }
 
@@ -404,7 +444,7 @@ impl RaftLoop {
             Input::Progress { reply } => {
                 let _ = reply.send(self.progress());
             }
-            Input::Stop => {}
+            Input::Stop | Input::KvSynced => {}
         }
     }
 
@@ -464,7 +504,11 @@ impl RaftLoop {
     }
 
     fn on_ready(&mut self) -> Result<(), String> {
+        self.poll_kv_sync()?;
         if !self.node.has_ready() {
+            // Entries that waited for a sync are applied as soon as it is over.
+            self.apply_pending()?;
+            self.answer_reads();
             self.publish_status();
             return Ok(());
         }
@@ -473,10 +517,16 @@ impl RaftLoop {
             self.on_soft_state(ss.leader_id, ss.role);
         }
         if let Some(snapshot) = &rd.snapshot {
+            // The snapshot replaces the key space: what was committed before it goes in first.
+            if let Some(outcome) = self.kv_syncer.wait() {
+                self.on_kv_synced(outcome)?;
+            }
+            self.apply_pending()?;
             let index = snapshot.metadata.as_ref().map_or(0, |m| m.index);
             self.storage.install_snapshot(snapshot).map_err(|e| format!("install snapshot: {e}"))?;
             self.metrics.snapshots_installed.inc();
             self.last_compacted = index;
+            self.applied = index;
             self.log_bytes.forget_through(index);
             self.refresh_peers();
             info!(index, "installed snapshot from leader");
@@ -501,14 +551,11 @@ impl RaftLoop {
         // Committed entries are durable on a quorum already, so they are applied (and their
         // clients answered) before this member's own fsync rather than after it. That cannot
         // make the state machine outrun the log across a crash: applies commit without an
-        // fsync, and the state machine is made durable only after the turn's log write
-        // (`maybe_sync_state_machine`, `compact`) or by a snapshot, which replaces both.
-        let committed = std::mem::take(&mut rd.committed_entries);
-        if !committed.is_empty() {
-            let started = Instant::now();
-            self.apply(&committed)?;
-            self.metrics.backend_commit_duration.observe(started.elapsed().as_secs_f64());
-        }
+        // fsync, and the state machine is made durable only by a sync started after the turn's
+        // log write (`maybe_sync_state_machine`; compaction stays below what it made durable)
+        // or by a snapshot, which replaces both.
+        self.hand_off(std::mem::take(&mut rd.committed_entries))?;
+        self.apply_pending()?;
         if !rd.entries.is_empty() || rd.hard_state.is_some() {
             let started = Instant::now();
             self.storage
@@ -582,13 +629,35 @@ impl RaftLoop {
         }
     }
 
-    /// Applies committed entries in one state-machine transaction and answers their waiters.
-    fn apply(&mut self, entries: &[Entry]) -> Result<(), String> {
-        let decoded: Vec<Decoded> =
-            entries.iter().map(|e| self.decode_for_apply(e)).collect::<Result<_, _>>()?;
-        let commands: Vec<(u64, Command<'_>)> = entries
+    /// Takes committed entries for application: decodes them now, which applies membership
+    /// changes to the core in log order before the Ready that carried them is advanced (as the
+    /// core expects), and queues them for the key space.
+    fn hand_off(&mut self, entries: Vec<Entry>) -> Result<(), String> {
+        for entry in entries {
+            let decoded = self.decode_for_apply(&entry)?;
+            self.pending_apply.push_back((entry, decoded));
+        }
+        Ok(())
+    }
+
+    /// Applies the queued committed entries in one key-space transaction and answers their
+    /// waiters; nothing while a key-space sync runs (the transaction would wait for it).
+    fn apply_pending(&mut self) -> Result<(), String> {
+        if self.pending_apply.is_empty() || self.kv_syncer.in_progress() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let batch: Vec<(Entry, Decoded)> = self.pending_apply.drain(..).collect();
+        self.apply(&batch)?;
+        self.metrics.backend_commit_duration.observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Applies decoded committed entries in one state-machine transaction and answers their
+    /// waiters.
+    fn apply(&mut self, batch: &[(Entry, Decoded)]) -> Result<(), String> {
+        let commands: Vec<(u64, Command<'_>)> = batch
             .iter()
-            .zip(&decoded)
             .map(|(e, d)| {
                 let cmd = match d {
                     Decoded::Noop => Command::Noop,
@@ -601,13 +670,16 @@ impl RaftLoop {
             })
             .collect();
         let results = self.kv.apply_batch(&commands).map_err(|e| format!("apply: {e}"))?;
-        self.metrics.proposals_committed.inc_by(entries.len() as u64);
-        for e in entries {
+        self.metrics.proposals_committed.inc_by(batch.len() as u64);
+        for (e, _) in batch {
             self.log_bytes.record(e.index, e.data.len() as u64);
+        }
+        if let Some((last, _)) = batch.last() {
+            self.applied = self.applied.max(last.index);
         }
         self.metrics.proposals_applied.inc_by(results.len() as u64);
         let mut membership_changed = false;
-        for (result, d) in results.into_iter().zip(&decoded) {
+        for (result, (_, d)) in results.into_iter().zip(batch) {
             // A proposal of ours expected at this index but another entry landed there: it
             // was overwritten by a newer leader and will never apply.
             if let Some(id) = self.proposed_at.remove(&result.index)
@@ -739,7 +811,7 @@ impl RaftLoop {
         if self.reads_waiting_apply.is_empty() {
             return;
         }
-        let applied = self.node.status().applied;
+        let applied = self.applied;
         let (ready, waiting): (Vec<_>, Vec<_>) =
             std::mem::take(&mut self.reads_waiting_apply).into_iter().partition(|(i, _)| *i <= applied);
         self.reads_waiting_apply = waiting;
@@ -754,7 +826,7 @@ impl RaftLoop {
     /// counting entries alone lets large entries (a txn of 100 puts) keep hundreds of MiB of
     /// log on disk.
     fn maybe_compact(&mut self) -> Result<(), String> {
-        let applied = self.node.status().applied;
+        let applied = self.applied;
         let to = if applied >= self.last_compacted + self.config.snapshot_count + self.config.catch_up_entries
         {
             applied - self.config.catch_up_entries
@@ -763,6 +835,9 @@ impl RaftLoop {
         } else {
             return Ok(());
         };
+        // A crash takes the key space back to its last durable commit and replays the log from
+        // there, so compaction stops at that point; syncs move it every interval.
+        let to = to.min(self.kv.durable_applied_index());
         if to <= self.last_compacted {
             return Ok(());
         }
@@ -783,13 +858,13 @@ impl RaftLoop {
             leader_id: st.leader_id.filter(|l| *l != 0),
             is_leader: st.role == Role::Leader,
             commit: st.commit,
-            applied: st.applied,
+            applied: self.applied,
             voters: conf.voters.clone(),
             learners: conf.learners.clone(),
             heartbeat: Some(Instant::now()),
         };
         self.metrics.term.set(st.term as i64);
-        self.metrics.applied_index.set(st.applied as i64);
+        self.metrics.applied_index.set(self.applied as i64);
         self.metrics.committed_index.set(st.commit as i64);
         self.status_tx.send_if_modified(|old| {
             let changed = old.term != status.term

@@ -46,9 +46,13 @@ enum Part {
 /// Tuning of the database.
 #[derive(Debug, Clone, Copy)]
 pub struct StoreOptions {
-    /// Bytes of page cache redb may use. redb's default (1 GiB) is too much when several
-    /// members share a machine in tests; 64 MiB holds the hot part of a typical key space.
+    /// Bytes of page cache redb may use for the key space. redb's default (1 GiB) is too much
+    /// when several members share a machine in tests; 64 MiB holds the hot part of a typical
+    /// key space.
     pub cache_size: usize,
+    /// Bytes of page cache for the log database. Its hot part is the tail of the log (what a
+    /// follower slightly behind is sent), so it needs far less than the key space.
+    pub log_cache_size: usize,
     /// Verify every page's checksum when opening. redb trusts a cleanly closed file and may
     /// panic on one damaged outside it (bad disk, stray write); with the check, damage is
     /// reported as [`StoreError::Corrupt`] instead. It costs one full read of the file at
@@ -58,13 +62,17 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { cache_size: 64 * 1024 * 1024, verify_on_open: true }
+        StoreOptions { cache_size: 64 * 1024 * 1024, log_cache_size: 16 * 1024 * 1024, verify_on_open: true }
     }
 }
 
-fn builder(options: StoreOptions) -> redb::Builder {
+fn builder(options: StoreOptions, part: Part) -> redb::Builder {
+    let cache_size = match part {
+        Part::Log => options.log_cache_size,
+        Part::StateMachine => options.cache_size,
+    };
     let mut b = redb::Builder::new();
-    b.set_cache_size(options.cache_size).set_check_integrity_on_open(options.verify_on_open);
+    b.set_cache_size(cache_size).set_check_integrity_on_open(options.verify_on_open);
     b
 }
 
@@ -77,7 +85,7 @@ fn create_atomically(dir: &Path, path: &Path, part: Part, options: StoreOptions)
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(StoreError::from_io(e)),
     }
-    let db = builder(options).create(&tmp)?;
+    let db = builder(options, part).create(&tmp)?;
     init_tables(&db, part)?;
     db.close()?;
     std::fs::rename(&tmp, path).map_err(StoreError::from_io)?;
@@ -127,7 +135,7 @@ fn open_file(dir: &Path, part: Part, options: StoreOptions) -> Result<(Database,
     if !exists {
         create_atomically(dir, &path, part, options).map_err(wrap)?;
     }
-    let db = builder(options).open(&path).map_err(|e| wrap(e.into()))?;
+    let db = builder(options, part).open(&path).map_err(|e| wrap(e.into()))?;
     Ok((db, path))
 }
 
@@ -171,8 +179,8 @@ impl Store {
         state_machine: impl StorageBackend,
         options: StoreOptions,
     ) -> Result<Store, StoreError> {
-        let log = builder(options).create_with_backend(log)?;
-        let kv = builder(options).create_with_backend(state_machine)?;
+        let log = builder(options, Part::Log).create_with_backend(log)?;
+        let kv = builder(options, Part::StateMachine).create_with_backend(state_machine)?;
         Self::init(log, kv)
     }
 
