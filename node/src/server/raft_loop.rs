@@ -387,6 +387,19 @@ impl RaftLoop {
         if self.kv.durable_applied_index() >= self.applied {
             return Ok(());
         }
+        // Holds by construction (applies happen only in a turn that persists their entries,
+        // and this runs after that turn's write); checked because breaking it would let a
+        // power cut leave the key space ahead of the log.
+        let durable_log = self.storage.last_index().map_err(|e| format!("log bounds: {e}"))?;
+        debug_assert!(
+            self.applied <= durable_log,
+            "applied {} beyond the durable log {durable_log}",
+            self.applied
+        );
+        if self.applied > durable_log {
+            error!(applied = self.applied, durable_log, "key space ahead of the log; sync deferred");
+            return Ok(());
+        }
         self.kv_syncer.start_sync()
     }
 
