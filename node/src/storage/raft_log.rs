@@ -109,45 +109,25 @@ impl RedbRaftStorage {
                 bounds.snapshot_index, bounds.last_index
             )));
         }
-        let raft = RedbRaftStorage {
+        let written: HardState = {
+            let txn = db.begin_read()?;
+            get_msg(&txn.open_table(RAFT_STATE)?, HARD_STATE)?
+        };
+        // The key space may be durable past the stored commit index (which waits for the next
+        // durable write); applied entries are committed, so the commit index catches up in
+        // memory, which lets the core start from the applied index.
+        let latest = HardState { commit: written.commit.max(applied), ..written };
+        Ok(RedbRaftStorage {
             db,
             kv,
             bounds: RwLock::new(bounds),
-            writer: Mutex::new(HardStates::default()),
+            writer: Mutex::new(HardStates { latest, written }),
             snapshot_cache: Mutex::new(None),
-        };
-        raft.raise_commit_to(applied)?;
-        let stored = raft.stored_hard_state()?;
-        *raft.lock_writer() = HardStates { latest: stored, written: stored };
-        Ok(raft)
-    }
-
-    /// The state machine may have applied (durably) past the last durable commit index, which
-    /// is written without an fsync; applied entries are committed, so the commit index can
-    /// catch up, which lets the core start from the applied index.
-    fn raise_commit_to(&self, applied: u64) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::None)?;
-        {
-            let mut rs = txn.open_table(RAFT_STATE)?;
-            let mut hs: HardState = get_msg(&rs, HARD_STATE)?;
-            if hs.commit >= applied {
-                return Ok(());
-            }
-            hs.commit = applied;
-            put_msg(&mut rs, HARD_STATE, &hs)?;
-        }
-        txn.commit()?;
-        Ok(())
+        })
     }
 
     fn lock_writer(&self) -> std::sync::MutexGuard<'_, HardStates> {
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn stored_hard_state(&self) -> Result<HardState, StoreError> {
-        let txn = self.db.begin_read()?;
-        get_msg(&txn.open_table(RAFT_STATE)?, HARD_STATE)
     }
 
     fn bounds(&self) -> LogBounds {
