@@ -12,7 +12,9 @@ use clap::Parser;
 use kvnode::config::{Cli, InitialClusterState, NodeFlags};
 use kvnode::server::member::{self, Listeners, RunningMember};
 use tempfile::TempDir;
-use tokio::net::TcpListener;
+
+pub use raftkv_testkit::{eventually, init_logging};
+use raftkv_testkit::{free_addr, shut_down};
 
 /// One member slot: its flags (fixed ports, data dir) and the running member, if up.
 pub struct Slot {
@@ -28,18 +30,6 @@ pub struct TestCluster {
     pub dir: TempDir,
     pub slots: Vec<Slot>,
     pub token: String,
-}
-
-/// Logs to the test's captured output; `RUST_LOG` selects (default: warnings).
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
-}
-
-async fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    l.local_addr().expect("addr")
 }
 
 fn default_flags() -> NodeFlags {
@@ -199,40 +189,7 @@ impl TestCluster {
 
 /// Binds exactly the ports in `flags` (a restarted member keeps its addresses).
 pub async fn bind_exact(flags: &NodeFlags) -> Listeners {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match Listeners::bind(flags).await {
-            Ok(l) => return l,
-            Err(e) => {
-                assert!(tokio::time::Instant::now() < deadline, "cannot rebind: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
-/// Polls `check` until it is true or `what` times out after 20 s.
-/// Shuts a member's runtime down and waits until its tasks are dropped: connection tasks
-/// outlive the aborted servers and hold the member's store open, and a restart must find the
-/// database files released, as after a real process exit. (Runtimes cannot be shut down
-/// with a wait from async code, hence the thread.)
-fn shut_down(rt: tokio::runtime::Runtime) {
-    let waiter = std::thread::spawn(move || rt.shutdown_timeout(Duration::from_secs(10)));
-    if waiter.join().is_err() {
-        panic!("member runtime shutdown panicked");
-    }
-}
-
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    raftkv_testkit::retry("cannot rebind", || Listeners::bind(flags)).await
 }
 
 impl TestCluster {

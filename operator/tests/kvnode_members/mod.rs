@@ -16,7 +16,9 @@ use clap::Parser;
 use kvnode::config::Cli;
 use kvnode::server::member::{self, Listeners, RunningMember, StartError};
 use tempfile::TempDir;
-use tokio::net::TcpListener;
+
+pub use raftkv_testkit::{eventually, init_logging};
+use raftkv_testkit::{free_addr, shut_down};
 
 /// One member slot: the command line it starts with and the member, when running.
 pub struct Slot {
@@ -34,31 +36,6 @@ pub struct Members {
     dir: TempDir,
     token: String,
     pub slots: Vec<Slot>,
-}
-
-/// Logs to the test's captured output; `RUST_LOG` selects (default: warnings).
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
-}
-
-async fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    l.local_addr().expect("addr")
-}
-
-/// Polls `check` every 25 ms until it holds; panics naming `what` after 20 s.
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 impl Members {
@@ -259,15 +236,6 @@ pub async fn launch(args: &[String]) -> Result<(RunningMember, tokio::runtime::R
     }
 }
 
-/// Shuts a member's runtime down and waits until its tasks are dropped, so the member's
-/// database files are released (as after a process exit) before anything reopens them.
-fn shut_down(rt: tokio::runtime::Runtime) {
-    let waiter = std::thread::spawn(move || rt.shutdown_timeout(Duration::from_secs(10)));
-    if waiter.join().is_err() {
-        panic!("member runtime shutdown panicked");
-    }
-}
-
 /// Stops a member gracefully, then its runtime.
 pub async fn stop(member: RunningMember, runtime: tokio::runtime::Runtime) {
     member.stop().await;
@@ -276,14 +244,5 @@ pub async fn stop(member: RunningMember, runtime: tokio::runtime::Runtime) {
 
 /// Binds exactly the ports in `flags` (a restarted member keeps its addresses).
 async fn bind(flags: &kvnode::config::NodeFlags) -> Listeners {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match Listeners::bind(flags).await {
-            Ok(l) => return l,
-            Err(e) => {
-                assert!(tokio::time::Instant::now() < deadline, "cannot bind: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+    raftkv_testkit::retry("cannot bind", || Listeners::bind(flags)).await
 }
