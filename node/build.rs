@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 /// Proto files compiled into the crate, relative to the repository's `proto/` folder.
 const PROTOS: &[&str] =
-    &["raft.proto", "etcd/kv.proto", "etcd/auth.proto", "etcd/rpc.proto", "kvserver.proto", "peer.proto"];
+    &["etcd/kv.proto", "etcd/auth.proto", "etcd/rpc.proto", "kvserver.proto", "peer.proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../proto");
@@ -13,6 +13,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={}", f.display());
     }
     let fds = protox::compile(&files, [&proto_root])?;
-    tonic_prost_build::configure().build_server(true).build_client(true).compile_fds(fds)?;
+    // The Raft messages are the consensus core's own types (crate `raft`, from raft.proto);
+    // peer.proto only wraps them in the transport service.
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .extern_path(".raftpb", "::raft::pb")
+        .compile_fds(fds)?;
     Ok(())
 }

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod proto;
-pub mod raft;
+/// The consensus core (crate `raft`), re-exported so `kvnode::raft` names it.
+pub use raft;
 pub mod server;
 pub mod storage;

@@ -1,10 +1,7 @@
 //! Generated protobuf types. Only generated code lives here.
 
-/// The peer protocol between kvnode members (`proto/raft.proto`).
-#[allow(clippy::all, missing_docs)]
-pub mod raftpb {
-    tonic::include_proto!("raftpb");
-}
+/// The Raft messages members exchange (`proto/raft.proto`), owned by the consensus core.
+pub use raft::pb as raftpb;
 
 /// etcd's key-value and event types (`proto/etcd/kv.proto`), as etcd clients expect them.
 #[allow(clippy::all, missing_docs)]

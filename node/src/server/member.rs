@@ -23,7 +23,7 @@ use crate::proto::kvserverpb::{InternalRequest, Member, MemberAttributes, intern
 use crate::proto::peerpb::PublishRequest;
 use crate::proto::peerpb::peer_client::PeerClient;
 use crate::proto::peerpb::peer_server::PeerServer;
-use crate::proto::raftpb::raft_transport_server::RaftTransportServer;
+use crate::proto::peerpb::raft_transport_server::RaftTransportServer;
 use crate::raft::{Config as RaftConfig, RawNode, bootstrap_with_context};
 use crate::server::cluster_service::ClusterService;
 use crate::server::context::{Limits, ServerContext};
@@ -180,11 +180,9 @@ fn raft_config(flags: &NodeFlags, id: u64, applied: u64) -> Result<RaftConfig, S
             flags.election_timeout, flags.heartbeat_interval
         )));
     }
-    let seed = id
-        ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
+    let now_nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let seed = id ^ now_nanos;
     Ok(RaftConfig {
         id,
         election_tick: (flags.election_timeout / flags.heartbeat_interval) as usize,
@@ -196,6 +194,9 @@ fn raft_config(flags: &NodeFlags, id: u64, applied: u64) -> Result<RaftConfig, S
         snapshot_chunk_size: 1024 * 1024,
         applied,
         seed,
+        // The wall clock grows across restarts, so batches of this life number above the last.
+        forward_seq_base: now_nanos,
+        strict_reconfig_check: true,
     })
 }
 

@@ -340,7 +340,10 @@ impl RaftLoop {
             }
             let now = Instant::now();
             if now >= next_tick {
-                self.node.tick();
+                if let Err(e) = self.node.tick() {
+                    error!(error = %e, "raft loop failed; stopping this member");
+                    break;
+                }
                 next_tick += self.config.tick;
                 if next_tick < now {
                     // We fell far behind (a long fsync); do not fire a burst of ticks.
@@ -429,7 +432,7 @@ impl RaftLoop {
                 }
             }
             Input::Propose { id, data, reply } => match self.node.propose(data) {
-                Ok(()) => {
+                Ok(_) => {
                     self.waiters.insert(id, reply);
                     self.metrics.proposals_pending.set(self.waiters.len() as i64);
                 }
@@ -444,7 +447,7 @@ impl RaftLoop {
                     return;
                 }
                 match self.node.propose_conf_change(cc.clone()) {
-                    Ok(()) => self.pending_conf = Some((cc, reply)),
+                    Ok(_) => self.pending_conf = Some((cc, reply)),
                     Err(e) => {
                         let _ = reply.send(Err(map_raft_error(e)));
                     }
@@ -525,7 +528,7 @@ impl RaftLoop {
             self.publish_status();
             return Ok(());
         }
-        let mut rd: Ready = self.node.ready();
+        let mut rd: Ready = self.node.ready().map_err(|e| format!("ready: {e}"))?;
         if let Some(ss) = &rd.soft_state {
             self.on_soft_state(ss.leader_id, ss.role);
         }
@@ -590,7 +593,7 @@ impl RaftLoop {
                 self.reads_waiting_apply.extend(batch.into_iter().map(|r| (rs.index, r)));
             }
         }
-        self.node.advance(rd);
+        self.node.advance(rd).map_err(|e| format!("advance: {e}"))?;
         self.answer_reads();
         self.maybe_compact()?;
         self.publish_status();

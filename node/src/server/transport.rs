@@ -15,9 +15,10 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, warn};
 
-use crate::proto::raftpb::raft_transport_client::RaftTransportClient;
-use crate::proto::raftpb::raft_transport_server::RaftTransport;
-use crate::proto::raftpb::{RaftMessage, RaftMessageBatch, SendAck};
+use crate::proto::peerpb::SendAck;
+use crate::proto::peerpb::raft_transport_client::RaftTransportClient;
+use crate::proto::peerpb::raft_transport_server::RaftTransport;
+use crate::proto::raftpb::{RaftMessage, RaftMessageBatch};
 use crate::server::metrics::Metrics;
 use crate::server::tls::PeerTls;
 
@@ -218,7 +219,7 @@ fn drain_now(rx: &mut mpsc::Receiver<RaftMessage>, metrics: &Metrics) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::raftpb::raft_transport_server::RaftTransportServer;
+    use crate::proto::peerpb::raft_transport_server::RaftTransportServer;
     use tokio::net::TcpListener;
     use tokio::sync::Notify;
     use tokio_stream::wrappers::TcpListenerStream;

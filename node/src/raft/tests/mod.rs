@@ -1,9 +1,0 @@
-//! Unit tests of the core: one per rule of the paper's Figure 2, then the extensions.
-
-mod extensions;
-mod figure2;
-mod harness;
-mod membership;
-mod reads_transfer;
-mod robustness;
-mod snapshots;
