@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::cli::{
     DiskUsageArgs, EndpointArgs, FsyncProbeArgs, LoadArgs, PingArgs, ReportArgs, RunArgs, WaitReadyArgs,
 };
+use crate::conn::Pool;
 use crate::error::BenchError;
 use crate::load::{LoadSpec, LoadWorker};
 use crate::record::{self, DiskRecord, FloorRecord, LoadRecord, Record, RestartRecord, RunRecord};
@@ -36,12 +37,11 @@ pub async fn run(args: RunArgs) -> Result<(), BenchError> {
         return Err(BenchError::Config("--clients must be at least 1".into()));
     }
     let timeout = args.endpoints.request_timeout;
-    let endpoints = conn::resolve(&args.endpoints.endpoints, args.target, timeout).await?;
-    let connections = conn::connect_many(&endpoints, usize_of(args.connections)?, timeout).await?;
-    let workers: Vec<EtcdWorker> = (0..args.clients)
-        .zip(connections.iter().cycle())
-        .map(|(i, c)| EtcdWorker::new(c.kv_client(), shape, args.seed, i))
-        .collect();
+    let pool =
+        Pool::open(&args.endpoints.endpoints, args.target, usize_of(args.connections)?, timeout).await?;
+    let workers = (0..args.clients)
+        .map(|i| Ok(EtcdWorker::new(pool.kv_for(i)?, shape, args.seed, i)))
+        .collect::<Result<Vec<_>, BenchError>>()?;
     let stop = match (args.ops, args.duration) {
         (Some(n), _) => Stop::Ops(n),
         (None, Some(d)) => Stop::Duration(d),
@@ -72,13 +72,13 @@ pub async fn run(args: RunArgs) -> Result<(), BenchError> {
     };
     let l = rec.latency;
     let human = format!(
-        "{} {} clients={} conns={} target={:?}: {:.0} ops/s, p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, \
+        "{} {} clients={} conns={} target={}: {:.0} ops/s, p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, \
          {} ops, {} errors, {} conflicts in {:.2} s{}{}",
         rec.system,
         rec.workload.name(),
         rec.clients,
         rec.connections,
-        rec.target,
+        rec.target.name(),
         rec.throughput,
         l.p50_ms,
         l.p99_ms,
@@ -116,13 +116,12 @@ pub async fn load(args: LoadArgs) -> Result<(), BenchError> {
     }
     let spec = LoadSpec { keys: args.keys, batch: args.batch, value_size: args.value_size };
     let timeout = args.endpoints.request_timeout;
-    let endpoints = conn::resolve(&args.endpoints.endpoints, args.target, timeout).await?;
-    let connections = conn::connect_many(&endpoints, usize_of(args.connections)?, timeout).await?;
+    let pool =
+        Pool::open(&args.endpoints.endpoints, args.target, usize_of(args.connections)?, timeout).await?;
     let next = Arc::new(AtomicU64::new(0));
-    let workers: Vec<LoadWorker> = (0..args.clients)
-        .zip(connections.iter().cycle())
-        .map(|(i, c)| LoadWorker::new(c.kv_client(), spec, next.clone(), i))
-        .collect();
+    let workers = (0..args.clients)
+        .map(|i| Ok(LoadWorker::new(pool.kv_for(i)?, spec, next.clone(), i)))
+        .collect::<Result<Vec<_>, BenchError>>()?;
     let plan = Plan {
         warmup: Duration::ZERO,
         stop: Stop::Ops(spec.batches()),
