@@ -119,7 +119,8 @@ pub struct RunArgs {
     /// Round number, recorded so a report can fold alternating repetitions.
     #[arg(long, default_value_t = 1)]
     pub round: u32,
-    /// PIDs of the server processes, comma-separated: their peak RSS is summed into the record.
+    /// PIDs of the server processes, comma-separated: their peak RSS and the CPU time they use
+    /// during the measured phase are summed into the record.
     #[arg(long, value_delimiter = ',')]
     pub server_pids: Vec<u32>,
     /// Exit non-zero if the run had any error or no successful operation.

@@ -256,6 +256,10 @@ mod tests {
             throughput,
             latency: LatencySummary { p50_ms: 1.0, p99_ms: p99, p999_ms: 9.0, mean_ms: 1.0, max_ms: 10.0 },
             server_peak_rss_kib: Some(1024 * round as u64 * 100),
+            server_cpu_s: None,
+            server_cpu_us_per_op: None,
+            client_cpu_s: None,
+            client_cpu_us_per_op: None,
             first_error: None,
         })
     }
