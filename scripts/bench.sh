@@ -126,13 +126,13 @@ if [ -n "$ONLY" ]; then
         for want in "${only_specs[@]}"; do
             if [ "$want" = "$name" ] || [ "$want" = "$name:$clients" ]; then
                 selected+=("$spec")
-                used[$want]=1
+                used["=$want"]=1 # prefixed: an empty name is not a valid subscript
                 break
             fi
         done
     done
     for want in "${only_specs[@]}"; do
-        [ -n "${used[$want]:-}" ] || die "--only: $want names no run (see --help for the names)"
+        [ -n "${used["=$want"]:-}" ] || die "--only: \"$want\" names no run (see --help for the names)"
     done
     RUNS=("${selected[@]}")
 fi
