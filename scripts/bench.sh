@@ -7,7 +7,9 @@
 # time, data dirs side by side on one filesystem, fsync on for both), preloads the key space,
 # runs every workload against each system alternately (etcd, raftkv, etcd, raftkv, ...), then
 # times a member's restart after kill -9 and measures its data dir, and prints one markdown
-# report (see BENCHMARKS.md).
+# report (see BENCHMARKS.md). Writes go to the leader; put and mixed also run as put@all and
+# mixed@all, each request sent to the next member round-robin as clientv3 balances. Every run
+# records the servers' and kvbench's own CPU time per operation (utime+stime from /proc).
 #
 # Usage: scripts/bench.sh [options]
 #   --smoke              ~1 s per workload with tiny counts; exits non-zero if any workload has
@@ -25,8 +27,10 @@
 #   --out FILE           also write the report to FILE and the raw records to FILE.jsonl.
 #   --no-build           use the binaries already built.
 #   --keep               keep the work dir (data dirs, logs, results) instead of deleting it.
-#   --only LIST          run only these workload specs, comma-separated, each "workload" or
-#                        "workload:clients" (e.g. put:64,get-serial); for quick iterations.
+#   --only LIST          run only these runs, comma-separated, each "NAME" or "NAME:clients"
+#                        (e.g. put:64,put@all:64,get-serial); for quick iterations. Names:
+#                        put, put@all, get-linear, get-serial, mixed, mixed@all, txn-cas, range
+#                        (NAME@all = NAME sent to all members round-robin).
 #   --no-restart         skip the restart/disk-size test.
 # Environment: BENCH_DIR (parent of the work dir, default $TMPDIR or /tmp; must not be tmpfs
 # for a real run), BENCH_ETCD_ARGS / BENCH_RAFTKV_ARGS (extra flags for one system's members),
@@ -90,31 +94,46 @@ fi
 RANGE_LEN=1000
 VALUE_SIZE=256
 
-# workload clients connections target — the runs, in order; each alternates the systems.
+# name clients connections target — the runs, in order; each alternates the systems. The
+# target is kvbench's: leader; all (each connection to one member in turn, as etcd's benchmark
+# tool spreads reads); round-robin (each request to the next member, as clientv3 balances an
+# application's requests), which the name marks as WORKLOAD@all. An @all run follows its
+# leader-only twin so that the two are measured close in time.
 RUNS=(
     "put 1 1 leader"
+    "put@all 1 1 round-robin"
     "put 16 2 leader"
+    "put@all 16 2 round-robin"
     "put 64 8 leader"
+    "put@all 64 8 round-robin"
     "put 256 32 leader"
+    "put@all 256 32 round-robin"
     "get-linear 64 8 all"
     "get-serial 64 8 all"
     "mixed 64 8 leader"
+    "mixed@all 64 8 round-robin"
     "txn-cas 64 8 leader"
     "range 16 2 all"
 )
 if [ -n "$ONLY" ]; then
+    # Keeps the runs in their order; a spec that selects nothing is a typo (put-all for
+    # put@all), so it stops the script instead of silently shrinking the session.
     selected=()
+    declare -A used=()
     IFS=, read -r -a only_specs <<<"$ONLY"
     for spec in "${RUNS[@]}"; do
-        read -r workload clients _ <<<"$spec"
+        read -r name clients _ <<<"$spec"
         for want in "${only_specs[@]}"; do
-            if [ "$want" = "$workload" ] || [ "$want" = "$workload:$clients" ]; then
+            if [ "$want" = "$name" ] || [ "$want" = "$name:$clients" ]; then
                 selected+=("$spec")
+                used["=$want"]=1 # prefixed: an empty name is not a valid subscript
                 break
             fi
         done
     done
-    [ "${#selected[@]}" -gt 0 ] || die "--only $ONLY selects no workload"
+    for want in "${only_specs[@]}"; do
+        [ -n "${used["=$want"]:-}" ] || die "--only: \"$want\" names no run (see --help for the names)"
+    done
     RUNS=("${selected[@]}")
 fi
 
@@ -309,11 +328,12 @@ done
 CHECK=()
 [ "$SMOKE" = 1 ] && CHECK=(--check)
 for spec in "${RUNS[@]}"; do
-    read -r workload clients conns target <<<"$spec"
+    read -r name clients conns target <<<"$spec"
+    workload=${name%@all}
     for round in $(seq 1 "$ROUNDS"); do
         for sys in "${WANTED[@]}"; do
             [ -n "${ACTIVE[$sys]:-}" ] || continue
-            measure "$sys $workload c=$clients round $round" run \
+            measure "$sys $name c=$clients round $round" run \
                 --endpoints "$(endpoints_of "$sys")" --label "$sys" --round "$round" \
                 --workload "$workload" --clients "$clients" --connections "$conns" --target "$target" \
                 --duration "$DURATION" --warmup "$WARMUP" --key-space "$KEYS" \

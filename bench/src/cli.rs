@@ -84,10 +84,12 @@ pub struct RunArgs {
     /// Concurrent clients, each with one request in flight.
     #[arg(long, default_value_t = 1)]
     pub clients: u64,
-    /// gRPC connections shared by the clients (client i uses connection i mod M).
+    /// gRPC connections shared by the clients (client i uses connection i mod M); with
+    /// `--target round-robin` each connection holds one channel per member.
     #[arg(long, default_value_t = 1)]
     pub connections: u64,
-    /// Which members to talk to.
+    /// Which members to talk to: `leader`, `all` (each connection to one member, in turn) or
+    /// `round-robin` (each request to the next member, as clientv3 balances).
     #[arg(long, value_enum, default_value = "all")]
     pub target: Target,
     /// Stop after this many operations in total.
@@ -117,7 +119,8 @@ pub struct RunArgs {
     /// Round number, recorded so a report can fold alternating repetitions.
     #[arg(long, default_value_t = 1)]
     pub round: u32,
-    /// PIDs of the server processes, comma-separated: their peak RSS is summed into the record.
+    /// PIDs of the server processes, comma-separated: their peak RSS and the CPU time they use
+    /// during the measured phase are summed into the record.
     #[arg(long, value_delimiter = ',')]
     pub server_pids: Vec<u32>,
     /// Exit non-zero if the run had any error or no successful operation.
@@ -260,6 +263,7 @@ mod tests {
             "--connections=8",
             "--duration=1.5",
             "--server-pids=1,2,3",
+            "--target=round-robin",
         ])
         .unwrap();
         let Command::Run(run) = cli.command else { panic!("not run") };
@@ -268,6 +272,7 @@ mod tests {
         assert_eq!(run.duration, Some(Duration::from_millis(1500)));
         assert_eq!(run.server_pids, vec![1, 2, 3]);
         assert_eq!(run.value_size, 256);
+        assert_eq!(run.target, Target::RoundRobin);
     }
 
     #[test]

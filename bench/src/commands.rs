@@ -7,8 +7,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::cli::{
     DiskUsageArgs, EndpointArgs, FsyncProbeArgs, LoadArgs, PingArgs, ReportArgs, RunArgs, WaitReadyArgs,
 };
+use crate::conn::Pool;
 use crate::error::BenchError;
 use crate::load::{LoadSpec, LoadWorker};
+use crate::procfs::CpuSample;
 use crate::record::{self, DiskRecord, FloorRecord, LoadRecord, Record, RestartRecord, RunRecord};
 use crate::runner::{self, Plan, Stop};
 use crate::workload::{EtcdWorker, Shape};
@@ -36,19 +38,21 @@ pub async fn run(args: RunArgs) -> Result<(), BenchError> {
         return Err(BenchError::Config("--clients must be at least 1".into()));
     }
     let timeout = args.endpoints.request_timeout;
-    let endpoints = conn::resolve(&args.endpoints.endpoints, args.target, timeout).await?;
-    let connections = conn::connect_many(&endpoints, usize_of(args.connections)?, timeout).await?;
-    let workers: Vec<EtcdWorker> = (0..args.clients)
-        .zip(connections.iter().cycle())
-        .map(|(i, c)| EtcdWorker::new(c.kv_client(), shape, args.seed, i))
-        .collect();
+    let pool =
+        Pool::open(&args.endpoints.endpoints, args.target, usize_of(args.connections)?, timeout).await?;
+    let workers = (0..args.clients)
+        .map(|i| Ok(EtcdWorker::new(pool.kv_for(i)?, shape, args.seed, i)))
+        .collect::<Result<Vec<_>, BenchError>>()?;
     let stop = match (args.ops, args.duration) {
         (Some(n), _) => Stop::Ops(n),
         (None, Some(d)) => Stop::Duration(d),
         (None, None) => Stop::Duration(DEFAULT_DURATION),
     };
     let plan = Plan { warmup: args.warmup, stop, op_timeout: timeout, max_duration: args.max_duration };
-    let stats = runner::run(workers, plan).await?;
+    let workers = runner::warm_up(workers, &plan).await?;
+    let cpu_start = CpuSample::take(&args.server_pids);
+    let stats = runner::measure(workers, &plan).await?;
+    let cpu = cpu_start.until(&CpuSample::take(&args.server_pids));
     let rss = if args.server_pids.is_empty() { None } else { procfs::total_peak_rss_kib(&args.server_pids) };
     let rec = RunRecord {
         system: args.output.label.clone(),
@@ -68,17 +72,23 @@ pub async fn run(args: RunArgs) -> Result<(), BenchError> {
         throughput: stats.throughput(),
         latency: stats.latencies.summary(),
         server_peak_rss_kib: rss,
+        server_cpu_s: cpu.servers.map(|d| d.as_secs_f64()),
+        server_cpu_us_per_op: procfs::micros_per_op(cpu.servers, stats.ops),
+        client_cpu_s: cpu.client.map(|d| d.as_secs_f64()),
+        client_cpu_us_per_op: procfs::micros_per_op(cpu.client, stats.ops),
         first_error: stats.first_error.clone(),
     };
     let l = rec.latency;
+    let per_op =
+        |what: &str, us: Option<f64>| us.map_or(String::new(), |us| format!(", {what} CPU {us:.0} µs/op"));
     let human = format!(
-        "{} {} clients={} conns={} target={:?}: {:.0} ops/s, p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, \
-         {} ops, {} errors, {} conflicts in {:.2} s{}{}",
+        "{} {} clients={} conns={} target={}: {:.0} ops/s, p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, \
+         {} ops, {} errors, {} conflicts in {:.2} s{}{}{}{}",
         rec.system,
         rec.workload.name(),
         rec.clients,
         rec.connections,
-        rec.target,
+        rec.target.name(),
         rec.throughput,
         l.p50_ms,
         l.p99_ms,
@@ -88,6 +98,8 @@ pub async fn run(args: RunArgs) -> Result<(), BenchError> {
         rec.conflicts,
         rec.elapsed_s,
         rss.map_or(String::new(), |k| format!(", servers' peak RSS {} MiB", k / 1024)),
+        per_op("servers'", rec.server_cpu_us_per_op),
+        per_op("client", rec.client_cpu_us_per_op),
         rec.first_error.as_ref().map_or(String::new(), |e| format!(" (first error: {e})")),
     );
     let failed = check(&rec);
@@ -116,13 +128,12 @@ pub async fn load(args: LoadArgs) -> Result<(), BenchError> {
     }
     let spec = LoadSpec { keys: args.keys, batch: args.batch, value_size: args.value_size };
     let timeout = args.endpoints.request_timeout;
-    let endpoints = conn::resolve(&args.endpoints.endpoints, args.target, timeout).await?;
-    let connections = conn::connect_many(&endpoints, usize_of(args.connections)?, timeout).await?;
+    let pool =
+        Pool::open(&args.endpoints.endpoints, args.target, usize_of(args.connections)?, timeout).await?;
     let next = Arc::new(AtomicU64::new(0));
-    let workers: Vec<LoadWorker> = (0..args.clients)
-        .zip(connections.iter().cycle())
-        .map(|(i, c)| LoadWorker::new(c.kv_client(), spec, next.clone(), i))
-        .collect();
+    let workers = (0..args.clients)
+        .map(|i| Ok(LoadWorker::new(pool.kv_for(i)?, spec, next.clone(), i)))
+        .collect::<Result<Vec<_>, BenchError>>()?;
     let plan = Plan {
         warmup: Duration::ZERO,
         stop: Stop::Ops(spec.batches()),
@@ -283,6 +294,10 @@ mod tests {
             throughput: ops as f64,
             latency: LatencySummary::default(),
             server_peak_rss_kib: None,
+            server_cpu_s: None,
+            server_cpu_us_per_op: None,
+            client_cpu_s: None,
+            client_cpu_us_per_op: None,
             first_error: None,
         }
     }

@@ -11,6 +11,7 @@ use etcd_client::{KvClient, Txn, TxnOp};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
+use crate::conn::Turns;
 use crate::error::BenchError;
 use crate::keys;
 use crate::runner::{Outcome, Worker};
@@ -42,7 +43,7 @@ impl LoadSpec {
 
 /// A loading client: each operation writes the next unclaimed batch.
 pub struct LoadWorker {
-    kv: KvClient,
+    kv: Turns<KvClient>,
     spec: LoadSpec,
     next: Arc<AtomicU64>,
     rng: StdRng,
@@ -50,7 +51,7 @@ pub struct LoadWorker {
 
 impl LoadWorker {
     /// A loader sharing `next` (the next batch to write) with the other loaders.
-    pub fn new(kv: KvClient, spec: LoadSpec, next: Arc<AtomicU64>, seed: u64) -> Self {
+    pub fn new(kv: Turns<KvClient>, spec: LoadSpec, next: Arc<AtomicU64>, seed: u64) -> Self {
         Self { kv, spec, next, rng: StdRng::seed_from_u64(seed) }
     }
 }
@@ -66,7 +67,7 @@ impl Worker for LoadWorker {
         if puts.is_empty() {
             return Ok(Outcome::Done);
         }
-        let resp = self.kv.txn(Txn::new().and_then(puts)).await?;
+        let resp = self.kv.turn().txn(Txn::new().and_then(puts)).await?;
         if resp.succeeded() {
             Ok(Outcome::Done)
         } else {

@@ -68,6 +68,20 @@ pub struct RunRecord {
     pub latency: LatencySummary,
     /// Sum of the servers' peak resident set (VmHWM), KiB, sampled right after the run.
     pub server_peak_rss_kib: Option<u64>,
+    /// CPU seconds (user + system) the server processes used during the measured phase.
+    /// Absent in records of older kvbench versions and when no server PIDs were given.
+    #[serde(default)]
+    pub server_cpu_s: Option<f64>,
+    /// `server_cpu_s` per successful operation, microseconds.
+    #[serde(default)]
+    pub server_cpu_us_per_op: Option<f64>,
+    /// CPU seconds kvbench itself used during the measured phase: the client shares the cores
+    /// with the servers, so what it costs is taken from them.
+    #[serde(default)]
+    pub client_cpu_s: Option<f64>,
+    /// `client_cpu_s` per successful operation, microseconds.
+    #[serde(default)]
+    pub client_cpu_us_per_op: Option<f64>,
     /// The first error seen, if any.
     pub first_error: Option<String>,
 }
@@ -156,6 +170,15 @@ mod tests {
         let text: String = records.iter().map(|r| serde_json::to_string(r).unwrap() + "\n\n").collect();
         assert!(text.starts_with("{\"kind\":\"restart\""), "{text}");
         assert_eq!(read_all(text.as_bytes()).unwrap(), records);
+    }
+
+    #[test]
+    fn run_records_of_older_versions_still_read() {
+        // A run record as kvbench wrote it before CPU time was recorded.
+        let old = r#"{"kind":"run","system":"etcd","workload":"put","clients":1,"connections":1,"target":"leader","key_space":10,"value_size":1,"range_len":1,"round":1,"seed":1,"elapsed_s":1.0,"ops":5,"errors":0,"conflicts":0,"throughput":5.0,"latency":{"p50_ms":1.0,"p99_ms":1.0,"p999_ms":1.0,"mean_ms":1.0,"max_ms":1.0},"server_peak_rss_kib":null,"first_error":null}"#;
+        let records = read_all(old.as_bytes()).unwrap();
+        let [Record::Run(run)] = records.as_slice() else { panic!("{records:?}") };
+        assert_eq!((run.target, run.server_cpu_us_per_op, run.client_cpu_s), (Target::Leader, None, None));
     }
 
     #[test]

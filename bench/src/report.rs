@@ -3,7 +3,9 @@
 //! Runs are grouped by workload shape (workload, clients, connections, target) in the order
 //! they first appear; each system's rounds are folded by the median, so one slow round of an
 //! alternating sequence does not decide the comparison. A system with no runs for a shape is
-//! shown as `pending`, never as a number.
+//! shown as `pending`, never as a number. A workload sent to every member request by request
+//! (target `round-robin`) is named `WORKLOAD@all`, as `scripts/bench.sh --only` names it, and
+//! a summary compares it with the same workload sent to the leader only.
 
 use std::fmt::Write;
 
@@ -25,6 +27,7 @@ pub fn render(records: &[Record], systems: &Systems) -> String {
     let mut out = String::new();
     floor_section(&mut out, records);
     runs_section(&mut out, records, systems);
+    all_members_section(&mut out, records, systems);
     restart_section(&mut out, records, systems);
     out
 }
@@ -70,6 +73,34 @@ impl Shape {
     fn of(r: &RunRecord) -> Self {
         Self { workload: r.workload, clients: r.clients, connections: r.connections, target: r.target }
     }
+
+    /// The run's name: the workload, with `@all` when its requests go round-robin to every
+    /// member (the name `scripts/bench.sh --only` takes).
+    fn name(&self) -> String {
+        match self.target {
+            Target::RoundRobin => format!("{}@all", self.workload.name()),
+            Target::All | Target::Leader => self.workload.name(),
+        }
+    }
+
+    /// Every run shape in `runs`, in the order each first appears.
+    fn all_in(runs: &[&RunRecord]) -> Vec<Shape> {
+        let mut shapes: Vec<Shape> = Vec::new();
+        for r in runs {
+            let s = Shape::of(r);
+            if !shapes.contains(&s) {
+                shapes.push(s);
+            }
+        }
+        shapes
+    }
+
+    /// `system`'s runs of this shape, folded.
+    fn folded(&self, runs: &[&RunRecord], system: &str) -> Option<Folded> {
+        fold(
+            &runs.iter().copied().filter(|r| Shape::of(r) == *self && r.system == system).collect::<Vec<_>>(),
+        )
+    }
 }
 
 /// One system's folded figures for one shape.
@@ -82,6 +113,8 @@ struct Folded {
     p999: f64,
     errors: u64,
     rss_kib: Option<u64>,
+    server_cpu_us: Option<f64>,
+    client_cpu_us: Option<f64>,
 }
 
 fn fold(runs: &[&RunRecord]) -> Option<Folded> {
@@ -97,7 +130,15 @@ fn fold(runs: &[&RunRecord]) -> Option<Folded> {
         p999: med(|r| r.latency.p999_ms),
         errors: runs.iter().map(|r| r.errors).sum(),
         rss_kib: runs.iter().filter_map(|r| r.server_peak_rss_kib).max(),
+        server_cpu_us: median_of_known(runs.iter().map(|r| r.server_cpu_us_per_op)),
+        client_cpu_us: median_of_known(runs.iter().map(|r| r.client_cpu_us_per_op)),
     })
+}
+
+/// The median of the values present, or `None` if no round has one.
+fn median_of_known(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    let known: Vec<f64> = values.flatten().collect();
+    (!known.is_empty()).then(|| median(known))
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -110,43 +151,31 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
+/// Every run record, in file order.
+fn runs_of(records: &[Record]) -> Vec<&RunRecord> {
+    records.iter().filter_map(|r| if let Record::Run(r) = r { Some(r) } else { None }).collect()
+}
+
 fn runs_section(out: &mut String, records: &[Record], systems: &Systems) {
-    let runs: Vec<&RunRecord> =
-        records.iter().filter_map(|r| if let Record::Run(r) = r { Some(r) } else { None }).collect();
+    let runs = runs_of(records);
     if runs.is_empty() {
         return;
-    }
-    let mut shapes: Vec<Shape> = Vec::new();
-    for r in &runs {
-        let s = Shape::of(r);
-        if !shapes.contains(&s) {
-            shapes.push(s);
-        }
     }
     let (b, c) = (&systems.baseline, &systems.candidate);
     let _ = writeln!(
         out,
         "| workload | clients/conns | target | system | rounds | ops/s | p50 ms | p99 ms | p99.9 ms | errors | \
-         servers' peak RSS MiB (VmHWM) | {c}/{b} ops/s | {c}/{b} p99 |"
+         servers' peak RSS MiB (VmHWM) | servers' CPU µs/op | client CPU µs/op | {c}/{b} ops/s | {c}/{b} p99 |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for shape in shapes {
-        let of = |system: &str| {
-            fold(
-                &runs
-                    .iter()
-                    .copied()
-                    .filter(|r| Shape::of(r) == shape && r.system == system)
-                    .collect::<Vec<_>>(),
-            )
-        };
-        let (base, cand) = (of(b), of(c));
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for shape in Shape::all_in(&runs) {
+        let (base, cand) = (shape.folded(&runs, b), shape.folded(&runs, c));
         let lead = format!(
             "| {} | {}/{} | {} ",
-            shape.workload.name(),
+            shape.name(),
             shape.clients,
             shape.connections,
-            if shape.target == Target::Leader { "leader" } else { "all" }
+            shape.target.name()
         );
         for (system, folded) in [(b, base), (c, cand)] {
             let _ = write!(out, "{lead}| {system} ");
@@ -154,17 +183,21 @@ fn runs_section(out: &mut String, records: &[Record], systems: &Systems) {
                 Some(f) => {
                     let _ = write!(
                         out,
-                        "| {} | {:.0} | {} | {} | {} | {} | {} ",
+                        "| {} | {:.0} | {} | {} | {} | {} | {} | {} | {} ",
                         f.rounds,
                         f.throughput,
                         ms(f.p50),
                         ms(f.p99),
                         ms(f.p999),
                         f.errors,
-                        f.rss_kib.map_or("–".to_string(), |k| format!("{:.0}", k as f64 / 1024.0))
+                        f.rss_kib.map_or("–".to_string(), |k| format!("{:.0}", k as f64 / 1024.0)),
+                        micros(f.server_cpu_us),
+                        micros(f.client_cpu_us),
                     );
                 }
-                None => out.push_str("| 0 | pending | pending | pending | pending | – | – "),
+                None => {
+                    out.push_str("| 0 | pending | pending | pending | pending | – | – | pending | pending ")
+                }
             }
             let ratios = match (system == c, base, folded) {
                 (true, Some(base), Some(f)) => {
@@ -175,6 +208,47 @@ fn runs_section(out: &mut String, records: &[Record], systems: &Systems) {
             };
             let _ = writeln!(out, "{ratios}");
         }
+    }
+    out.push('\n');
+}
+
+/// For each workload run both ways, each system's throughput sent to every member
+/// (round-robin) over its throughput sent to the leader only: how much a client that balances
+/// like clientv3 loses to followers forwarding its writes.
+fn all_members_section(out: &mut String, records: &[Record], systems: &Systems) {
+    let runs = runs_of(records);
+    let pairs: Vec<(Shape, Shape)> = Shape::all_in(&runs)
+        .into_iter()
+        .filter(|s| s.target == Target::RoundRobin)
+        .filter_map(|all| {
+            let leader = Shape { target: Target::Leader, ..all };
+            runs.iter().any(|r| Shape::of(r) == leader).then_some((all, leader))
+        })
+        .collect();
+    if pairs.is_empty() {
+        return;
+    }
+    let (b, c) = (&systems.baseline, &systems.candidate);
+    let _ = writeln!(
+        out,
+        "All members against the leader only (ops/s of `WORKLOAD@all`, each request to the next member as \
+         clientv3 balances, over ops/s of `WORKLOAD`, every request to the leader):\n"
+    );
+    let _ = writeln!(out, "| workload | clients/conns | {b} all/leader | {c} all/leader | {c} all/{b} all |");
+    let _ = writeln!(out, "|---|---|---|---|---|");
+    for (all, leader) in pairs {
+        let ops = |shape: Shape, system: &str| shape.folded(&runs, system).map(|f| f.throughput);
+        let share = |system: &str| ratio_or_pending(ops(all, system), ops(leader, system));
+        let _ = writeln!(
+            out,
+            "| {} | {}/{} | {} | {} | {} |",
+            all.workload.name(),
+            all.clients,
+            all.connections,
+            share(b),
+            share(c),
+            ratio_or_pending(ops(all, c), ops(all, b)),
+        );
     }
     out.push('\n');
 }
@@ -211,15 +285,11 @@ fn restart_section(out: &mut String, records: &[Record], systems: &Systems) {
     };
     let (base_ms, base_bytes) = row(b);
     let (cand_ms, cand_bytes) = row(c);
-    let fmt = |x: Option<f64>, y: Option<f64>| match (x, y) {
-        (Some(x), Some(y)) => ratio(x, y),
-        _ => "pending".to_string(),
-    };
     let _ = writeln!(
         out,
         "| {c}/{b} | | {} | {} | |\n",
-        fmt(cand_ms, base_ms),
-        fmt(cand_bytes.map(|v| v as f64), base_bytes.map(|v| v as f64))
+        ratio_or_pending(cand_ms, base_ms),
+        ratio_or_pending(cand_bytes.map(|v| v as f64), base_bytes.map(|v| v as f64))
     );
 }
 
@@ -228,8 +298,21 @@ fn ms(v: f64) -> String {
     format!("{v:.3}")
 }
 
+/// Microseconds per operation, whole, or `–` without a reading.
+fn micros(v: Option<f64>) -> String {
+    v.map_or("–".to_string(), |us| format!("{us:.0}"))
+}
+
 fn ratio(candidate: f64, baseline: f64) -> String {
     if baseline > 0.0 { format!("{:.2}", candidate / baseline) } else { "–".to_string() }
+}
+
+/// [`ratio`] when both figures exist, else `pending`: a missing system is never a number.
+fn ratio_or_pending(candidate: Option<f64>, baseline: Option<f64>) -> String {
+    match (candidate, baseline) {
+        (Some(x), Some(y)) => ratio(x, y),
+        _ => "pending".to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -238,12 +321,23 @@ mod tests {
     use crate::stats::LatencySummary;
 
     fn run(system: &str, workload: Workload, round: u32, throughput: f64, p99: f64) -> Record {
+        run_to(Target::All, system, workload, round, throughput, p99)
+    }
+
+    fn run_to(
+        target: Target,
+        system: &str,
+        workload: Workload,
+        round: u32,
+        throughput: f64,
+        p99: f64,
+    ) -> Record {
         Record::Run(RunRecord {
             system: system.into(),
             workload,
             clients: 64,
             connections: 8,
-            target: Target::All,
+            target,
             key_space: 100_000,
             value_size: 256,
             range_len: 1000,
@@ -256,6 +350,10 @@ mod tests {
             throughput,
             latency: LatencySummary { p50_ms: 1.0, p99_ms: p99, p999_ms: 9.0, mean_ms: 1.0, max_ms: 10.0 },
             server_peak_rss_kib: Some(1024 * round as u64 * 100),
+            server_cpu_s: Some(throughput * 10.0 * 150e-6 * round as f64),
+            server_cpu_us_per_op: Some(150.0 * round as f64),
+            client_cpu_s: None,
+            client_cpu_us_per_op: (round == 1).then_some(40.0),
             first_error: None,
         })
     }
@@ -280,6 +378,9 @@ mod tests {
             "{etcd}"
         );
         assert!(raftkv.contains("| 2 | 2000 | 1.000 | 4.000 |"), "{raftkv}");
+        // CPU per op: the median of rounds 1 and 2 (150, 300); the client's of the one round
+        // that has it.
+        assert!(etcd.contains("| 200 | 225 | 40 | | |"), "{etcd}");
         assert!(raftkv.ends_with("| 1.00 | 0.67 |"), "{raftkv}");
     }
 
@@ -290,6 +391,39 @@ mod tests {
         let raftkv = text.lines().find(|l| l.contains("| raftkv |")).unwrap();
         assert!(raftkv.contains("pending"), "{raftkv}");
         assert!(raftkv.ends_with("| pending | pending |"), "{raftkv}");
+    }
+
+    #[test]
+    fn all_member_runs_are_named_and_compared_with_the_leader_runs() {
+        let records = vec![
+            run_to(Target::Leader, "etcd", Workload::Put, 1, 1000.0, 4.0),
+            run_to(Target::Leader, "raftkv", Workload::Put, 1, 800.0, 4.0),
+            run_to(Target::RoundRobin, "etcd", Workload::Put, 1, 780.0, 4.0),
+            run_to(Target::RoundRobin, "raftkv", Workload::Put, 1, 600.0, 4.0),
+            run_to(Target::RoundRobin, "etcd", Workload::Mixed, 1, 500.0, 4.0),
+            run_to(Target::Leader, "etcd", Workload::GetLinear, 1, 900.0, 4.0),
+        ];
+        let text = render(&records, &systems());
+        assert!(text.contains("| put@all | 64/8 | round-robin | raftkv | 1 | 600 |"), "{text}");
+        assert!(text.contains("| put | 64/8 | leader | etcd | 1 | 1000 |"), "{text}");
+        let summary = text.split("All members against the leader only").nth(1).unwrap();
+        // put: etcd 780/1000, raftkv 600/800, raftkv all/etcd all 600/780. mixed has no leader
+        // run and get-linear no all-members run, so neither is listed.
+        assert!(summary.contains("| put | 64/8 | 0.78 | 0.75 | 0.77 |"), "{summary}");
+        assert!(!summary.contains("| mixed |") && !summary.contains("get-linear"), "{summary}");
+    }
+
+    #[test]
+    fn all_members_summary_is_pending_for_a_missing_system_and_absent_without_pairs() {
+        let records = vec![
+            run_to(Target::Leader, "etcd", Workload::Put, 1, 1000.0, 4.0),
+            run_to(Target::RoundRobin, "etcd", Workload::Put, 1, 500.0, 4.0),
+        ];
+        let text = render(&records, &systems());
+        assert!(text.contains("| put | 64/8 | 0.50 | pending | pending |"), "{text}");
+        assert!(text.contains("| put@all | 64/8 | round-robin | raftkv | 0 | pending"), "{text}");
+        let leader_only = render(&records[..1], &systems());
+        assert!(!leader_only.contains("All members against"), "{leader_only}");
     }
 
     #[test]

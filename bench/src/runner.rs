@@ -111,15 +111,26 @@ impl Budget {
 
 /// Runs the warm-up, then the measured phase, with one task per worker.
 pub async fn run<W: Worker>(workers: Vec<W>, plan: Plan) -> Result<RunStats, BenchError> {
+    let workers = warm_up(workers, &plan).await?;
+    measure(workers, &plan).await
+}
+
+/// Runs the workload for `plan.warmup`, recording nothing, and hands the workers back so the
+/// caller can take its own readings (CPU counters) right before [`measure`] starts.
+pub async fn warm_up<W: Worker>(workers: Vec<W>, plan: &Plan) -> Result<Vec<W>, BenchError> {
+    if plan.warmup.is_zero() || workers.is_empty() {
+        return Ok(workers);
+    }
+    let budget = Budget { issued: Arc::default(), limit: None, deadline: Instant::now() + plan.warmup };
+    Ok(phase(workers, budget, plan.op_timeout).await?.0.into_iter().map(|t| t.worker).collect())
+}
+
+/// The measured phase: every worker runs until `plan.stop`; no request is in flight when it
+/// returns, so readings taken right after it cover exactly the operations counted.
+pub async fn measure<W: Worker>(workers: Vec<W>, plan: &Plan) -> Result<RunStats, BenchError> {
     if workers.is_empty() {
         return Err(BenchError::Config("at least one client is needed".into()));
     }
-    let workers = if plan.warmup.is_zero() {
-        workers
-    } else {
-        let budget = Budget { issued: Arc::default(), limit: None, deadline: Instant::now() + plan.warmup };
-        phase(workers, budget, plan.op_timeout).await?.0.into_iter().map(|t| t.worker).collect()
-    };
     let budget = match plan.stop {
         Stop::Ops(n) => {
             Budget { issued: Arc::default(), limit: Some(n), deadline: Instant::now() + plan.max_duration }
@@ -293,6 +304,16 @@ mod tests {
         let stats = run(vec![fake(1, 0, 0)], p).await.unwrap();
         assert_eq!(stats.ops, 10);
         assert_eq!(stats.latencies.count(), 10);
+    }
+
+    #[tokio::test]
+    async fn warm_up_hands_back_every_worker_then_measure_counts_alone() {
+        let mut p = plan(Stop::Ops(12));
+        p.warmup = Duration::from_millis(30);
+        let workers = warm_up((0..3).map(|_| fake(1, 0, 0)).collect(), &p).await.unwrap();
+        assert_eq!(workers.len(), 3);
+        let stats = measure(workers, &p).await.unwrap();
+        assert_eq!(stats.ops, 12);
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
+use crate::conn::Turns;
 use crate::error::BenchError;
 use crate::keys;
 use crate::runner::{Outcome, Worker};
@@ -68,9 +69,10 @@ impl Shape {
     }
 }
 
-/// One client running a workload over a shared connection.
+/// One client running a workload over a shared connection; each request goes to the member
+/// whose turn it is (always the same one unless the run's target is `round-robin`).
 pub struct EtcdWorker {
-    kv: KvClient,
+    kv: Turns<KvClient>,
     shape: Shape,
     rng: StdRng,
     value: Vec<u8>,
@@ -78,7 +80,7 @@ pub struct EtcdWorker {
 
 impl EtcdWorker {
     /// A client seeded from `seed` and its index, so a run's key sequence is reproducible.
-    pub fn new(kv: KvClient, shape: Shape, seed: u64, index: u64) -> Self {
+    pub fn new(kv: Turns<KvClient>, shape: Shape, seed: u64, index: u64) -> Self {
         let mut rng = StdRng::seed_from_u64(seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let value = keys::random_value(&mut rng, shape.value_size);
         Self { kv, shape, rng, value }
@@ -86,14 +88,14 @@ impl EtcdWorker {
 
     async fn put(&mut self) -> Result<Outcome, BenchError> {
         let key = keys::key(keys::pick(&mut self.rng, self.shape.key_space));
-        self.kv.put(key, self.value.clone(), None).await?;
+        self.kv.turn().put(key, self.value.clone(), None).await?;
         Ok(Outcome::Done)
     }
 
     async fn get(&mut self, serializable: bool) -> Result<Outcome, BenchError> {
         let key = keys::key(keys::pick(&mut self.rng, self.shape.key_space));
         let options = serializable.then(|| GetOptions::new().with_serializable());
-        let resp = self.kv.get(key.clone(), options).await?;
+        let resp = self.kv.turn().get(key.clone(), options).await?;
         expect_count(resp.kvs().len() as u64, 1, &key)?;
         Ok(Outcome::Done)
     }
@@ -102,14 +104,14 @@ impl EtcdWorker {
         let len = self.shape.range_len;
         let start = keys::pick(&mut self.rng, self.shape.key_space - len + 1);
         let (from, to) = (keys::key(start), keys::key(start + len));
-        let resp = self.kv.get(from.clone(), Some(GetOptions::new().with_range(to))).await?;
+        let resp = self.kv.turn().get(from.clone(), Some(GetOptions::new().with_range(to))).await?;
         expect_count(resp.kvs().len() as u64, len, &from)?;
         Ok(Outcome::Done)
     }
 
     async fn cas(&mut self) -> Result<Outcome, BenchError> {
         let key = keys::key(keys::pick(&mut self.rng, self.shape.key_space));
-        let current = self.kv.get(key.clone(), None).await?;
+        let current = self.kv.turn().get(key.clone(), None).await?;
         let revision = match current.kvs() {
             [kv] => kv.mod_revision(),
             other => return Err(missing(&key, other.len() as u64, 1)),
@@ -118,7 +120,7 @@ impl EtcdWorker {
             .when([Compare::mod_revision(key.clone(), CompareOp::Equal, revision)])
             .and_then([TxnOp::put(key.clone(), self.value.clone(), None)])
             .or_else([TxnOp::get(key.clone(), None)]);
-        let resp = self.kv.txn(txn).await?;
+        let resp = self.kv.turn().txn(txn).await?;
         if resp.succeeded() {
             return Ok(Outcome::Done);
         }

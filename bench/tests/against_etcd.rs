@@ -67,6 +67,19 @@ fn kvbench(args: &[&str]) -> Output {
     out
 }
 
+/// `kvbench run --check --json` of `ops` operations of `workload` over the preloaded 1,500 keys;
+/// the JSON line and its parsed record, whose operation count is checked here.
+fn run_json(endpoints: &str, workload: &str, ops: u64, extra: &[&str]) -> (String, serde_json::Value) {
+    let ops_arg = ops.to_string();
+    let mut args = vec!["run", "--endpoints", endpoints, "--workload", workload, "--ops", &ops_arg];
+    args.extend(["--key-space", "1500", "--check", "--json", "--label", "etcd"]);
+    args.extend(extra);
+    let line = String::from_utf8(kvbench(&args).stdout).unwrap();
+    let record: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(record["ops"], ops, "{record}");
+    (line, record)
+}
+
 #[test]
 fn every_workload_runs_against_etcd_and_reports() {
     let Some(bin) = etcd_binary() else {
@@ -84,36 +97,28 @@ fn every_workload_runs_against_etcd_and_reports() {
         kvbench(&["load", "--endpoints", ep, "--keys", "1500", "--batch", "64", "--json", "--label", "etcd"]);
     lines.push(String::from_utf8(load.stdout).unwrap());
     for workload in ["put", "get-linear", "get-serial", "mixed", "txn-cas", "range"] {
-        let out = kvbench(&[
-            "run",
-            "--endpoints",
-            ep,
-            "--workload",
-            workload,
-            "--clients",
-            "4",
-            "--connections",
-            "2",
-            "--ops",
-            "40",
-            "--key-space",
-            "1500",
-            "--range-len",
-            "1000",
-            "--check",
-            "--json",
-            "--label",
-            "etcd",
-        ]);
-        let line = String::from_utf8(out.stdout).unwrap();
-        let record: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+        let (line, record) =
+            run_json(ep, workload, 40, &["--clients", "4", "--connections", "2", "--range-len", "1000"]);
         assert_eq!(record["kind"], "run");
         assert_eq!(record["workload"], workload);
-        assert_eq!(record["ops"], 40, "{record}");
         assert_eq!(record["errors"], 0, "{record}");
         assert!(record["latency"]["p50_ms"].as_f64().unwrap() > 0.0, "{record}");
         lines.push(line);
     }
+    // Round-robin over every endpoint (the one member, named twice), with the server's CPU
+    // time recorded: the record names the policy and carries CPU per operation.
+    let pid = etcd.child.id().to_string();
+    let both = format!("{ep},{ep}");
+    let (line, record) = run_json(
+        &both,
+        "put",
+        30,
+        &["--target", "round-robin", "--clients", "3", "--connections", "2", "--server-pids", &pid],
+    );
+    assert_eq!(record["target"], "round-robin", "{record}");
+    assert!(record["server_cpu_us_per_op"].as_f64().is_some_and(|us| us >= 0.0), "{record}");
+    assert!(record["client_cpu_us_per_op"].as_f64().is_some_and(|us| us >= 0.0), "{record}");
+    lines.push(line);
     // A restart-style probe of a loaded key, and one of a key that was never written.
     let ready =
         kvbench(&["wait-ready", "--endpoints", ep, "--key-index", "1499", "--json", "--label", "etcd"]);
@@ -128,7 +133,8 @@ fn every_workload_runs_against_etcd_and_reports() {
     let report = kvbench(&["report", "--input", results.path().to_str().unwrap()]);
     let text = String::from_utf8(report.stdout).unwrap();
     let etcd_rows = text.lines().filter(|l| l.contains("| etcd |") && l.starts_with("| ")).count();
-    assert_eq!(etcd_rows, 7, "{text}"); // six workloads + the restart row
+    assert_eq!(etcd_rows, 8, "{text}"); // six workloads, put@all + the restart row
+    assert!(text.lines().any(|l| l.starts_with("| put@all | 3/2 | round-robin | etcd | 1 |")), "{text}");
     assert!(text.lines().any(|l| l.starts_with("| range | 4/2 | all | raftkv | 0 | pending")), "{text}");
 }
 
