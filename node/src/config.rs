@@ -198,6 +198,24 @@ pub struct InitialClusterError {
     pub entry: String,
 }
 
+/// A `--listen-*-urls` value that does not name an address to bind.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid listen URL {url:?}: {source}")]
+pub struct ListenUrlError {
+    pub url: String,
+    #[source]
+    pub source: std::net::AddrParseError,
+}
+
+/// The address part of a `http://host:port` listen URL, for binding (`localhost` is the
+/// loopback address).
+pub fn listen_addr(url: &str) -> Result<std::net::SocketAddr, ListenUrlError> {
+    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")).unwrap_or(url);
+    let hostport = rest.split('/').next().unwrap_or(rest);
+    let hostport = hostport.replace("localhost", "127.0.0.1");
+    hostport.parse().map_err(|source| ListenUrlError { url: url.to_string(), source })
+}
+
 /// Parses `name1=url1,name2=url2` into (name, peer URL) pairs, in order. A name may appear
 /// several times to give a member several peer URLs, as in etcd.
 pub fn parse_initial_cluster(value: &str) -> Result<Vec<(String, String)>, InitialClusterError> {
@@ -217,6 +235,15 @@ pub fn parse_initial_cluster(value: &str) -> Result<Vec<(String, String)>, Initi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listen_addr_accepts_urls_and_rejects_garbage() {
+        use std::net::SocketAddr;
+        assert_eq!(listen_addr("http://127.0.0.1:2381").ok(), Some(SocketAddr::from(([127, 0, 0, 1], 2381))));
+        assert_eq!(listen_addr("http://0.0.0.0:2379/").ok(), Some(SocketAddr::from(([0, 0, 0, 0], 2379))));
+        assert_eq!(listen_addr("http://localhost:1").ok(), Some(SocketAddr::from(([127, 0, 0, 1], 1))));
+        assert!(listen_addr("http://no-port").is_err());
+    }
 
     #[test]
     fn etcd_style_flags_parse() {

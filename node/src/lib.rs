@@ -1,14 +1,24 @@
 //! raftkv's node: a Raft-replicated key-value store on redb that serves the etcd v3 API.
 //!
-//! Layers, each depending only on the ones above it:
-//! - [`proto`]: generated wire types (peer protocol; etcd API).
-//! - [`raft`]: the consensus core, a deterministic state machine with no I/O.
-//! - [`storage`]: the member's redb database: Raft log and the MVCC key-value state machine.
-//! - [`config`]: the command-line/environment flags, shared with the operator's tests.
+//! Layers, each depending only on the ones below it:
+//! - [`member`]: one member's lifecycle (start, identity, joining, publishing, stop; `dev`);
+//! - [`api`]: the etcd v3 services, one file each, and etcd's errors;
+//! - [`http`]: `/metrics`, `/health`, `/livez`, `/readyz`;
+//! - [`driver`]: the Raft loop turning the core with real time, disk and network, its handle,
+//!   the wait registry, apply, compaction and the peer transport;
+//! - [`storage`]: the member's redb databases (Raft log; MVCC key space and membership);
+//! - [`raft`]: the consensus core, a deterministic state machine with no I/O (its own crate);
+//! - [`proto`], [`config`], [`metrics`], [`tls`]: wire types, flags, metrics and TLS settings
+//!   shared by the layers above.
 
+pub mod api;
 pub mod config;
+pub mod driver;
+pub mod http;
+pub mod member;
+pub mod metrics;
 pub mod proto;
 /// The consensus core (crate `raft`), re-exported so `kvnode::raft` names it.
 pub use raft;
-pub mod server;
 pub mod storage;
+pub mod tls;

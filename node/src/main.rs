@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use kvnode::config::{Cli, Command};
-use kvnode::server::{dev, member};
+use kvnode::member::{self, dev};
 use tracing::error;
 use tracing_subscriber::EnvFilter;
 
@@ -44,15 +44,29 @@ async fn terminated() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-async fn run(cli: Cli) -> Result<(), member::StartError> {
+/// Why `kvnode` exits non-zero.
+#[derive(Debug, thiserror::Error)]
+enum RunError {
+    #[error(transparent)]
+    Start(#[from] member::StartError),
+    /// The member stopped itself: serving on would serve wrong or stale data.
+    #[error("member failed: {0}")]
+    Failed(std::sync::Arc<kvnode::driver::FatalError>),
+}
+
+async fn run(cli: Cli) -> Result<(), RunError> {
     match cli.command {
-        Some(Command::Dev(dev_flags)) => dev::run(dev_flags, cli.node).await,
+        Some(Command::Dev(dev_flags)) => Ok(dev::run(dev_flags, cli.node).await?),
         None => {
             let listeners = member::Listeners::bind(&cli.node).await?;
             let running = member::start(cli.node, listeners).await?;
-            terminated().await;
-            running.stop().await;
-            Ok(())
+            tokio::select! {
+                () = terminated() => {
+                    running.stop().await;
+                    Ok(())
+                }
+                fatal = running.failed() => Err(RunError::Failed(fatal)),
+            }
         }
     }
 }

@@ -318,8 +318,8 @@ async fn unreadable_database_is_a_clear_start_error() {
     std::fs::create_dir_all(&flags.data_dir).expect("mkdir");
     let garbage = vec![0xA5u8; 64 * 1024];
     std::fs::write(flags.data_dir.join("member.redb"), &garbage).expect("write garbage");
-    let listeners = kvnode::server::member::Listeners::bind(&flags).await.expect("bind");
-    let err = match kvnode::server::member::start(flags.clone(), listeners).await {
+    let listeners = kvnode::member::Listeners::bind(&flags).await.expect("bind");
+    let err = match kvnode::member::start(flags.clone(), listeners).await {
         Err(e) => e.to_string(),
         Ok(_) => panic!("a member started on a garbage database"),
     };

@@ -89,8 +89,8 @@ async fn add_learner_promote_and_remove_a_member() {
     // A removed member's data dir must not rejoin under its old identity.
     let flags = cluster.slots[victim].flags.clone();
     let listeners = support::bind_exact(&flags).await;
-    match kvnode::server::member::start(flags, listeners).await {
-        Err(kvnode::server::member::StartError::Removed(id)) => assert_eq!(id, victim_id),
+    match kvnode::member::start(flags, listeners).await {
+        Err(kvnode::member::StartError::Removed(id)) => assert_eq!(id, victim_id),
         Err(other) => panic!("unexpected start error: {other}"),
         Ok(_) => panic!("a removed member restarted under its old identity"),
     }

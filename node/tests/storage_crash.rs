@@ -73,7 +73,7 @@ fn command(index: u64) -> InternalRequest {
             failure: vec![op_put(&format!("bad/{index:06}"), "x")],
         })
     };
-    InternalRequest { id: index, request: Some(request) }
+    InternalRequest { id: index, request: Some(request), ..Default::default() }
 }
 
 fn entry(index: u64) -> Entry {

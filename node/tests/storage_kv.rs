@@ -434,8 +434,11 @@ fn apply_is_idempotent_and_ordered() {
     let mut h = Harness::new();
     h.put("a", "1");
     let kv = h.store.kv().clone();
-    let req =
-        kvnode::proto::kvserverpb::InternalRequest { id: 1, request: Some(Request::Put(put("a", "again"))) };
+    let req = kvnode::proto::kvserverpb::InternalRequest {
+        id: 1,
+        request: Some(Request::Put(put("a", "again"))),
+        ..Default::default()
+    };
     let r = kv.apply(1, &req).unwrap();
     assert!(matches!(r.outcome, Outcome::AlreadyApplied));
     assert_eq!(value(&h.get("a").unwrap()), "1");

@@ -77,8 +77,11 @@ fn entries_respect_max_bytes_but_return_at_least_one() {
 fn fill(store: &Store, n: u64) {
     let reqs: Vec<Entry> = (1..=n)
         .map(|i| {
-            let req =
-                InternalRequest { id: i, request: Some(Request::Put(put(&format!("k{i}"), &i.to_string()))) };
+            let req = InternalRequest {
+                id: i,
+                request: Some(Request::Put(put(&format!("k{i}"), &i.to_string()))),
+                ..Default::default()
+            };
             Entry { index: i, term: 1, entry_type: EntryType::EntryNormal as i32, data: req.encode_to_vec() }
         })
         .collect();

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions, GetOptions, MemberAddOptions, TlsOptions};
 use kvnode::config::NodeFlags;
-use kvnode::server::member::{self, Listeners};
+use kvnode::member::{self, Listeners};
+use kvnode::proto::peerpb::MembersRequest;
+use kvnode::proto::peerpb::peer_client::PeerClient;
 use support::pki::{TestPki, TlsMode, use_tls};
 use support::{TestCluster, eventually, test_flags};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -97,8 +99,7 @@ async fn mutual_tls_cluster_serves_certified_clients_only() {
     let why = put_refused(&endpoints, Some(options(pki.client_tls(Some(&pki.stranger))))).await;
     eprintln!("client with a foreign certificate refused: {why}");
 
-    // The peer port (which also serves KV and Cluster to members) only admits member
-    // certificates signed by the peer CA.
+    // The peer port only admits member certificates signed by the peer CA.
     let peer_url = cluster.slots[leader].flags.initial_advertise_peer_urls[0].clone();
     assert!(peer_url.starts_with("https://"), "{peer_url}");
     let why = put_refused(std::slice::from_ref(&peer_url), Some(options(pki.client_tls(None)))).await;
@@ -106,9 +107,13 @@ async fn mutual_tls_cluster_serves_certified_clients_only() {
     let plain_peer = peer_url.replacen("https://", "http://", 1);
     let why = put_refused(&[plain_peer], None).await;
     eprintln!("plaintext to the peer port refused: {why}");
-    let mut as_member = connect(&[peer_url], pki.client_tls(Some(&pki.member))).await;
-    let members = as_member.member_list().await.expect("member list over the peer port");
-    assert_eq!(members.members().len(), 3);
+    // A member's own peer client (what a joining member uses) is served the member list.
+    let member_tls = kvnode::tls::NodeTls::from_flags(&cluster.slots[leader].flags).expect("member TLS");
+    let channel =
+        member_tls.peer_client.endpoint(&peer_url).expect("endpoint").connect().await.expect("connect");
+    let members =
+        PeerClient::new(channel).members(MembersRequest {}).await.expect("member list over the peer port");
+    assert_eq!(members.into_inner().members.len(), 3);
 
     // Refused handshakes leave the listeners serving, and nothing refused was written.
     all.put("after", "refusals", None).await.expect("put after refusals");

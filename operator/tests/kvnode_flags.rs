@@ -11,7 +11,7 @@ use kv_operator::resources::config_map::{MembershipConfig, config_map};
 use kv_operator::resources::statefulset::statefulset;
 use kv_operator::testing::example;
 use kvnode::config::{Cli, InitialClusterState, parse_initial_cluster};
-use kvnode::server::tls;
+use kvnode::tls;
 
 /// Environment values as the kubelet resolves them for `pod` (downward API and ConfigMap).
 fn resolve_env(env: &[EnvVar], pod: &str, config: &BTreeMap<String, String>) -> Vec<(String, String)> {

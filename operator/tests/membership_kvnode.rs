@@ -200,7 +200,7 @@ async fn learner_is_added_started_promoted_then_leadership_moves_and_a_member_is
     members.write("after", 5).await;
     // The removed member's data dir never rejoins under its old identity.
     match members.start_member(victim).await {
-        Err(kvnode::server::member::StartError::Removed(id)) => assert_eq!(id, victim_id),
+        Err(kvnode::member::StartError::Removed(id)) => assert_eq!(id, victim_id),
         other => panic!("a removed member restarted: {:?}", other.map(|()| "started")),
     }
     members.shutdown();

@@ -10,7 +10,7 @@ use clap::Parser;
 use kv_operator::membership::etcd::{ClientTls, ClientTlsSource, EtcdMembership};
 use kv_operator::membership::{MembershipClient, MembershipError};
 use kvnode::config::Cli;
-use kvnode::server::member::{self, Listeners, RunningMember};
+use kvnode::member::{self, Listeners, RunningMember};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair};
 use tokio::net::TcpListener;
 

@@ -50,6 +50,7 @@ pub fn bootstrap_with_context(voters: &[(u64, Vec<u8>)]) -> Result<Bootstrap, Ra
                 change_type: ConfChangeType::ConfChangeAddNode as i32,
                 node_id: *id,
                 context: context.clone(),
+                ..Default::default()
             }
             .encode_to_vec(),
         })

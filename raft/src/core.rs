@@ -230,11 +230,7 @@ impl<S: Storage> Raft<S> {
         let last = log.last_index()?;
         let hs = state.hard_state;
         if hs.commit > last {
-            return Err(StorageError::Other(format!(
-                "persisted commit {} is beyond last index {last}",
-                hs.commit
-            ))
-            .into());
+            return Err(StorageError::CommitBeyondLog { commit: hs.commit, last }.into());
         }
         log.commit_to(hs.commit);
         if config.applied > log.committed {
@@ -912,16 +908,39 @@ impl<S: Storage> Raft<S> {
         }
         let last_sent = entries.last().map_or(next - 1, |e| e.index);
         pr.sent_commit = pr.sent_commit.max(self.log.committed.min(last_sent));
+        self.send_append(to, (next - 1, prev_term), entries);
+        Ok(true)
+    }
+
+    /// Sends `to` the entries after `prev` (index, term) with this leader's commit index.
+    fn send_append(&mut self, to: u64, prev: (u64, u64), entries: Vec<Entry>) {
         let req = AppendEntriesRequest {
             term: self.term,
             leader_id: self.id,
-            prev_log_index: next - 1,
-            prev_log_term: prev_term,
+            prev_log_index: prev.0,
+            prev_log_term: prev.1,
             entries,
             leader_commit: self.log.committed,
         };
         self.send_with_round(to, self.round, Body::AppendEntries(req));
-        Ok(true)
+    }
+
+    /// A member being removed gets one last append with the entries up to the commit index
+    /// and the commit index itself, whatever its flow control says: the leader stops
+    /// replicating to it right after, and a member that had not acknowledged the entry removing
+    /// it would otherwise never apply its own removal (nor answer a client that asked it to
+    /// remove itself). Best effort: a member too far behind learns nothing from it.
+    fn send_farewell(&mut self, to: u64) -> Result<(), RaftError> {
+        let Some(pr) = self.tracker.progress.get(&to) else { return Ok(()) };
+        let next = pr.matched + 1;
+        let Some(prev_term) = self.log.term_opt(next - 1)? else { return Ok(()) };
+        let entries = match self.log.slice(next, self.log.committed + 1, Some(self.max_size_per_msg)) {
+            Ok(e) => e,
+            Err(StorageError::Compacted) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        self.send_append(to, (next - 1, prev_term), entries);
+        Ok(())
     }
 
     fn send_snapshot(&mut self, to: u64) -> Result<bool, RaftError> {
@@ -1391,7 +1410,12 @@ impl<S: Storage> Raft<S> {
         match kind {
             ConfChangeType::ConfChangeAddNode => self.tracker.add_voter(id, next),
             ConfChangeType::ConfChangeAddLearnerNode if !last_voter => self.tracker.add_learner(id, next),
-            ConfChangeType::ConfChangeRemoveNode if !last_voter => self.tracker.remove(id),
+            ConfChangeType::ConfChangeRemoveNode if !last_voter => {
+                if self.role == Role::Leader && id != self.id {
+                    self.send_farewell(id)?;
+                }
+                self.tracker.remove(id)
+            }
             _ => tracing::warn!(
                 id = self.id,
                 node = id,

@@ -95,10 +95,7 @@ impl MemStorage {
         let entries = entries.get(skip..).unwrap_or_default();
         let Some(start) = entries.first().map(|e| e.index) else { return Ok(()) };
         if start > inner.last_index() + 1 {
-            return Err(StorageError::Other(format!(
-                "append at {start} leaves a gap after last index {}",
-                inner.last_index()
-            )));
+            return Err(StorageError::LogGap { last: inner.last_index(), got: start });
         }
         let keep = usize::try_from(start - first_kept).unwrap_or(usize::MAX);
         inner.entries.truncate(keep);
@@ -112,7 +109,10 @@ impl MemStorage {
         let meta = snapshot.metadata.clone().unwrap_or_default();
         let current = inner.snapshot.metadata.as_ref().map_or(0, |m| m.index);
         if meta.index <= current || meta.index <= inner.dummy_index {
-            return Err(StorageError::Other(format!("snapshot at {} is out of date", meta.index)));
+            return Err(StorageError::SnapshotOutOfDate {
+                index: meta.index,
+                current: current.max(inner.dummy_index),
+            });
         }
         inner.dummy_index = meta.index;
         inner.dummy_term = meta.term;
@@ -147,7 +147,7 @@ impl MemStorage {
         let mut inner = self.write();
         let current = inner.snapshot.metadata.as_ref().map_or(0, |m| m.index);
         if index <= current {
-            return Err(StorageError::Other(format!("snapshot at {index} is out of date")));
+            return Err(StorageError::SnapshotOutOfDate { index, current });
         }
         let term = inner.term(index)?;
         let snapshot =

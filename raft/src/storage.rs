@@ -5,10 +5,16 @@
 //! through this trait, so the same core runs over redb in the server and over memory in the
 //! simulator.
 
+use std::sync::Arc;
+
 use crate::pb::{ConfState, Entry, HardState, Snapshot};
 
-/// Why a storage read could not be served.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// The failure of a storage implementation, kept whole (with its chain of sources) but
+/// opaque to the core, which only needs to know that it must stop.
+pub type BackendError = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a storage operation could not be served.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StorageError {
     /// The requested index is at or below the compaction point; use the snapshot instead.
     #[error("log index compacted")]
@@ -20,9 +26,48 @@ pub enum StorageError {
     #[error("snapshot temporarily unavailable")]
     SnapshotTemporarilyUnavailable,
     /// The backing store failed (I/O error, corruption). The node cannot continue safely.
-    #[error("storage failure: {0}")]
-    Other(String),
+    #[error("storage failure")]
+    Backend(#[source] BackendError),
+    /// Entries handed to the storage would leave a hole in the log.
+    #[error("log gap: entry {got} cannot follow last index {last}")]
+    LogGap { last: u64, got: u64 },
+    /// A snapshot at or below the one the storage already holds.
+    #[error("snapshot at {index} is out of date (storage has {current})")]
+    SnapshotOutOfDate { index: u64, current: u64 },
+    /// The persisted state contradicts itself (a commit index beyond the log).
+    #[error("persisted commit index {commit} is beyond the last log index {last}")]
+    CommitBeyondLog { commit: u64, last: u64 },
 }
+
+impl StorageError {
+    /// Wraps a storage implementation's own error.
+    pub fn backend(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StorageError::Backend(Arc::new(e))
+    }
+}
+
+/// Equal when of the same kind with the same details; two backend failures compare by what
+/// they say (the core only ever needs to tell kinds apart, tests compare whole errors).
+impl PartialEq for StorageError {
+    fn eq(&self, other: &Self) -> bool {
+        use StorageError::*;
+        match (self, other) {
+            (Compacted, Compacted) | (Unavailable, Unavailable) => true,
+            (SnapshotTemporarilyUnavailable, SnapshotTemporarilyUnavailable) => true,
+            (Backend(a), Backend(b)) => a.to_string() == b.to_string(),
+            (LogGap { last: a, got: b }, LogGap { last: c, got: d }) => (a, b) == (c, d),
+            (SnapshotOutOfDate { index: a, current: b }, SnapshotOutOfDate { index: c, current: d }) => {
+                (a, b) == (c, d)
+            }
+            (CommitBeyondLog { commit: a, last: b }, CommitBeyondLog { commit: c, last: d }) => {
+                (a, b) == (c, d)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Eq for StorageError {}
 
 /// What a node restarts from: its persisted hard state and membership.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -119,7 +119,7 @@ from_redb!(
 
 impl From<StoreError> for crate::raft::storage::StorageError {
     fn from(e: StoreError) -> Self {
-        crate::raft::storage::StorageError::Other(e.to_string())
+        crate::raft::storage::StorageError::backend(e)
     }
 }
 

@@ -28,7 +28,10 @@ impl Harness {
     pub fn apply(&mut self, req: Request) -> ApplyResult {
         let index = self.next_index;
         self.next_index += 1;
-        self.store.kv().apply(index, &InternalRequest { id: index, request: Some(req) }).unwrap()
+        self.store
+            .kv()
+            .apply(index, &InternalRequest { id: index, request: Some(req), ..Default::default() })
+            .unwrap()
     }
 
     pub fn put(&mut self, key: &str, value: &str) -> i64 {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use kvnode::config::{Cli, InitialClusterState, NodeFlags};
-use kvnode::server::member::{self, Listeners, RunningMember};
+use kvnode::member::{self, Listeners, RunningMember};
 use tempfile::TempDir;
 
 pub use raftkv_testkit::{eventually, init_logging};

@@ -1,5 +1,5 @@
 //! Real kvnode members for the operator's tests: each started in-process through kvnode's public
-//! API (`kvnode::server::member::start`) from a command line parsed by kvnode's own flag parser,
+//! API (`kvnode::member::start`) from a command line parsed by kvnode's own flag parser,
 //! serving real gRPC on loopback ports picked at runtime and keeping real redb files in a temp
 //! dir. The operator's [`EtcdMembership`](kv_operator::membership::etcd::EtcdMembership) talks to
 //! them exactly as it talks to pods.
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use kvnode::config::Cli;
-use kvnode::server::member::{self, Listeners, RunningMember, StartError};
+use kvnode::member::{self, Listeners, RunningMember, StartError};
 use tempfile::TempDir;
 
 pub use raftkv_testkit::{eventually, init_logging};

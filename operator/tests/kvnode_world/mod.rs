@@ -24,7 +24,7 @@ use kv_operator::metrics::Metrics;
 use kv_operator::names::ClusterNames;
 use kv_operator::plan::PlanConfig;
 use kv_operator::reconcile::{Context, reconcile};
-use kvnode::server::member::RunningMember;
+use kvnode::member::RunningMember;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 

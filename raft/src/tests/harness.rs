@@ -258,15 +258,30 @@ pub(super) fn tick_until_campaign(n: &mut RawNode<MemStorage>) -> usize {
 }
 
 pub(super) fn add_node(id: u64) -> ConfChange {
-    ConfChange { change_type: ConfChangeType::ConfChangeAddNode as i32, node_id: id, context: vec![] }
+    ConfChange {
+        change_type: ConfChangeType::ConfChangeAddNode as i32,
+        node_id: id,
+        context: vec![],
+        ..Default::default()
+    }
 }
 
 pub(super) fn add_learner(id: u64) -> ConfChange {
-    ConfChange { change_type: ConfChangeType::ConfChangeAddLearnerNode as i32, node_id: id, context: vec![] }
+    ConfChange {
+        change_type: ConfChangeType::ConfChangeAddLearnerNode as i32,
+        node_id: id,
+        context: vec![],
+        ..Default::default()
+    }
 }
 
 pub(super) fn remove_node(id: u64) -> ConfChange {
-    ConfChange { change_type: ConfChangeType::ConfChangeRemoveNode as i32, node_id: id, context: vec![] }
+    ConfChange {
+        change_type: ConfChangeType::ConfChangeRemoveNode as i32,
+        node_id: id,
+        context: vec![],
+        ..Default::default()
+    }
 }
 
 /// A lossless, ordered network of nodes, with optional cut links.

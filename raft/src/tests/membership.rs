@@ -292,3 +292,19 @@ fn conf_commit_hint_counts_even_from_a_voter_terms_behind() {
     n.campaign().unwrap();
     assert_eq!(n.status().role, Role::Leader, "and wins alone");
 }
+
+#[test]
+fn conf_a_removed_member_learns_of_its_removal_even_if_the_quorum_acked_without_it() {
+    let mut net = Net::new(&[1, 2, 3]);
+    net.elect(1);
+    // Node 3 hears the removal entry but its acknowledgement is lost: the quorum is 1 and 2.
+    net.cut.insert((3, 1));
+    net.node(1).propose_conf_change(remove_node(3)).unwrap();
+    net.settle();
+    assert_eq!(net.node(1).status().conf_state.voters, vec![1, 2]);
+    assert_eq!(
+        net.node(3).status().conf_state.voters,
+        vec![1, 2],
+        "the leader's farewell append told node 3 the commit index of its removal"
+    );
+}

@@ -255,7 +255,7 @@ impl Sim {
         } else if !self.node(id).alive() {
             self.node(id).restart()?;
         }
-        let cc = ConfChange { change_type: kind as i32, node_id: id, context: vec![] };
+        let cc = ConfChange { change_type: kind as i32, node_id: id, context: vec![], ..Default::default() };
         // Through the leader, or through any member (forwarded like any proposal).
         let proposer = if self.rng.random_ratio(2, 3) {
             leader

@@ -1,8 +1,16 @@
-//! Assembles one member: opens its store, settles its identity, starts the Raft loop and the
-//! three listeners (client gRPC, peer gRPC, HTTP), and stops it all gracefully.
+//! One member's lifecycle: open its store and settle its identity (bootstrapping a new cluster
+//! or joining a running one), start the driver and the three listeners (client gRPC, peer
+//! gRPC, HTTP), publish its attributes, and stop it all — gracefully, or because the driver
+//! failed.
+
+pub mod dev;
+pub mod identity;
+mod join;
+mod peer_service;
+mod publish;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,47 +21,70 @@ use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 
-use crate::config::{InitialClusterState, NodeFlags, parse_initial_cluster};
-use crate::proto::etcdserverpb::cluster_client::ClusterClient;
+use crate::api::cluster::ClusterService;
+use crate::api::kv::KvService;
+use crate::api::maintenance::MaintenanceService;
+use crate::api::{ApiContext, Limits};
+use crate::config::{
+    InitialClusterError, InitialClusterState, ListenUrlError, NodeFlags, listen_addr, parse_initial_cluster,
+};
+use crate::driver::{
+    self, FatalError, LoopConfig, LoopExit, MAX_PEER_MESSAGE_BYTES, NodeHandle, PeerSenders,
+};
+use crate::http::{self, health::MemberHealth};
+use crate::metrics::{Metrics, MetricsError};
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
-use crate::proto::etcdserverpb::{MemberListRequest, MemberListResponse};
-use crate::proto::kvserverpb::{InternalRequest, Member, MemberAttributes, internal_request};
-use crate::proto::peerpb::PublishRequest;
-use crate::proto::peerpb::peer_client::PeerClient;
+use crate::proto::kvserverpb::Member;
 use crate::proto::peerpb::peer_server::PeerServer;
 use crate::proto::peerpb::raft_transport_server::RaftTransportServer;
-use crate::raft::{Config as RaftConfig, RawNode, bootstrap_with_context};
-use crate::server::cluster_service::ClusterService;
-use crate::server::context::{Limits, ServerContext};
-use crate::server::health::MemberHealth;
-use crate::server::http;
-use crate::server::identity;
-use crate::server::kv_service::KvService;
-use crate::server::maintenance_service::MaintenanceService;
-use crate::server::metrics::Metrics;
-use crate::server::peer_api::PeerApi;
-use crate::server::raft_loop::{LoopConfig, NodeHandle, RaftLoop};
-use crate::server::tls::{NodeTls, PeerTls, TlsError};
-use crate::server::transport::{MAX_PEER_MESSAGE_BYTES, PeerSenders, PeerService};
-use crate::storage::Store;
+use crate::raft::{Config as RaftConfig, RaftError, RawNode, bootstrap_with_context};
+use crate::storage::{Store, StoreError};
+use crate::tls::{NodeTls, PeerTls, TlsError};
+
+pub use join::JoinError;
+
+/// A configuration that cannot work, said in terms of the flags.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "--election-timeout ({election}ms) must be at least 5 times --heartbeat-interval ({heartbeat}ms)"
+    )]
+    Timeouts { election: u64, heartbeat: u64 },
+    #[error("--name {0:?} is not in --initial-cluster")]
+    NameNotInCluster(String),
+    #[error("no {0} listen URL")]
+    NoListenUrl(&'static str),
+    #[error(transparent)]
+    ListenUrl(#[from] ListenUrlError),
+    #[error("invalid --initial-cluster: {0}")]
+    InitialCluster(#[from] InitialClusterError),
+    #[error("--members must be 1..=9")]
+    DevMembers,
+}
 
 /// Why a member could not start. Each says what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("invalid configuration: {0}")]
-    Config(String),
+    Config(#[from] ConfigError),
     #[error("invalid TLS configuration: {0}")]
     Tls(#[from] TlsError),
     #[error("cannot open data dir {path}: {source}")]
-    DataDir { path: String, source: std::io::Error },
+    DataDir { path: PathBuf, source: std::io::Error },
     #[error("storage: {0}")]
-    Storage(String),
+    Storage(#[from] StoreError),
+    #[error("the consensus core cannot start: {0}")]
+    Raft(#[from] RaftError),
+    #[error("cannot start the raft loop: {0}")]
+    Driver(#[from] FatalError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
     #[error("cannot bind {what} on {addr}: {source}")]
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("cannot join the cluster: {0}")]
-    Join(String),
+    Join(#[from] JoinError),
     #[error(
         "member {0:x} has been removed from the cluster; wipe its data dir and add it again with MemberAdd"
     )]
@@ -81,8 +112,8 @@ impl Listeners {
 }
 
 async fn bind_first(what: &'static str, urls: &[String]) -> Result<TcpListener, StartError> {
-    let url = urls.first().ok_or_else(|| StartError::Config(format!("no {what} listen URL")))?;
-    let addr = http::bind_addr(url).map_err(StartError::Config)?;
+    let url = urls.first().ok_or(ConfigError::NoListenUrl(what))?;
+    let addr = listen_addr(url).map_err(ConfigError::from)?;
     TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
 }
 
@@ -99,22 +130,44 @@ pub struct RunningMember {
     shutdown: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
     raft_thread: Option<std::thread::JoinHandle<()>>,
+    exit: watch::Receiver<Option<LoopExit>>,
 }
+
+/// How long the servers may take to finish in-flight requests once a stop began.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 impl RunningMember {
     /// Stops the member: a leader first hands leadership to the most caught-up voter, then the
-    /// listeners close and the Raft loop stops. Safe to call once; drop does the abrupt part.
+    /// listeners close (peer streams and idle connections at once, in-flight requests within
+    /// [`SHUTDOWN_GRACE`]) and the Raft loop stops. Drop does the abrupt part.
     pub async fn stop(mut self) {
         self.hand_off_leadership().await;
         let _ = self.shutdown.send(true);
         for s in self.servers.drain(..) {
-            let _ = tokio::time::timeout(Duration::from_secs(5), s).await;
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, s).await;
         }
         self.handle.stop();
         if let Some(t) = self.raft_thread.take() {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
         info!(member = format!("{:x}", self.id), "member stopped");
+    }
+
+    /// Resolves if the Raft loop fails: the member then serves nothing correctly any more and
+    /// must exit (non-zero) so that it is restarted.
+    pub async fn failed(&self) -> Arc<FatalError> {
+        let mut exit = self.exit.clone();
+        loop {
+            match exit.borrow_and_update().clone() {
+                Some(LoopExit::Failed(e)) => return e,
+                Some(LoopExit::Stopped) => return std::future::pending().await,
+                None => {}
+            }
+            if exit.changed().await.is_err() {
+                // The loop thread ended without saying how: it panicked.
+                return Arc::new(FatalError::LoopPanicked);
+            }
+        }
     }
 
     async fn hand_off_leadership(&self) {
@@ -173,16 +226,15 @@ pub struct Identity {
 }
 
 /// Milliseconds of the two Raft timers, turned into ticks.
-fn raft_config(flags: &NodeFlags, id: u64, applied: u64) -> Result<RaftConfig, StartError> {
+fn raft_config(flags: &NodeFlags, id: u64, applied: u64) -> Result<RaftConfig, ConfigError> {
     if flags.heartbeat_interval == 0 || flags.election_timeout < 5 * flags.heartbeat_interval {
-        return Err(StartError::Config(format!(
-            "--election-timeout ({}ms) must be at least 5 times --heartbeat-interval ({}ms)",
-            flags.election_timeout, flags.heartbeat_interval
-        )));
+        return Err(ConfigError::Timeouts {
+            election: flags.election_timeout,
+            heartbeat: flags.heartbeat_interval,
+        });
     }
     let now_nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-    let seed = id ^ now_nanos;
     Ok(RaftConfig {
         id,
         election_tick: (flags.election_timeout / flags.heartbeat_interval) as usize,
@@ -193,17 +245,17 @@ fn raft_config(flags: &NodeFlags, id: u64, applied: u64) -> Result<RaftConfig, S
         max_inflight_msgs: 256,
         snapshot_chunk_size: 1024 * 1024,
         applied,
-        seed,
-        // The wall clock grows across restarts, so batches of this life number above the last.
+        seed: id ^ now_nanos,
+        // The wall clock grows across restarts, so the batches of this life number above the
+        // last one's.
         forward_seq_base: now_nanos,
         strict_reconfig_check: true,
     })
 }
 
 /// The founding members named by `--initial-cluster`, with their derived ids, sorted by id.
-fn founding_members(flags: &NodeFlags) -> Result<Vec<Member>, StartError> {
-    let pairs =
-        parse_initial_cluster(&flags.initial_cluster).map_err(|e| StartError::Config(e.to_string()))?;
+fn founding_members(flags: &NodeFlags) -> Result<Vec<Member>, ConfigError> {
+    let pairs = parse_initial_cluster(&flags.initial_cluster)?;
     let mut members: Vec<Member> = Vec::new();
     for (name, url) in pairs {
         match members.iter_mut().find(|m| m.name == name) {
@@ -224,147 +276,88 @@ fn founding_members(flags: &NodeFlags) -> Result<Vec<Member>, StartError> {
     Ok(members)
 }
 
-/// Asks the members at `urls` (peer URLs, which also serve the Cluster API) for the member
-/// list, returning the first answer or a description of why none came.
-async fn fetch_member_list(
-    urls: &[String],
-    tls: &PeerTls,
-    connect_timeout: Duration,
-) -> Result<MemberListResponse, String> {
-    let mut last_error = String::from("no other member to ask");
-    for url in urls {
-        let endpoint = match tls.endpoint(url) {
-            Ok(e) => e.connect_timeout(connect_timeout).timeout(connect_timeout * 2),
-            Err(e) => {
-                last_error = format!("{url}: {e}");
-                continue;
-            }
-        };
-        let channel = match endpoint.connect().await {
-            Ok(c) => c,
-            Err(e) => {
-                last_error = format!("{url}: {e}");
-                continue;
-            }
-        };
-        match ClusterClient::new(channel).member_list(MemberListRequest { linearizable: false }).await {
-            Ok(r) => return Ok(r.into_inner()),
-            Err(e) => last_error = format!("{url}: {}", e.message()),
-        }
-    }
-    Err(last_error)
+/// Opens the store in `--data-dir`.
+fn open_store(flags: &NodeFlags) -> Result<Store, StartError> {
+    std::fs::create_dir_all(&flags.data_dir)
+        .map_err(|source| StartError::DataDir { path: flags.data_dir.clone(), source })?;
+    Ok(Store::open(Path::new(&flags.data_dir))?)
 }
 
-/// Finds this member's identity by asking the running cluster (for `--initial-cluster-state
-/// existing`): the member whose peer URLs match ours, added earlier with MemberAdd.
-async fn discover_identity(
+/// Settles who this member is, bootstrapping a new cluster if asked. Also returns the peers a
+/// joining member learned from the cluster: its own membership table is empty until the
+/// leader's log or snapshot reaches it, and it must answer the leader before.
+async fn identify(
     flags: &NodeFlags,
+    store: &Store,
     tls: &PeerTls,
 ) -> Result<(Identity, Vec<(u64, String)>), StartError> {
-    let pairs =
-        parse_initial_cluster(&flags.initial_cluster).map_err(|e| StartError::Config(e.to_string()))?;
-    let urls: Vec<String> = pairs.into_iter().filter(|(n, _)| *n != flags.name).map(|(_, u)| u).collect();
-    let resp = fetch_member_list(&urls, tls, Duration::from_secs(2)).await.map_err(StartError::Join)?;
-    let cluster_id = resp.header.map_or(0, |h| h.cluster_id);
-    let me = resp
-        .members
-        .iter()
-        .find(|m| m.peer_ur_ls.iter().any(|u| flags.initial_advertise_peer_urls.contains(u)));
-    let peers = resp.members.iter().filter_map(|m| m.peer_ur_ls.first().map(|u| (m.id, u.clone()))).collect();
-    match me {
-        Some(m) => Ok((Identity { member_id: m.id, cluster_id }, peers)),
-        None => Err(StartError::Join(format!(
-            "no member with peer URLs {:?} in the cluster; add it first (MemberAdd)",
-            flags.initial_advertise_peer_urls
-        ))),
-    }
-}
-
-/// On a restart, asks the other members whether this one is still a member. A member removed
-/// while it was down (or before it applied its own removal) still lists itself locally; only
-/// the cluster knows. Unreachable peers prove nothing, so the member then starts as usual.
-async fn check_still_member(identity: Identity, members: &[Member], tls: &PeerTls) -> Result<(), StartError> {
-    let urls: Vec<String> = members
-        .iter()
-        .filter(|m| m.id != identity.member_id)
-        .filter_map(|m| m.peer_urls.first().cloned())
-        .collect();
-    if urls.is_empty() {
-        return Ok(());
-    }
-    let Ok(resp) = fetch_member_list(&urls, tls, Duration::from_millis(500)).await else { return Ok(()) };
-    let same_cluster = resp.header.is_some_and(|h| h.cluster_id == identity.cluster_id);
-    if same_cluster && !resp.members.iter().any(|m| m.id == identity.member_id) {
-        return Err(StartError::Removed(identity.member_id));
-    }
-    Ok(())
-}
-
-/// Opens the store and settles who this member is, bootstrapping a new cluster if asked. Also
-/// returns the peers a joining member learned from the cluster: its own membership table is
-/// empty until the leader's log or snapshot reaches it, and it must answer the leader before.
-async fn open_and_identify(
-    flags: &NodeFlags,
-    tls: &PeerTls,
-) -> Result<(Store, Identity, Vec<(u64, String)>), StartError> {
-    std::fs::create_dir_all(&flags.data_dir)
-        .map_err(|source| StartError::DataDir { path: flags.data_dir.display().to_string(), source })?;
-    let store = Store::open(Path::new(&flags.data_dir)).map_err(|e| StartError::Storage(e.to_string()))?;
-    let storage_err = |e: crate::storage::StoreError| StartError::Storage(e.to_string());
-    let member_id = store.kv().local_member_id().map_err(storage_err)?;
+    let member_id = store.kv().local_member_id()?;
     if member_id != 0 {
-        let cluster_id = store.kv().cluster_id().map_err(storage_err)?;
-        return Ok((store, Identity { member_id, cluster_id }, Vec::new()));
+        let cluster_id = store.kv().cluster_id()?;
+        return Ok((Identity { member_id, cluster_id }, Vec::new()));
     }
     let mut discovered = Vec::new();
     let identity = match flags.initial_cluster_state {
         InitialClusterState::New => {
             let members = founding_members(flags)?;
-            let me = members.iter().find(|m| m.name == flags.name).ok_or_else(|| {
-                StartError::Config(format!("--name {:?} is not in --initial-cluster", flags.name))
-            })?;
+            let me = members
+                .iter()
+                .find(|m| m.name == flags.name)
+                .ok_or_else(|| ConfigError::NameNotInCluster(flags.name.clone()))?;
             let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
             let identity = Identity { member_id: me.id, cluster_id: identity::cluster_id(&ids) };
             // The founding membership is the first entries of the log, with every member's
             // name and peer URLs, the same bytes on every founding member.
             let contexts: Vec<(u64, Vec<u8>)> = members.iter().map(|m| (m.id, m.encode_to_vec())).collect();
-            let boot = bootstrap_with_context(&contexts).map_err(|e| StartError::Config(e.to_string()))?;
-            store.raft().persist(Some(&boot.hard_state), &boot.entries).map_err(storage_err)?;
+            let boot = bootstrap_with_context(&contexts)?;
+            store.raft().persist(Some(&boot.hard_state), &boot.entries)?;
             identity
         }
         InitialClusterState::Existing => {
-            let (identity, peers) = discover_identity(flags, tls).await?;
+            let (identity, peers) = join::discover_identity(flags, tls).await?;
             discovered = peers;
             identity
         }
     };
     // Recorded last: a crash before this point leaves a member that bootstraps again from
     // scratch with the same result.
-    store.kv().set_identity(identity.member_id, identity.cluster_id).map_err(storage_err)?;
-    Ok((store, identity, discovered))
+    store.kv().set_identity(identity.member_id, identity.cluster_id)?;
+    Ok((identity, discovered))
 }
 
-/// Starts a member on the given listeners.
+/// Starts a member on the given listeners, on the store in its `--data-dir`.
 pub async fn start(flags: NodeFlags, listeners: Listeners) -> Result<RunningMember, StartError> {
     // Checked first: a TLS mistake must stop the member before it touches its data or peers.
     let tls = NodeTls::from_flags(&flags)?;
+    let store = open_store(&flags)?;
+    start_on_store(flags, listeners, tls, store).await
+}
+
+/// Starts a member on a store opened by the caller (an embedding, or a test that injects
+/// storage faults through redb's storage backends).
+pub async fn start_on_store(
+    flags: NodeFlags,
+    listeners: Listeners,
+    tls: NodeTls,
+    store: Store,
+) -> Result<RunningMember, StartError> {
     let (client_builder, peer_builder) = (tls.client_server()?, tls.peer_server()?);
-    let (store, identity, discovered) = open_and_identify(&flags, &tls.peer_client).await?;
+    let (identity, discovered) = identify(&flags, &store, &tls.peer_client).await?;
     let id = identity.member_id;
     let kv = store.kv().clone();
     let raft_storage = store.raft().clone();
-    let members = kv.members().map_err(|e| StartError::Storage(e.to_string()))?;
-    let applied = kv.applied_index().map_err(|e| StartError::Storage(e.to_string()))?;
+    let members = kv.members()?;
+    let applied = kv.applied_index()?;
     // A member that applied its own removal must not come back under the same identity.
     if applied > 0 && !members.is_empty() && !members.iter().any(|m| m.id == id) {
         return Err(StartError::Removed(id));
     }
     if applied > 0 {
-        check_still_member(identity, &members, &tls.peer_client).await?;
+        join::check_still_member(identity, &members, &tls.peer_client).await?;
     }
     let config = raft_config(&flags, id, applied)?;
-    let node = RawNode::new(&config, raft_storage.clone()).map_err(|e| StartError::Storage(e.to_string()))?;
-    let metrics = Arc::new(Metrics::new(id).map_err(|e| StartError::Config(e.to_string()))?);
+    let node = RawNode::new(&config, raft_storage.clone())?;
+    let metrics = Arc::new(Metrics::new(id)?);
     let peers = PeerSenders::new(metrics.clone()).with_tls(tls.peer_client.clone());
     let known = members.iter().filter_map(|m| m.peer_urls.first().map(|u| (m.id, u.clone())));
     for (peer_id, url) in known.chain(discovered).filter(|(p, _)| *p != id) {
@@ -375,7 +368,7 @@ pub async fn start(flags: NodeFlags, listeners: Listeners) -> Result<RunningMemb
         snapshot_count: flags.snapshot_count.max(1),
         catch_up_entries: (flags.snapshot_count / 2).clamp(1, 5000),
     };
-    let started = RaftLoop::start(
+    let started = driver::start(
         node,
         raft_storage,
         kv.clone(),
@@ -397,17 +390,14 @@ pub async fn start(flags: NodeFlags, listeners: Listeners) -> Result<RunningMemb
         request_timeout: Duration::from_secs(5) + 2 * election,
         leader_wait: 2 * election,
     };
-    let ctx = Arc::new(
-        ServerContext::new(
-            handle.clone(),
-            store.clone(),
-            identity.cluster_id,
-            id,
-            flags.initial_cluster_token.clone(),
-            limits,
-        )
-        .with_peer_tls(tls.peer_client.clone()),
-    );
+    let ctx = Arc::new(ApiContext::new(
+        handle.clone(),
+        store.clone(),
+        identity.cluster_id,
+        id,
+        flags.initial_cluster_token.clone(),
+        limits,
+    ));
     let (shutdown, shutdown_rx) = watch::channel(false);
     let client_addr = listeners.client.local_addr()?;
     let peer_addr = listeners.peer.local_addr()?;
@@ -424,14 +414,18 @@ pub async fn start(flags: NodeFlags, listeners: Listeners) -> Result<RunningMemb
     let peer_server = peer_builder
         .tcp_nodelay(true)
         .add_service(
-            RaftTransportServer::new(PeerService::new(started.inbox.clone()))
+            RaftTransportServer::new(driver::PeerService::new(started.inbox.clone(), shutdown_rx.clone()))
                 .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES),
         )
-        .add_service(KvServer::new(KvService::new(ctx.clone())).max_decoding_message_size(grpc_limit))
-        .add_service(ClusterServer::new(ClusterService::new(ctx.clone())))
-        .add_service(PeerServer::new(PeerApi::new(ctx.clone())))
+        .add_service(PeerServer::new(peer_service::PeerService::new(kv.clone(), identity.cluster_id)))
         .serve_with_incoming_shutdown(nodelay_incoming(listeners.peer), wait_for(shutdown_rx.clone()));
-    let health = Arc::new(MemberHealth::new(ctx.clone(), metrics.clone(), election));
+    let health = Arc::new(MemberHealth::new(
+        handle.clone(),
+        store.clone(),
+        metrics.clone(),
+        election,
+        limits.request_timeout,
+    ));
     let http_server =
         http::serve(listeners.metrics, http::router(metrics.clone(), health), wait_for(shutdown_rx.clone()));
     let mut servers = vec![
@@ -451,7 +445,7 @@ pub async fn start(flags: NodeFlags, listeners: Listeners) -> Result<RunningMemb
             }
         }),
     ];
-    servers.push(tokio::spawn(publish_attributes(
+    servers.push(tokio::spawn(publish::publish_attributes(
         ctx.clone(),
         flags.name.clone(),
         flags.advertise_client_urls.clone(),
@@ -481,6 +475,7 @@ pub async fn start(flags: NodeFlags, listeners: Listeners) -> Result<RunningMemb
         shutdown,
         servers,
         raft_thread: Some(started.thread),
+        exit: started.exit,
     })
 }
 
@@ -492,62 +487,5 @@ fn nodelay_incoming(listener: TcpListener) -> TcpIncoming {
 }
 
 async fn wait_for(mut rx: watch::Receiver<bool>) {
-    while !*rx.borrow_and_update() {
-        if rx.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
-/// Records this member's name and client URLs in the replicated membership (as etcd's
-/// `publish`), so MemberList shows them and followers can forward to it when it leads. Retries
-/// until the stored attributes match.
-async fn publish_attributes(
-    ctx: Arc<ServerContext>,
-    name: String,
-    client_urls: Vec<String>,
-    shutdown: watch::Receiver<bool>,
-) {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        if *shutdown.borrow() {
-            return;
-        }
-        let current = ctx.kv.members().ok().and_then(|ms| ms.into_iter().find(|m| m.id == ctx.member_id));
-        if let Some(m) = &current
-            && m.name == name
-            && m.client_urls == client_urls
-        {
-            return;
-        }
-        if current.is_some() && ctx.node.status().leader_id.is_some() {
-            let request = InternalRequest {
-                id: 0,
-                request: Some(internal_request::Request::MemberAttributes(MemberAttributes {
-                    id: ctx.member_id,
-                    name: name.clone(),
-                    client_urls: client_urls.clone(),
-                })),
-            };
-            match tokio::time::timeout(ctx.limits.request_timeout, ctx.node.propose(request)).await {
-                Ok(Ok(_)) => continue,
-                Ok(Err(crate::server::raft_loop::ProposeError::NotLeader(_)))
-                    if forward_attributes(&ctx, &name, &client_urls).await =>
-                {
-                    continue;
-                }
-                _ => {}
-            }
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(2));
-    }
-}
-
-/// Followers publish through the leader's `Peer.Publish` (their proposals would be refused).
-async fn forward_attributes(ctx: &ServerContext, name: &str, client_urls: &[String]) -> bool {
-    let Ok((_, channel)) = ctx.leader_channel().await else { return false };
-    let request =
-        PublishRequest { id: ctx.member_id, name: name.to_string(), client_urls: client_urls.to_vec() };
-    PeerClient::new(channel).publish(request).await.is_ok()
+    let _ = rx.wait_for(|stop| *stop).await;
 }

@@ -6,10 +6,12 @@
 //! readiness, so a member on the minority side of a partition leaves the Service's endpoints
 //! without being restarted.
 
+pub mod health;
+
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -17,14 +19,30 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::server::metrics::Metrics;
+use crate::driver::DriverError;
+use crate::metrics::Metrics;
+
+/// Why a member is not live or not ready, as the probes report it.
+#[derive(Debug, thiserror::Error)]
+pub enum Unhealthy {
+    #[error("raft loop not started")]
+    NotStarted,
+    #[error("raft loop stalled for {0:?}")]
+    Stalled(Duration),
+    #[error("no leader")]
+    NoLeader,
+    #[error("linearizable read barrier failed: {0}")]
+    Barrier(#[source] DriverError),
+    #[error("linearizable read barrier timed out")]
+    BarrierTimeout,
+}
 
 /// What the health endpoints ask of the member.
 pub trait HealthCheck: Send + Sync + 'static {
-    /// Ok while the Raft loop is alive; Err(reason) otherwise.
-    fn live(&self) -> Result<(), String>;
-    /// Ok when the member can serve a linearizable request now; Err(reason) otherwise.
-    fn ready(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>>;
+    /// Ok while the Raft loop is alive.
+    fn live(&self) -> Result<(), Unhealthy>;
+    /// Ok when the member can serve a linearizable request now.
+    fn ready(&self) -> Pin<Box<dyn Future<Output = Result<(), Unhealthy>> + Send + '_>>;
     /// Updates gauges that are read rather than counted (database size) just before a scrape.
     fn refresh_metrics(&self) {}
 }
@@ -56,7 +74,7 @@ async fn health_handler<H: HealthCheck>(State(s): State<Arc<AppState<H>>>) -> Re
         Ok(()) => (StatusCode::OK, r#"{"health":"true","reason":""}"#.to_string()),
         Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!(r#"{{"health":"false","reason":{}}}"#, json_string(&reason)),
+            format!(r#"{{"health":"false","reason":{}}}"#, json_string(&reason.to_string())),
         ),
     };
     (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
@@ -70,7 +88,7 @@ async fn readyz_handler<H: HealthCheck>(State(s): State<Arc<AppState<H>>>) -> Re
     probe_response(s.health.ready().await)
 }
 
-fn probe_response(result: Result<(), String>) -> Response {
+fn probe_response(result: Result<(), Unhealthy>) -> Response {
     match result {
         Ok(()) => (StatusCode::OK, "ok\n").into_response(),
         Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ok: {reason}\n")).into_response(),
@@ -102,25 +120,9 @@ pub async fn serve(
     axum::serve(listener, router).with_graceful_shutdown(shutdown).await
 }
 
-/// The address part of a `http://host:port` URL, for binding.
-pub fn bind_addr(url: &str) -> Result<SocketAddr, String> {
-    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")).unwrap_or(url);
-    let hostport = rest.split('/').next().unwrap_or(rest);
-    let hostport = hostport.replace("localhost", "127.0.0.1");
-    hostport.parse().map_err(|e| format!("invalid listen URL {url:?}: {e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bind_addr_accepts_urls_and_rejects_garbage() {
-        assert_eq!(bind_addr("http://127.0.0.1:2381").ok(), Some(SocketAddr::from(([127, 0, 0, 1], 2381))));
-        assert_eq!(bind_addr("http://0.0.0.0:2379/").ok(), Some(SocketAddr::from(([0, 0, 0, 0], 2379))));
-        assert_eq!(bind_addr("http://localhost:1").ok(), Some(SocketAddr::from(([127, 0, 0, 1], 1))));
-        assert!(bind_addr("http://no-port").is_err());
-    }
 
     #[test]
     fn json_reason_is_escaped() {

@@ -7,6 +7,8 @@
 
 use tonic::{Code, Status};
 
+use crate::driver::DriverError;
+use crate::raft::RaftError;
 use crate::storage::KvError;
 
 /// A client-visible failure.
@@ -66,6 +68,8 @@ pub enum EtcdError {
     NotCapable,
     #[error("etcdserver: mvcc: database space exceeded")]
     NoSpace,
+    #[error("etcdserver: too many requests")]
+    TooManyRequests,
     #[error("etcdserver: invalid argument: {0}")]
     InvalidArgument(String),
     #[error("etcdserver: {0}")]
@@ -87,48 +91,36 @@ impl EtcdError {
             NotLeader | PeerUrlExists | MemberExists | MemberNotLearner | LearnerNotReady
             | BadLeaderTransferee | TransferInProgress | ConfChangePending => Code::FailedPrecondition,
             NotCapable => Code::Unimplemented,
-            NoSpace => Code::ResourceExhausted,
+            NoSpace | TooManyRequests => Code::ResourceExhausted,
             Internal(_) => Code::Internal,
         }
     }
 }
 
-impl EtcdError {
-    /// Recognises an etcd error in a status received from another member (when forwarding),
-    /// so it is passed on unchanged.
-    pub fn from_status(status: &Status) -> Self {
-        use EtcdError::*;
-        [
-            EmptyKey,
-            RequestTooLarge,
-            TooManyOps,
-            DuplicateKey,
-            Compacted,
-            FutureRevision,
-            KeyNotFound,
-            ValueProvided,
-            LeaseProvided,
-            LeaseNotFound,
-            NoLeader,
-            NotLeader,
-            LeaderChanged,
-            Timeout,
-            Stopped,
-            MemberNotFound,
-            PeerUrlExists,
-            MemberExists,
-            MemberNotLearner,
-            LearnerNotReady,
-            NotEnoughStartedMembers,
-            Unhealthy,
-            BadLeaderTransferee,
-            TransferInProgress,
-            NotCapable,
-            NoSpace,
-        ]
-        .into_iter()
-        .find(|e| e.to_string() == status.message())
-        .unwrap_or_else(|| Internal(status.message().to_string()))
+impl From<DriverError> for EtcdError {
+    /// What a client hears when the driver could not produce a result. A definitely lost
+    /// proposal is "leader changed" (the request can be retried); one whose outcome this member
+    /// cannot know is "request timed out", which clients treat as "maybe applied".
+    fn from(e: DriverError) -> Self {
+        match e {
+            DriverError::NoLeader => EtcdError::NoLeader,
+            DriverError::NotLeader { .. } => EtcdError::NotLeader,
+            DriverError::ProposalLost => EtcdError::LeaderChanged,
+            DriverError::OutcomeUnknown => EtcdError::Timeout,
+            DriverError::TooManyRequests => EtcdError::TooManyRequests,
+            DriverError::Stopped => EtcdError::Stopped,
+            DriverError::Refused(r) => match r {
+                RaftError::NotLeader { leader_hint: None } => EtcdError::NoLeader,
+                RaftError::NotLeader { .. } => EtcdError::NotLeader,
+                RaftError::TransferInProgress => EtcdError::TransferInProgress,
+                RaftError::ConfChangePending => EtcdError::ConfChangePending,
+                RaftError::NotEnoughActiveVoters => EtcdError::NotEnoughStartedMembers,
+                RaftError::LearnerNotReady => EtcdError::LearnerNotReady,
+                RaftError::ProposalDropped(_) => EtcdError::LeaderChanged,
+                RaftError::InvalidConfChange(reason) => EtcdError::InvalidArgument(reason),
+                other => EtcdError::Internal(other.to_string()),
+            },
+        }
     }
 }
 

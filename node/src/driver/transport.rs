@@ -9,18 +9,18 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, warn};
 
+use crate::metrics::Metrics;
 use crate::proto::peerpb::SendAck;
 use crate::proto::peerpb::raft_transport_client::RaftTransportClient;
 use crate::proto::peerpb::raft_transport_server::RaftTransport;
 use crate::proto::raftpb::{RaftMessage, RaftMessageBatch};
-use crate::server::metrics::Metrics;
-use crate::server::tls::PeerTls;
+use crate::tls::PeerTls;
 
 /// Messages waiting for one peer before new ones are dropped.
 const PEER_QUEUE_CAPACITY: usize = 4096;
@@ -34,19 +34,23 @@ const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// Where the transport delivers messages received from peers (the Raft loop's inbox).
 pub trait Inbox: Send + Sync + 'static {
-    /// Hands a batch of received messages to the Raft loop; returns false when the loop is gone.
-    fn deliver(&self, messages: Vec<RaftMessage>) -> bool;
+    /// Hands a batch of received messages to the Raft loop, waiting while its queue is full
+    /// (so a flood slows the sender's stream down); returns false when the loop is gone.
+    fn deliver(&self, messages: Vec<RaftMessage>) -> impl Future<Output = bool> + Send;
 }
 
 /// The gRPC service peers send to.
 pub struct PeerService<I> {
     inbox: Arc<I>,
+    /// Set when the member stops: inbound streams end at once instead of holding the server's
+    /// graceful shutdown until its timeout (peers keep their streams open for good).
+    shutdown: watch::Receiver<bool>,
 }
 
 impl<I: Inbox> PeerService<I> {
-    /// Serves messages into `inbox`.
-    pub fn new(inbox: Arc<I>) -> Self {
-        Self { inbox }
+    /// Serves messages into `inbox` until `shutdown` turns true.
+    pub fn new(inbox: Arc<I>, shutdown: watch::Receiver<bool>) -> Self {
+        Self { inbox, shutdown }
     }
 }
 
@@ -54,8 +58,14 @@ impl<I: Inbox> PeerService<I> {
 impl<I: Inbox> RaftTransport for PeerService<I> {
     async fn send(&self, request: Request<Streaming<RaftMessageBatch>>) -> Result<Response<SendAck>, Status> {
         let mut stream = request.into_inner();
-        while let Some(batch) = stream.message().await? {
-            if !self.inbox.deliver(batch.messages) {
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            let batch = tokio::select! {
+                batch = stream.message() => batch?,
+                _ = shutdown.wait_for(|stop| *stop) => None,
+            };
+            let Some(batch) = batch else { break };
+            if !self.inbox.deliver(batch.messages).await {
                 return Err(Status::unavailable("raft loop stopped"));
             }
         }
@@ -74,12 +84,15 @@ pub struct PeerSenders {
 struct PeerHandle {
     url: String,
     queue: mpsc::Sender<RaftMessage>,
-    task: tokio::task::JoinHandle<()>,
+    /// Aborted when the handle is dropped; `None` once detached to drain.
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for PeerHandle {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
     }
 }
 
@@ -103,12 +116,21 @@ impl PeerSenders {
         }
         let (queue, rx) = mpsc::channel(PEER_QUEUE_CAPACITY);
         let task = tokio::spawn(run_peer(id, url.to_string(), rx, self.metrics.clone(), self.tls.clone()));
-        peers.insert(id, PeerHandle { url: url.to_string(), queue, task });
+        peers.insert(id, PeerHandle { url: url.to_string(), queue, task: Some(task) });
     }
 
-    /// Forgets a peer (it was removed from the cluster); its queue is dropped.
+    /// Forgets a peer (it was removed from the cluster); nothing more is queued for it.
+    ///
+    /// What is already queued still goes out: the leader's last messages to a member it just
+    /// removed carry the commit index of that removal, and without them the member would never
+    /// apply it (nor answer a client that asked it to remove itself). The sender task ends once
+    /// its queue is empty.
     pub fn remove_peer(&self, id: u64) {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+        let removed = self.inner.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+        if let Some(mut handle) = removed {
+            // Detached: dropping the handle closes the queue instead of aborting the task.
+            drop(handle.task.take());
+        }
     }
 
     /// Queues a message for its addressee without waiting. Drops it (and counts the drop) when
@@ -232,7 +254,7 @@ mod tests {
     }
 
     impl Inbox for Collect {
-        fn deliver(&self, messages: Vec<RaftMessage>) -> bool {
+        async fn deliver(&self, messages: Vec<RaftMessage>) -> bool {
             self.got.lock().unwrap_or_else(PoisonError::into_inner).extend(messages);
             self.changed.notify_waiters();
             true
@@ -246,10 +268,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn dead_and_silent_peers_never_hold_up_a_live_one() {
         let inbox = Arc::new(Collect::default());
+        let (_running, stop) = watch::channel(false);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let live = listener.local_addr().expect("addr");
         let server = Server::builder()
-            .add_service(RaftTransportServer::new(PeerService::new(inbox.clone())))
+            .add_service(RaftTransportServer::new(PeerService::new(inbox.clone(), stop)))
             .serve_with_incoming(TcpListenerStream::new(listener));
         tokio::spawn(server);
         // A peer that accepts connections but never answers, and one that refuses them.

@@ -5,7 +5,7 @@ use std::path::Path;
 use tracing::info;
 
 use crate::config::{DevFlags, InitialClusterState, NodeFlags};
-use crate::server::member::{self, Listeners, RunningMember, StartError};
+use crate::member::{self, ConfigError, Listeners, RunningMember, StartError};
 
 /// The flags of dev member `i` (0-based) of a cluster of `members`, with data under `dir`.
 pub fn member_flags(i: u16, members: u16, base_port: u16, dir: &Path, template: &NodeFlags) -> NodeFlags {
@@ -31,7 +31,7 @@ pub fn member_flags(i: u16, members: u16, base_port: u16, dir: &Path, template: 
 /// Starts the members, prints how to reach them, and stops them cleanly on Ctrl-C.
 pub async fn run(flags: DevFlags, template: NodeFlags) -> Result<(), StartError> {
     if flags.members == 0 || flags.members > 9 {
-        return Err(StartError::Config("--members must be 1..=9".into()));
+        return Err(ConfigError::DevMembers.into());
     }
     let mut running: Vec<RunningMember> = Vec::new();
     for i in 0..flags.members {

@@ -11,25 +11,27 @@ use std::time::Duration;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use crate::driver::DriverError;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
 use crate::proto::etcdserverpb::{
     AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, DowngradeRequest, DowngradeResponse,
     HashKvRequest, HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse,
     SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse, alarm_request,
 };
-use crate::server::context::ServerContext;
-use crate::server::errors::EtcdError;
+
+use super::context::ApiContext;
+use super::errors::EtcdError;
 
 /// The etcd API version raftkv implements; clients gate features on it (e.g. learners need 3.4+).
 pub const ETCD_API_VERSION: &str = "3.5.0";
 
 /// The Maintenance service of one member.
 pub struct MaintenanceService {
-    ctx: Arc<ServerContext>,
+    ctx: Arc<ApiContext>,
 }
 
 impl MaintenanceService {
-    pub fn new(ctx: Arc<ServerContext>) -> Self {
+    pub fn new(ctx: Arc<ApiContext>) -> Self {
         Self { ctx }
     }
 }
@@ -101,7 +103,11 @@ impl Maintenance for MaintenanceService {
         if !st.voters.contains(&target) {
             return Err(EtcdError::BadLeaderTransferee.into());
         }
-        self.ctx.node.transfer_leader(target).await.map_err(|e| Status::from(self.ctx.propose_error(e)))?;
+        self.ctx
+            .node
+            .transfer_leader(target)
+            .await
+            .map_err(|e: DriverError| Status::from(EtcdError::from(e)))?;
         // Wait, like etcd, until the target leads (or the transfer times out).
         let mut rx = self.ctx.node.subscribe();
         let wait = async {

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub proposals_pending: IntGauge,
     /// Proposals that failed (no leader, leadership lost, dropped, timed out).
     pub proposals_failed: IntCounter,
+    /// Proposals this member forwarded to the leader (inside Raft) instead of appending.
+    pub proposals_forwarded: IntCounter,
     /// Latency of the fsync'd write of entries and hard state before messages are sent.
     pub wal_fsync_duration: Histogram,
     /// Latency of applying a batch of committed entries to the key-value store.
@@ -111,6 +113,11 @@ impl Metrics {
             proposals_applied: counter(r, "raftkv_server_proposals_applied_total", "Entries applied.")?,
             proposals_pending: gauge(r, "raftkv_server_proposals_pending", "Proposals waiting to apply.")?,
             proposals_failed: counter(r, "raftkv_server_proposals_failed_total", "Failed proposals.")?,
+            proposals_forwarded: counter(
+                r,
+                "raftkv_server_proposals_forwarded_total",
+                "Proposals forwarded to the leader inside Raft.",
+            )?,
             wal_fsync_duration: histogram(
                 r,
                 "raftkv_disk_wal_fsync_duration_seconds",

@@ -1,0 +1,14 @@
+//! The etcd v3 client API: one file per service, the mapping of the driver's typed errors to
+//! etcd's statuses, and what the services share.
+//!
+//! Services never talk to other members: every request is served by this member through its
+//! driver (proposals and read index requests of a follower travel to the leader inside Raft).
+
+pub mod cluster;
+pub mod context;
+pub mod errors;
+pub mod kv;
+pub mod maintenance;
+
+pub use context::{ApiContext, Limits};
+pub use errors::EtcdError;
