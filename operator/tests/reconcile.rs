@@ -5,9 +5,9 @@ mod support;
 use http::Method;
 use kv_operator::crd::{OperationKind, PvcPolicy};
 use kv_operator::membership::MembershipClient;
-use kv_operator::membership::fake::Call;
 use kv_operator::testing::example;
 use serde_json::json;
+use support::fake_cluster::Call;
 use support::{CM, KVC, PDB, PODS, STS, World};
 
 async fn created(replicas: i32) -> World {
