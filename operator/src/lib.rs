@@ -18,9 +18,13 @@ pub mod run;
 pub mod state;
 pub mod status;
 pub mod storage;
-pub mod testing;
 
+/// Lets the unit tests name this crate `kv_operator`, as the shared test fixtures do.
 #[cfg(test)]
-pub(crate) mod test_support {
-    pub use crate::testing::example;
-}
+extern crate self as kv_operator;
+
+/// The example objects of the unit tests: the file the integration tests include as
+/// `mod fixtures`, compiled into test builds only.
+#[cfg(test)]
+#[path = "../tests/fixtures/mod.rs"]
+pub(crate) mod fixtures;

@@ -447,9 +447,9 @@ mod tests {
 
     use super::*;
     use crate::crd::KVClusterStatus;
+    use crate::fixtures::example;
     use crate::membership::EndpointStatus;
     use crate::state::{ObservedClaim, ObservedPod, ObservedStatefulSet};
-    use crate::test_support::example;
 
     const NOW: i64 = 1_000_000;
 

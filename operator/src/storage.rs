@@ -95,8 +95,8 @@ pub struct StorageReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::example;
     use crate::state::ObservedStatefulSet;
-    use crate::test_support::example;
     use jiff::Timestamp;
     use std::collections::BTreeMap;
 

@@ -1,10 +1,12 @@
 //! The CRD: generated file in sync, schema shape, and the CEL rules evaluated as the apiserver
 //! would (kube's client-side CEL evaluator).
 
+mod fixtures;
+
+use fixtures::example;
 use kube::CustomResourceExt;
 use kube::core::cel::Validator;
 use kv_operator::crd::{KVCluster, crd_yaml};
-use kv_operator::testing::example;
 use serde_json::{Value, json};
 
 const CHECKED_IN: &str = include_str!("../../crds/kvcluster.yaml");

@@ -2,14 +2,16 @@
 //! own flag parser: the operator can never pass a flag (or an environment variable) kvnode
 //! does not accept.
 
+mod fixtures;
+
 use std::collections::BTreeMap;
 
 use clap::{CommandFactory, Parser};
+use fixtures::example;
 use k8s_openapi::api::core::v1::{Container, EnvVar};
 use kv_operator::crd::TlsSpec;
 use kv_operator::resources::config_map::{MembershipConfig, config_map};
 use kv_operator::resources::statefulset::statefulset;
-use kv_operator::testing::example;
 use kvnode::config::{Cli, InitialClusterState, parse_initial_cluster};
 use kvnode::tls;
 

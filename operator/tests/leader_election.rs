@@ -7,19 +7,20 @@
 //! deadlines (never fixed sleeps as synchronisation); with a 2 s lease every hand-over takes at
 //! most a few seconds.
 
+mod fixtures;
 mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use fixtures::example;
 use http::Method;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube_lease_manager::LeaseManagerBuilder;
 use kv_operator::election::{LeadershipEnd, follow_lease, reconcile_while_leading};
 use kv_operator::reconcile::{Context, reconcile};
-use kv_operator::testing::example;
 use serde_json::json;
 use support::{ApiServer, NS, World};
 use tokio::sync::Notify;

@@ -1,13 +1,14 @@
 //! Reconcile scenarios against the in-memory API server and the fake Raft group.
 
+mod fixtures;
 mod support;
 
+use fixtures::example;
 use http::Method;
 use kv_operator::crd::{OperationKind, PvcPolicy};
 use kv_operator::membership::MembershipClient;
-use kv_operator::membership::fake::Call;
-use kv_operator::testing::example;
 use serde_json::json;
+use support::fake_cluster::Call;
 use support::{CM, KVC, PDB, PODS, STS, World};
 
 async fn created(replicas: i32) -> World {

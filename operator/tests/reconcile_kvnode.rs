@@ -1,15 +1,16 @@
 //! Reconcile scenarios whose membership calls go to real in-process kvnode members (real gRPC
 //! on loopback, real disk) through the operator's `EtcdMembership`, instead of the fake group.
 
+mod fixtures;
 mod kvnode_members;
 mod kvnode_world;
 mod support;
 
 use std::time::Duration;
 
+use fixtures::example;
 use kv_operator::membership::MembershipClient;
 use kv_operator::membership::etcd::EtcdMembership;
-use kv_operator::testing::example;
 use kvnode_world::KvnodeWorld;
 
 fn event_reasons(world: &KvnodeWorld) -> Vec<String> {

@@ -5,8 +5,10 @@
 //! (`KV_OPERATOR_BLESS=1 cargo test -p kv-operator --test template_revision`) and say so in the
 //! release notes.
 
+mod fixtures;
+
+use fixtures::example;
 use kv_operator::resources::statefulset::{pod_template, statefulset, template_revision};
-use kv_operator::testing::example;
 use sha2::{Digest, Sha256};
 
 const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/pod-template.sha256");

@@ -2,10 +2,11 @@
 //! StatefulSet (whose claim template is immutable) and the pods alone, and reports progress in
 //! the `StorageSynced` condition and in Events.
 
+mod fixtures;
 mod support;
 
+use fixtures::example;
 use http::Method;
-use kv_operator::testing::example;
 use serde_json::Value;
 use support::{PODS, PVCS, STS, World};
 

@@ -4,11 +4,11 @@
 //! a pod that is briefly gone is still a member, and only the member list says who votes. The
 //! trait keeps the reconciler testable: [`etcd::EtcdMembership`] talks to real members (kvnode
 //! or etcd; `operator/tests/membership_kvnode.rs` and `reconcile_kvnode.rs` run it against
-//! in-process kvnode members), [`fake::FakeCluster`] simulates a Raft group in memory for the
-//! scenarios that need faults kvnode cannot be told to have (a lagging or broken member).
+//! in-process kvnode members), and the tests' `FakeCluster` (`operator/tests/support/
+//! fake_cluster.rs`, test-only code) simulates a Raft group in memory for the scenarios that need
+//! faults kvnode cannot be told to have (a lagging or broken member).
 
 pub mod etcd;
-pub mod fake;
 pub mod secret_tls;
 
 use async_trait::async_trait;

@@ -97,7 +97,7 @@ pub fn config_map(kvc: &KVCluster, config: &MembershipConfig) -> ConfigMap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::example;
+    use crate::fixtures::example;
 
     #[test]
     fn bootstrap_lists_every_initial_ordinal_as_new() {

@@ -43,7 +43,7 @@ pub fn pod_disruption_budget(kvc: &KVCluster, voters: i32) -> PodDisruptionBudge
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::example;
+    use crate::fixtures::example;
 
     #[test]
     fn budget_keeps_a_majority() {

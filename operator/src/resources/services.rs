@@ -62,7 +62,7 @@ pub fn service_account(kvc: &KVCluster) -> ServiceAccount {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::example;
+    use crate::fixtures::example;
 
     #[test]
     fn peer_service_is_headless_and_publishes_not_ready() {

@@ -369,7 +369,7 @@ pub fn statefulset(
 mod tests {
     use super::*;
     use crate::crd::{SchedulingSpec, TlsSpec};
-    use crate::test_support::example;
+    use crate::fixtures::example;
 
     fn kvnode(sts: &StatefulSet) -> Container {
         sts.spec.template.spec.as_ref().unwrap().containers[0].clone()

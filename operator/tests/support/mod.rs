@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod fake_cluster;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,12 +20,13 @@ use kube::Client;
 use kube::client::Body;
 use kube::runtime::events::{Recorder, Reporter};
 use kv_operator::crd::{KVCluster, KVClusterStatus};
-use kv_operator::membership::fake::FakeCluster;
 use kv_operator::metrics::Metrics;
 use kv_operator::names::ClusterNames;
 use kv_operator::plan::PlanConfig;
 use kv_operator::reconcile::{Context, reconcile};
 use serde_json::{Value, json};
+
+use fake_cluster::FakeCluster;
 
 /// One request the operator made: method, path (with query), body.
 #[derive(Debug, Clone)]

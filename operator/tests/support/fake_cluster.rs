@@ -1,4 +1,5 @@
-//! An in-memory Raft group behind [`MembershipClient`], for the operator's tests.
+//! An in-memory Raft group behind [`MembershipClient`], for the operator's tests (test-only code:
+//! the library and the `kv-operator` binary carry none of it).
 //!
 //! It models what the operator relies on, with the same refusals a real cluster gives: calls
 //! need a quorum of running voters, a learner is promoted only once caught up, MoveLeader must
@@ -11,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use super::{EndpointStatus, Member, MembershipClient, MembershipError};
+use kv_operator::membership::{EndpointStatus, Member, MembershipClient, MembershipError};
 
 /// A membership call the fake accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
