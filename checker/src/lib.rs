@@ -61,8 +61,10 @@
 //! ```
 
 mod artifact;
+mod budget;
 mod check;
 mod configs;
+pub mod db;
 mod entries;
 mod history;
 mod model;
@@ -72,6 +74,13 @@ mod search;
 mod shrink;
 
 pub use check::{CheckError, CheckOptions, CheckReport, CheckResult, Violation, check};
-pub use history::{ClientId, History, HistoryError, Op, OpId, Operation, Outcome, Output};
-pub use recorder::{HistoryRecorder, PendingOp};
+pub use db::{
+    Change, ChangeKind, Committed, Compare, CompareResult, CompareTarget, DbAnomaly, DbCheckError,
+    DbCheckReport, DbCheckResult, DbHistory, DbOp, DbOperation, DbOutcome, DbOutput, DbRecorder, DbViolation,
+    KeyRange, KeyValue, Response, ResponseMismatch, Revision, RevisionLog, check_db, render_db_history,
+};
+pub use history::{
+    ClientId, History, HistoryEntry, HistoryError, HistoryOf, Op, OpId, Operation, Outcome, Output, Stamp,
+};
+pub use recorder::{HistoryRecorder, PendingOp, Recorder};
 pub use render::render_history;
