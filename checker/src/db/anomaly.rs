@@ -106,6 +106,22 @@ pub enum DbAnomaly {
         /// The key after that write, as the model has it.
         model: Option<KeyValue>,
     },
+    /// A read returned a key unchanged since revision `since` (its mod revision, or for a
+    /// deletion its create revision), but an acknowledged write changed (or deleted) that key at
+    /// `write_revision`, after `since` and no later than the read's revision: the read lost the
+    /// write.
+    ReadMissesWrite {
+        /// The read.
+        read: OpId,
+        /// The revision it was served at.
+        revision: Revision,
+        /// What it returned for the key.
+        reported: KeyValue,
+        /// The acknowledged write.
+        write: OpId,
+        /// Its revision.
+        write_revision: Revision,
+    },
     /// The operation's revision orders it after `after`, but it completed before `after` was
     /// invoked (e.g. a read served at a revision older than a write acknowledged before the read
     /// began, or acknowledged writes whose revisions contradict their real-time order).
@@ -186,6 +202,11 @@ impl fmt::Display for DbAnomaly {
                      but the write there ({writer}) leaves the key {model}"
                 )
             }
+            DbAnomaly::ReadMissesWrite { read, revision, reported, write, write_revision } => write!(
+                f,
+                "read #{read} at revision {revision} returned {reported:?}, missing acknowledged write \
+                 #{write} of that key at revision {write_revision}"
+            ),
             DbAnomaly::RealTime { op, revision, after, after_revision } => write!(
                 f,
                 "#{op} at revision {revision} completed before #{after} (revision {after_revision}), \

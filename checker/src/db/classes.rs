@@ -26,6 +26,8 @@ pub(crate) struct Class {
     pub(crate) ops: Vec<usize>,
     /// The revisions the group's writes must be at, `None` when anywhere.
     pub(crate) allowed: Option<Vec<Revision>>,
+    /// The keys the request may change, in any branch.
+    pub(crate) touches: Vec<KeyId>,
 }
 
 /// Every group, and which groups write each observed (key, value) pair.
@@ -61,7 +63,11 @@ impl Classes {
         for op in unknown {
             let request = &ops[op].request;
             let class = *index.entry(request).or_insert_with(|| {
-                list.push(Class { request: request.clone(), ops: Vec::new(), allowed: None });
+                let mut touches = Vec::new();
+                request.written_keys(&mut touches);
+                touches.sort_unstable();
+                touches.dedup();
+                list.push(Class { request: request.clone(), ops: Vec::new(), allowed: None, touches });
                 (list.len() - 1) as u32
             });
             if let Some(class) = list.get_mut(class as usize) {

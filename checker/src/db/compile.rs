@@ -292,6 +292,47 @@ pub(crate) fn claims_revision(response: &Response) -> bool {
 }
 
 impl Request {
+    /// Adds the keys the request may change (in any branch) to `into`.
+    pub(crate) fn written_keys(&self, into: &mut Vec<KeyId>) {
+        match self {
+            Request::Range(_) => {}
+            Request::Put { key, .. } => into.push(*key),
+            Request::Delete(span) => into.extend(span.lo..span.hi),
+            Request::Txn { success, failure, .. } => {
+                success.iter().chain(failure).for_each(|nested| nested.written_keys(into));
+            }
+        }
+    }
+
+    /// Adds every key the request reads or changes (guards, ranges, puts, deletes) to `into`.
+    pub(crate) fn all_keys(&self, into: &mut Vec<KeyId>) {
+        match self {
+            Request::Range(span) | Request::Delete(span) => into.extend(span.lo..span.hi),
+            Request::Put { key, .. } => into.push(*key),
+            Request::Txn { compare, success, failure } => {
+                into.extend(compare.iter().map(|guard| guard.key));
+                success.iter().chain(failure).for_each(|nested| nested.all_keys(into));
+            }
+        }
+    }
+
+    /// Adds the keys an acknowledged request certainly changed, given its reply: `(key, deleted)`
+    /// for each put (`false`) and each key of a delete's range (`true`: absent afterwards), in the
+    /// branches the reply says ran.
+    pub(crate) fn certain_writes(&self, reply: &Reply, into: &mut Vec<(KeyId, bool)>) {
+        match (self, reply) {
+            (Request::Put { key, .. }, _) => into.push((*key, false)),
+            (Request::Delete(span), _) => into.extend((span.lo..span.hi).map(|key| (key, true))),
+            (Request::Txn { success, failure, .. }, Reply::Txn { succeeded, replies }) => {
+                let branch = if *succeeded { success } else { failure };
+                for (nested, reply) in branch.iter().zip(replies) {
+                    nested.certain_writes(reply, into);
+                }
+            }
+            (Request::Range(_) | Request::Txn { .. }, _) => {}
+        }
+    }
+
     /// True if the request may write `key` (in any branch).
     pub(crate) fn touches(&self, key: KeyId) -> bool {
         match self {

@@ -134,6 +134,7 @@ pub(crate) fn involved_in(anomaly: &DbAnomaly) -> Vec<OpId> {
         DbAnomaly::Malformed { op, .. } | DbAnomaly::ImpossibleRevision { op, .. } => vec![*op],
         DbAnomaly::DuplicateRevision { first, second, .. } => vec![*first, *second],
         DbAnomaly::WrongResponse { op, .. } => vec![*op],
+        DbAnomaly::ReadMissesWrite { read, write, .. } => vec![*write, *read],
         DbAnomaly::WrongWriteObserved { read, writer, .. } => {
             [Some(*read), *writer].into_iter().flatten().collect()
         }

@@ -168,6 +168,9 @@ impl Plan {
         }
         let facts =
             Facts::new(universe.keys.len(), observations.iter().map(|&(read_at, kv, _)| (read_at, kv)));
+        if let Some(anomaly) = missed_write(history, &universe, &ops, &facts, &observations) {
+            return Err(Box::new(anomaly));
+        }
 
         let mut deadline = vec![u64::MAX; span];
         let mut earliest = u64::MAX;
@@ -234,4 +237,51 @@ fn requested_only(request: &Request, reply: Reply) -> Reply {
         }
         (_, reply) => reply,
     }
+}
+
+/// A read that shows a key unchanged across a revision where an acknowledged write certainly
+/// changed it (see [`DbAnomaly::ReadMissesWrite`]); needs no search, since acknowledged writes are
+/// pinned.
+fn missed_write(
+    history: &DbHistory,
+    universe: &Universe,
+    ops: &[Planned],
+    facts: &Facts,
+    observations: &[(Revision, Kv, usize)],
+) -> Option<DbAnomaly> {
+    let mut written = Vec::new();
+    for (index, op) in ops.iter().enumerate().filter(|(_, op)| op.claims) {
+        let Some(reply) = &op.reply else { continue };
+        written.clear();
+        op.request.certain_writes(reply, &mut written);
+        let Some(&(key, deleted)) =
+            written.iter().find(|&&(key, deleted)| !facts.allow_change(key, op.revision, deleted))
+        else {
+            continue;
+        };
+        let w = op.revision;
+        let (read_at, kv, read) = observations.iter().copied().find(|&(read_at, kv, _)| {
+            let since = if deleted { kv.create } else { kv.modified };
+            kv.key == key && since < w && w <= read_at
+        })?;
+        let id = |planned: usize| {
+            ops.get(planned).and_then(|op| history.operations().get(op.source)).map_or(0, |op| op.id)
+        };
+        let reported = crate::db::types::KeyValue {
+            key: universe.key_text(kv.key).to_owned(),
+            value: universe.value_text(kv.value).to_owned(),
+            create_revision: kv.create,
+            mod_revision: kv.modified,
+            version: kv.version,
+        };
+        let revision = ops.get(read).map_or(read_at, |op| op.revision);
+        return Some(DbAnomaly::ReadMissesWrite {
+            read: id(read),
+            revision,
+            reported,
+            write: id(index),
+            write_revision: w,
+        });
+    }
+    None
 }

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use crate::db::compile::Kv;
+use crate::db::compile::{KeyId, Kv};
 use crate::db::plan::{Expected, Plan};
 use crate::db::store::{KeyState, Mark, Mismatch, Store};
 use crate::db::types::Revision;
@@ -84,6 +84,36 @@ struct Frame {
     next: usize,
     /// The group and operation applied now.
     chosen: Option<(u32, usize)>,
+    /// The keys some candidate may change: a failure about other keys does not depend on this gap.
+    touch: KeySet,
+}
+
+/// A set of key ids.
+#[derive(Debug, Clone, Default)]
+struct KeySet {
+    words: Vec<u64>,
+}
+
+impl KeySet {
+    fn insert(&mut self, key: KeyId) {
+        let word = key as usize / 64;
+        if self.words.len() <= word {
+            self.words.resize(word + 1, 0);
+        }
+        self.words[word] |= 1 << (key % 64);
+    }
+
+    fn contains(&self, key: KeyId) -> bool {
+        self.words.get(key as usize / 64).is_some_and(|word| word & (1 << (key % 64)) != 0)
+    }
+}
+
+/// What a failure depends on, to find the latest gap whose choice could avoid it.
+enum Conflict {
+    /// The state of these keys at the failing revision.
+    Keys(Vec<KeyId>),
+    /// The clock having passed this completion time.
+    LaterThan(u64),
 }
 
 /// A gap whose every choice failed.
@@ -200,6 +230,10 @@ impl<'p> Search<'p> {
             if used >= in_time {
                 continue;
             }
+            // A group that could only change keys reads show unchanged at this revision cannot fill it.
+            if class.touches.iter().all(|&key| !self.plan.facts.allow_change(key, revision, false)) {
+                continue;
+            }
             let reserved = match &class.allowed {
                 Some(allowed) if allowed.binary_search(&revision).is_err() => continue,
                 Some(_) => true,
@@ -302,18 +336,63 @@ impl<'p> Search<'p> {
         None
     }
 
+    /// What `fail` depends on; `None` when it may depend on every earlier choice.
+    fn conflict(&self, fail: &Fail) -> Option<Conflict> {
+        let request_keys = |op: usize| {
+            let mut keys = Vec::new();
+            self.plan.ops[op].request.all_keys(&mut keys);
+            Conflict::Keys(keys)
+        };
+        match fail {
+            Fail::Response { mismatch: Mismatch::Key { key, .. }, .. } => Some(Conflict::Keys(vec![*key])),
+            Fail::Response { op, .. } | Fail::Changed { op, .. } => Some(request_keys(*op)),
+            Fail::Time { op, .. } => Some(Conflict::LaterThan(self.plan.ops[*op].complete)),
+            Fail::Expected { expected, .. } => Some(Conflict::Keys(vec![expected.kv.key])),
+            Fail::Gap { .. } => None,
+        }
+    }
+
+    /// The deepest frame whose choice could avoid a failure with this conflict; `None` if no
+    /// choice can, i.e. the failure is proven.
+    fn culprit(&self, conflict: &Conflict) -> Option<usize> {
+        self.frames.iter().rposition(|frame| match conflict {
+            Conflict::Keys(keys) => keys.iter().any(|&key| frame.touch.contains(key)),
+            Conflict::LaterThan(complete) => {
+                frame.chosen.is_some_and(|(_, op)| self.plan.ops[op].invoke > *complete)
+            }
+        })
+    }
+
+    /// Drops the frames above `depth` (their choices cannot matter to the failure at hand) so that
+    /// backtracking resumes at the frame at `depth`.
+    fn jump_to(&mut self, depth: usize) {
+        while self.frames.len() > depth + 1 {
+            if let Some((class, _)) = self.frames.pop().and_then(|frame| frame.chosen) {
+                self.used[class as usize] -= 1;
+            }
+        }
+    }
+
     /// Fills the gap at `revision`: false if no choice works from here.
     fn open_gap(&mut self, revision: Revision) -> bool {
         if self.is_refuted(revision) {
             return false;
         }
+        let candidates = self.candidates(revision);
+        let mut touch = KeySet::default();
+        for &class in &candidates {
+            for &key in &self.plan.classes.list[class as usize].touches {
+                touch.insert(key);
+            }
+        }
         let frame = Frame {
             revision,
             mark: self.store.mark(),
             clock: self.clock,
-            candidates: self.candidates(revision),
+            candidates,
             next: 0,
             chosen: None,
+            touch,
         };
         self.frames.push(frame);
         self.advance_frame()
@@ -348,9 +427,20 @@ impl<'p> Search<'p> {
             }
             let advanced = match self.plan.claimed(revision) {
                 Some(op) => {
-                    let result =
-                        self.apply_claimed(op, revision).and_then(|()| self.after_write(revision, Some(op)));
-                    result.map_err(|failure| self.note(failure)).is_ok()
+                    match self.apply_claimed(op, revision).and_then(|()| self.after_write(revision, Some(op)))
+                    {
+                        Ok(()) => true,
+                        Err(failure) => {
+                            if let Some(conflict) = self.conflict(&failure.fail) {
+                                match self.culprit(&conflict) {
+                                    Some(depth) => self.jump_to(depth),
+                                    None => return SearchOutcome::Violation(failure),
+                                }
+                            }
+                            self.note(failure);
+                            false
+                        }
+                    }
                 }
                 None => self.open_gap(revision),
             };
