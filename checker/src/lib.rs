@@ -77,7 +77,8 @@ pub use check::{CheckError, CheckOptions, CheckReport, CheckResult, Violation, c
 pub use db::{
     Change, ChangeKind, Committed, Compare, CompareResult, CompareTarget, DbAnomaly, DbCheckError,
     DbCheckReport, DbCheckResult, DbHistory, DbOp, DbOperation, DbOutcome, DbOutput, DbRecorder, DbViolation,
-    KeyRange, KeyValue, Response, ResponseMismatch, Revision, RevisionLog, check_db, render_db_history,
+    KeyRange, KeyValue, Response, ResponseMismatch, Revision, RevisionLog, WatchError, WatchSpec, check_db,
+    check_watch_events, render_db_history,
 };
 pub use history::{
     ClientId, History, HistoryEntry, HistoryError, HistoryOf, Op, OpId, Operation, Outcome, Output, Stamp,

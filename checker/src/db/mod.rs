@@ -92,6 +92,7 @@ mod search;
 mod shrink;
 mod store;
 mod types;
+mod watch;
 
 pub use anomaly::{DbAnomaly, ResponseMismatch};
 pub use check::{DbCheckError, DbCheckReport, DbCheckResult, DbViolation, check_db};
@@ -103,3 +104,4 @@ pub use render::render_db_history;
 pub use types::{
     Compare, CompareResult, CompareTarget, DbOp, DbOutput, KeyRange, KeyValue, Response, Revision,
 };
+pub use watch::{WatchError, WatchSpec, check_watch_events};
