@@ -123,6 +123,22 @@ fn soak_sized_history_checks_in_seconds_and_injected_anomalies_are_found() {
     }
 }
 
+/// Other soak shapes: few clients on many keys, many clients on few keys with more lost responses.
+#[test]
+fn other_soak_shapes_check_in_seconds() {
+    let shapes = [
+        (20_001, Workload { clients: 4, keys: 20, ops: 90_000, failed: 0.02, unknown: 0.05 }),
+        (20_002, Workload { clients: 8, keys: 5, ops: 90_000, failed: 0.02, unknown: 0.10 }),
+    ];
+    for (seed, workload) in shapes {
+        let sim = simulate(seed, workload);
+        let started = Instant::now();
+        let (report, _dir) = run_check(&sim.history);
+        eprintln!("seed {seed}: {workload:?}: checked in {:?}: {report}", started.elapsed());
+        assert!(report.is_linearizable(), "seed {seed}: {report}");
+    }
+}
+
 /// The default CI run's size (~20 s of workload): about 15,000 operations.
 #[test]
 fn ci_sized_history_checks_in_about_a_second() {
