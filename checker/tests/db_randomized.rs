@@ -150,3 +150,126 @@ fn ci_sized_history_checks_in_about_a_second() {
     eprintln!("seed {seed}: checked {} operations in {:?}: {report}", report.operations, started.elapsed());
     assert!(report.is_linearizable(), "seed {seed}: {report}");
 }
+
+/// Reference verdict for tiny histories: every order that respects real time, with each
+/// unknown-outcome write either placed somewhere or left out, replayed on the reference store; the
+/// acknowledged outputs (revisions included) must be exactly what it answers.
+fn brute_force_linearizable(history: &kvcheck::DbHistory) -> bool {
+    let ops: Vec<&kvcheck::DbOperation> = history
+        .operations()
+        .iter()
+        .filter(|op| match op.outcome {
+            DbOutcome::Ok(_) => true,
+            DbOutcome::Failed => false,
+            DbOutcome::Unknown => !matches!(op.op, kvcheck::DbOp::Range { .. }),
+        })
+        .collect();
+    fn extend(ops: &[&kvcheck::DbOperation], placed: &mut Vec<bool>, store: &RefStore) -> bool {
+        let must = |op: &kvcheck::DbOperation| matches!(op.outcome, DbOutcome::Ok(_));
+        if ops.iter().zip(placed.iter()).all(|(op, &done)| done || !must(op)) {
+            return true;
+        }
+        for candidate in 0..ops.len() {
+            let op = ops[candidate];
+            let forced_earlier = ops
+                .iter()
+                .zip(placed.iter())
+                .any(|(other, &done)| !done && must(other) && other.complete < op.invoke);
+            if placed[candidate] || forced_earlier {
+                continue;
+            }
+            let mut next = store.clone();
+            let output = next.apply(&op.op);
+            let fits = match &op.outcome {
+                DbOutcome::Ok(recorded) => *recorded == output,
+                _ => true,
+            };
+            if fits {
+                placed[candidate] = true;
+                let found = extend(ops, placed, &next);
+                placed[candidate] = false;
+                if found {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+    extend(&ops, &mut vec![false; ops.len()], &RefStore::new())
+}
+
+/// A tiny random history on two keys and three values: outputs come from a random serial run (some
+/// unknown-outcome writes left out, some revisions nudged), intervals are random, so both verdicts
+/// are common.
+fn tiny_history(rng: &mut ChaCha8Rng) -> kvcheck::DbHistory {
+    use rand::Rng;
+    let keys = ["a", "b"];
+    let values = ["x", "y", "z"];
+    let count = rng.random_range(1..=6usize);
+    let mut store = RefStore::new();
+    let mut rows = Vec::new();
+    for client in 0..count as u64 {
+        let key = keys[rng.random_range(0..2)];
+        let value = values[rng.random_range(0..3)];
+        let op = match rng.random_range(0..6) {
+            0 | 1 => range(key),
+            2 => range_between("a", "c"),
+            3 => put(key, value),
+            4 => del(key),
+            _ => txn(
+                vec![compare(
+                    key,
+                    kvcheck::CompareTarget::Value(value.into()),
+                    kvcheck::CompareResult::Equal,
+                )],
+                vec![put(key, values[rng.random_range(0..3)])],
+                vec![range(key)],
+            ),
+        };
+        let invoke = rng.random_range(0..20);
+        let complete = invoke + rng.random_range(0..8);
+        let outcome = match rng.random_range(0..10) {
+            0 => DbOutcome::Failed,
+            1 | 2 => {
+                if rng.random_bool(0.5) {
+                    store.apply(&op);
+                }
+                DbOutcome::Unknown
+            }
+            _ => {
+                let mut output = store.apply(&op);
+                if rng.random_bool(0.1) {
+                    output.revision += if rng.random_bool(0.5) { 1 } else { -1 };
+                }
+                DbOutcome::Ok(output)
+            }
+        };
+        rows.push((client, invoke, complete, op, outcome));
+    }
+    history(rows)
+}
+
+#[test]
+fn agrees_with_brute_force_on_tiny_histories() {
+    let mut verdicts = [0usize; 2];
+    let dir = tempfile::tempdir().unwrap();
+    for seed in 0..5000 {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let history = tiny_history(&mut rng);
+        let expected = brute_force_linearizable(&history);
+        let options = kvcheck::CheckOptions::default().with_artifact_dir(dir.path());
+        let got = match kvcheck::check_db(&history, options).result {
+            DbCheckResult::Ok(_) => true,
+            DbCheckResult::Violation(_) => false,
+            DbCheckResult::Timeout { .. } => panic!("seed {seed}: tiny history timed out"),
+        };
+        assert_eq!(
+            got,
+            expected,
+            "seed {seed}: checker says {got}, brute force {expected}\n{}",
+            kvcheck::render_db_history(&history)
+        );
+        verdicts[usize::from(expected)] += 1;
+    }
+    assert!(verdicts.iter().all(|&count| count >= 300), "verdicts (fail, pass): {verdicts:?}");
+}
