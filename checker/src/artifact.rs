@@ -6,12 +6,20 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use serde::Serialize;
+
 use crate::history::{History, HistoryError};
 
 /// Writes `history` to a new, uniquely named file in `dir` (created if missing) and keeps it.
 pub(crate) fn write_violation(dir: &Path, history: &History) -> Result<PathBuf, HistoryError> {
+    write_json_artifact(dir, history)
+}
+
+/// Writes `value` as pretty JSON to a new `kvcheck-violation-*.json` file in `dir` (created if
+/// missing), synced, and keeps it.
+pub(crate) fn write_json_artifact<T: Serialize>(dir: &Path, value: &T) -> Result<PathBuf, HistoryError> {
     std::fs::create_dir_all(dir)?;
-    let json = history.to_json()?;
+    let json = serde_json::to_string_pretty(value)?;
     let mut file = tempfile::Builder::new().prefix("kvcheck-violation-").suffix(".json").tempfile_in(dir)?;
     file.write_all(json.as_bytes())?;
     file.as_file().sync_all()?;

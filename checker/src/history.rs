@@ -9,6 +9,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// Identifies the client (one logical thread of requests) that issued an operation.
@@ -144,33 +145,101 @@ impl Operation {
     }
 }
 
-/// A well-formed history: unique operation ids and no operation that completes before it starts.
+/// One recorded operation of some kind of history: what the recorder, the history container and
+/// the tables need to know about it, whatever its request and outcome types are.
 ///
-/// The invariants are checked on construction and on deserialization, so the checker never has to
-/// defend against a history that cannot have been recorded.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "HistoryRepr", into = "HistoryRepr")]
-pub struct History {
-    ops: Vec<Operation>,
+/// Implemented by [`Operation`] (per-key registers) and [`crate::DbOperation`] (whole database).
+pub trait HistoryEntry: Clone + std::fmt::Debug {
+    /// What was requested.
+    type Request: Clone + std::fmt::Debug;
+    /// How it ended.
+    type Outcome: Clone + std::fmt::Debug;
+    /// The outcome of an operation still in flight when a history is taken: unknown.
+    fn in_flight() -> Self::Outcome;
+    /// Assembles an operation from what the recorder stamped.
+    fn assemble(stamp: Stamp, request: Self::Request, outcome: Self::Outcome) -> Self;
+    /// The operation's id, client and times.
+    fn stamp(&self) -> Stamp;
 }
 
-/// The serialized form of a [`History`]: an object so fields can be added without breaking files.
-#[derive(Serialize, Deserialize)]
-struct HistoryRepr {
-    operations: Vec<Operation>,
+/// Who issued an operation and when: what every kind of operation has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// Unique within the history.
+    pub id: OpId,
+    /// The client that issued it.
+    pub client: ClientId,
+    /// When the request was about to be sent.
+    pub invoke: u64,
+    /// When the response (or the decision to give up) was seen.
+    pub complete: u64,
 }
 
-impl TryFrom<HistoryRepr> for History {
-    type Error = HistoryError;
+impl HistoryEntry for Operation {
+    type Request = Op;
+    type Outcome = Outcome;
 
-    fn try_from(repr: HistoryRepr) -> Result<Self, Self::Error> {
-        History::new(repr.operations)
+    fn in_flight() -> Outcome {
+        Outcome::Unknown
+    }
+
+    fn assemble(stamp: Stamp, op: Op, outcome: Outcome) -> Self {
+        Operation {
+            id: stamp.id,
+            client: stamp.client,
+            op,
+            invoke: stamp.invoke,
+            complete: stamp.complete,
+            outcome,
+        }
+    }
+
+    fn stamp(&self) -> Stamp {
+        Stamp { id: self.id, client: self.client, invoke: self.invoke, complete: self.complete }
     }
 }
 
-impl From<History> for HistoryRepr {
-    fn from(history: History) -> Self {
+/// A well-formed history: unique operation ids and no operation that completes before it starts.
+///
+/// The invariants are checked on construction and on deserialization, so the checker never has to
+/// defend against a history that cannot have been recorded. Generic over the kind of operation:
+/// [`History`] for per-key registers, [`crate::DbHistory`] for the whole database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    try_from = "HistoryRepr<T>",
+    into = "HistoryRepr<T>",
+    bound(serialize = "T: HistoryEntry + Serialize", deserialize = "T: HistoryEntry + Deserialize<'de>")
+)]
+pub struct HistoryOf<T> {
+    ops: Vec<T>,
+}
+
+/// A per-key register history.
+pub type History = HistoryOf<Operation>;
+
+/// The serialized form of a history: an object so fields can be added without breaking files.
+#[derive(Serialize, Deserialize)]
+struct HistoryRepr<T> {
+    operations: Vec<T>,
+}
+
+impl<T: HistoryEntry> TryFrom<HistoryRepr<T>> for HistoryOf<T> {
+    type Error = HistoryError;
+
+    fn try_from(repr: HistoryRepr<T>) -> Result<Self, Self::Error> {
+        HistoryOf::new(repr.operations)
+    }
+}
+
+impl<T> From<HistoryOf<T>> for HistoryRepr<T> {
+    fn from(history: HistoryOf<T>) -> Self {
         HistoryRepr { operations: history.ops }
+    }
+}
+
+impl<T> Default for HistoryOf<T> {
+    fn default() -> Self {
+        HistoryOf { ops: Vec::new() }
     }
 }
 
@@ -198,33 +267,30 @@ pub enum HistoryError {
     Io(#[from] std::io::Error),
 }
 
-impl History {
+impl<T: HistoryEntry> HistoryOf<T> {
     /// Builds a history after checking its invariants.
-    pub fn new(ops: Vec<Operation>) -> Result<Self, HistoryError> {
+    pub fn new(ops: Vec<T>) -> Result<Self, HistoryError> {
         let mut ids = HashSet::with_capacity(ops.len());
-        for op in &ops {
-            if !ids.insert(op.id) {
-                return Err(HistoryError::DuplicateId(op.id));
+        for stamp in ops.iter().map(HistoryEntry::stamp) {
+            if !ids.insert(stamp.id) {
+                return Err(HistoryError::DuplicateId(stamp.id));
             }
-            if op.complete < op.invoke {
-                return Err(HistoryError::CompletesBeforeInvoke {
-                    id: op.id,
-                    invoke: op.invoke,
-                    complete: op.complete,
-                });
+            if stamp.complete < stamp.invoke {
+                let Stamp { id, invoke, complete, .. } = stamp;
+                return Err(HistoryError::CompletesBeforeInvoke { id, invoke, complete });
             }
         }
-        Ok(History { ops })
+        Ok(HistoryOf { ops })
     }
 
     /// Wraps operations already known to satisfy the invariants (from the recorder, or a subset of a
     /// validated history).
-    pub(crate) fn from_trusted(ops: Vec<Operation>) -> Self {
-        History { ops }
+    pub(crate) fn from_trusted(ops: Vec<T>) -> Self {
+        HistoryOf { ops }
     }
 
     /// The operations, in recording order.
-    pub fn operations(&self) -> &[Operation] {
+    pub fn operations(&self) -> &[T] {
         &self.ops
     }
 
@@ -237,13 +303,15 @@ impl History {
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }
+}
 
+impl<T: HistoryEntry + Serialize + DeserializeOwned> HistoryOf<T> {
     /// Pretty JSON, the format of violation files.
     pub fn to_json(&self) -> Result<String, HistoryError> {
         Ok(serde_json::to_string_pretty(self)?)
     }
 
-    /// Parses and validates a history written by [`History::to_json`].
+    /// Parses and validates a history written by [`HistoryOf::to_json`].
     pub fn from_json(text: &str) -> Result<Self, HistoryError> {
         Ok(serde_json::from_str(text)?)
     }

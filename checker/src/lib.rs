@@ -11,13 +11,17 @@
 //!   independent registers (get, put, delete, compare-and-set), within a time budget. On a
 //!   violation it shrinks the offending key's operations to a small failing sub-history, writes it
 //!   to a JSON file and renders it as a table (see [`Violation`]).
+//! - [`check_db`]: the whole-database model ([`db`]): etcd's global revision, per-key create/mod
+//!   revision and version, ranges and multi-key transactions, recorded with a [`DbRecorder`] as a
+//!   [`DbHistory`]. A linearizable history yields its [`RevisionLog`] (the committed changes by
+//!   revision), against which [`check_watch_events`] checks a watcher's events.
 //!
 //! # What the model covers
 //!
-//! Each key is an independent register that starts absent. Operations touch one key:
+//! For [`check`], each key is an independent register that starts absent. Operations touch one key:
 //! [`Op::Get`], [`Op::Put`], [`Op::Delete`] and [`Op::Cas`] (an etcd `Txn` comparing the value, or
-//! absence, then putting). Range reads, multi-key transactions, revisions and leases are not
-//! modelled; record only single-key operations. Outcomes:
+//! absence, then putting). Range reads, multi-key transactions and revisions are not modelled
+//! there (they are in [`db`]; leases in neither); record only single-key operations. Outcomes:
 //!
 //! - [`Outcome::Ok`]: took effect once, between invocation and completion, with that output;
 //! - [`Outcome::Failed`]: definitely not applied (ignored by the check);
@@ -61,8 +65,10 @@
 //! ```
 
 mod artifact;
+mod budget;
 mod check;
 mod configs;
+pub mod db;
 mod entries;
 mod history;
 mod model;
@@ -72,6 +78,14 @@ mod search;
 mod shrink;
 
 pub use check::{CheckError, CheckOptions, CheckReport, CheckResult, Violation, check};
-pub use history::{ClientId, History, HistoryError, Op, OpId, Operation, Outcome, Output};
-pub use recorder::{HistoryRecorder, PendingOp};
+pub use db::{
+    Change, ChangeKind, Committed, Compare, CompareResult, CompareTarget, DbAnomaly, DbCheckError,
+    DbCheckReport, DbCheckResult, DbHistory, DbOp, DbOperation, DbOutcome, DbOutput, DbRecorder, DbViolation,
+    KeyRange, KeyValue, Response, ResponseMismatch, Revision, RevisionLog, WatchError, WatchSpec, check_db,
+    check_watch_events, render_db_history,
+};
+pub use history::{
+    ClientId, History, HistoryEntry, HistoryError, HistoryOf, Op, OpId, Operation, Outcome, Output, Stamp,
+};
+pub use recorder::{HistoryRecorder, PendingOp, Recorder};
 pub use render::render_history;

@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-use crate::history::{ClientId, History, Op, OpId, Operation, Outcome};
+#[cfg(doc)]
+use crate::history::History;
+use crate::history::{ClientId, HistoryEntry, HistoryOf, OpId, Operation, Stamp};
 
 /// Distinguishes recorders so a [`PendingOp`] cannot complete an operation of another recorder.
 static NEXT_RECORDER: AtomicU64 = AtomicU64::new(0);
@@ -17,30 +19,41 @@ static NEXT_RECORDER: AtomicU64 = AtomicU64::new(0);
 /// Records invocations and completions from many concurrent clients (tokio tasks or threads).
 ///
 /// Cloning is cheap and every clone records into the same history. An operation whose
-/// [`PendingOp`] is dropped without [`HistoryRecorder::complete`] (a cancelled task, a panic) is in
-/// the history as [`Outcome::Unknown`]: the request may have reached the store.
-#[derive(Debug, Clone)]
-pub struct HistoryRecorder {
+/// [`PendingOp`] is dropped without [`Recorder::complete`] (a cancelled task, a panic) is in the
+/// history with an unknown outcome: the request may have reached the store. Generic over the kind
+/// of operation: [`HistoryRecorder`] for per-key histories, [`crate::DbRecorder`] for whole-database
+/// ones.
+#[derive(Debug)]
+pub struct Recorder<T: HistoryEntry> {
     id: u64,
-    state: Arc<Mutex<RecorderState>>,
+    state: Arc<Mutex<RecorderState<T>>>,
+}
+
+/// Records per-key register operations into a [`History`].
+pub type HistoryRecorder = Recorder<Operation>;
+
+impl<T: HistoryEntry> Clone for Recorder<T> {
+    fn clone(&self) -> Self {
+        Recorder { id: self.id, state: Arc::clone(&self.state) }
+    }
 }
 
 #[derive(Debug)]
-struct RecorderState {
+struct RecorderState<T: HistoryEntry> {
     start: Instant,
     last: u64,
-    slots: Vec<Slot>,
+    slots: Vec<Slot<T>>,
 }
 
 #[derive(Debug)]
-struct Slot {
+struct Slot<T: HistoryEntry> {
     client: ClientId,
-    op: Op,
+    request: T::Request,
     invoke: u64,
-    done: Option<(u64, Outcome)>,
+    done: Option<(u64, T::Outcome)>,
 }
 
-/// An invoked operation awaiting its outcome; hand it back to [`HistoryRecorder::complete`].
+/// An invoked operation awaiting its outcome; hand it back to [`Recorder::complete`].
 ///
 /// It is not `Clone`, so an operation completes at most once.
 #[derive(Debug)]
@@ -57,13 +70,13 @@ impl PendingOp {
     }
 }
 
-impl Default for HistoryRecorder {
+impl<T: HistoryEntry> Default for Recorder<T> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl RecorderState {
+impl<T: HistoryEntry> RecorderState<T> {
     /// Nanoseconds since the recorder started, forced strictly above the previous stamp so no two
     /// events tie.
     fn stamp(&mut self) -> u64 {
@@ -73,32 +86,32 @@ impl RecorderState {
     }
 }
 
-impl HistoryRecorder {
+impl<T: HistoryEntry> Recorder<T> {
     /// A recorder whose clock starts now.
     pub fn new() -> Self {
-        HistoryRecorder {
+        Recorder {
             id: NEXT_RECORDER.fetch_add(1, Ordering::Relaxed),
             state: Arc::new(Mutex::new(RecorderState { start: Instant::now(), last: 0, slots: Vec::new() })),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, RecorderState> {
+    fn lock(&self) -> MutexGuard<'_, RecorderState<T>> {
         // A client that panicked while holding the lock left the state consistent (every update is
         // a single push or assignment), so recording goes on.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Records that `client` is about to send `op`; call it before the request leaves.
-    pub fn invoke(&self, client: ClientId, op: Op) -> PendingOp {
+    /// Records that `client` is about to send `request`; call it before the request leaves.
+    pub fn invoke(&self, client: ClientId, request: T::Request) -> PendingOp {
         let mut state = self.lock();
         let invoke = state.stamp();
         let id = state.slots.len() as OpId;
-        state.slots.push(Slot { client, op, invoke, done: None });
+        state.slots.push(Slot { client, request, invoke, done: None });
         PendingOp { recorder: self.id, id }
     }
 
     /// Records how the operation ended; call it after the response (or the timeout) is seen.
-    pub fn complete(&self, pending: PendingOp, outcome: Outcome) {
+    pub fn complete(&self, pending: PendingOp, outcome: T::Outcome) {
         if pending.recorder != self.id {
             tracing::warn!(
                 op = pending.id,
@@ -126,7 +139,7 @@ impl HistoryRecorder {
 
     /// A snapshot of the history so far; operations still in flight appear with an unknown outcome
     /// completing now.
-    pub fn history(&self) -> History {
+    pub fn history(&self) -> HistoryOf<T> {
         let mut state = self.lock();
         let now = state.stamp();
         let ops = state
@@ -134,25 +147,19 @@ impl HistoryRecorder {
             .iter()
             .enumerate()
             .map(|(index, slot)| {
-                let (complete, outcome) = slot.done.clone().unwrap_or((now, Outcome::Unknown));
-                Operation {
-                    id: index as OpId,
-                    client: slot.client,
-                    op: slot.op.clone(),
-                    invoke: slot.invoke,
-                    complete,
-                    outcome,
-                }
+                let (complete, outcome) = slot.done.clone().unwrap_or_else(|| (now, T::in_flight()));
+                let stamp = Stamp { id: index as OpId, client: slot.client, invoke: slot.invoke, complete };
+                T::assemble(stamp, slot.request.clone(), outcome)
             })
             .collect();
-        History::from_trusted(ops)
+        HistoryOf::from_trusted(ops)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::Output;
+    use crate::history::{Op, Outcome, Output};
 
     #[test]
     fn stamps_are_strictly_ordered_and_pending_ops_are_unknown() {

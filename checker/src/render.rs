@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use crate::history::{History, Op, OpId, Operation, Outcome, Output};
+use crate::history::{History, HistoryEntry, Op, OpId, Operation, Outcome, Output, Stamp};
 
 /// Width of the timeline column in characters.
 const TIMELINE_WIDTH: u64 = 40;
@@ -18,21 +18,7 @@ pub fn render_history(history: &History) -> String {
 /// Renders a history and marks a partial linearization (`L1`, `L2`, ...) and the operation that
 /// could not be placed after it (`!!`).
 pub(crate) fn render_marked(history: &History, linearized: &[OpId], stuck: Option<OpId>) -> String {
-    let mut ops: Vec<&Operation> = history.operations().iter().collect();
-    ops.sort_by_key(|op| (op.invoke, op.id));
-    let start = ops.iter().map(|op| op.invoke).min().unwrap_or(0);
-    let end = ops.iter().map(|op| op.complete).max().unwrap_or(start).max(start + 1);
-    let mut out = format!(
-        "times relative to t0 = {start}; timeline spans t0..+{span}; \
-         '=' ok, 'x' failed, '~' unknown (may apply until the end)\n",
-        span = end - start
-    );
-    let _ = writeln!(
-        out,
-        "{:<4} {:>6} {:>7} {:>12} {:>12}  timeline",
-        "mark", "op", "client", "invoke", "complete"
-    );
-    for op in ops {
+    let mut out = table(history.operations().iter(), |op: &Operation| {
         let mark = if Some(op.id) == stuck {
             "!!".to_owned()
         } else {
@@ -41,18 +27,13 @@ pub(crate) fn render_marked(history: &History, linearized: &[OpId], stuck: Optio
                 .position(|&id| id == op.id)
                 .map_or_else(String::new, |at| format!("L{}", at + 1))
         };
-        let _ = writeln!(
-            out,
-            "{mark:<4} {:>6} {:>7} {:>12} {:>12}  |{}|  {}  {}",
-            format!("#{}", op.id),
-            op.client,
-            format!("+{}", op.invoke - start),
-            format!("+{}", op.complete - start),
-            timeline(op, start, end),
-            describe_op(&op.op),
-            describe_outcome(&op.outcome),
-        );
-    }
+        let bar = match op.outcome {
+            Outcome::Ok(_) => Bar::Ok,
+            Outcome::Failed => Bar::Failed,
+            Outcome::Unknown => Bar::Unknown,
+        };
+        Cells { mark, bar, request: describe_op(&op.op), outcome: describe_outcome(&op.outcome) }
+    });
     if let Some(stuck) = stuck {
         let order: Vec<String> = linearized.iter().map(|id| format!("#{id}")).collect();
         let _ = writeln!(
@@ -68,14 +49,81 @@ fn column(time: u64, start: u64, end: u64) -> u64 {
     (time - start) * (TIMELINE_WIDTH - 1) / (end - start)
 }
 
-fn timeline(op: &Operation, start: u64, end: u64) -> String {
-    let from = column(op.invoke, start, end);
-    let (to, fill) = match op.outcome {
-        Outcome::Ok(_) => (column(op.complete, start, end), '='),
-        Outcome::Failed => (column(op.complete, start, end), 'x'),
-        Outcome::Unknown => (TIMELINE_WIDTH - 1, '~'),
+/// How an operation's interval is drawn.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Bar {
+    /// Answered: `=` from invocation to completion.
+    Ok,
+    /// Failed: `x` from invocation to completion.
+    Failed,
+    /// Unknown: `~` from invocation to the end of the timeline.
+    Unknown,
+}
+
+/// The timeline cell of one operation over a history spanning `start..end` (`end > start`).
+fn timeline(invoke: u64, complete: u64, bar: Bar, start: u64, end: u64) -> String {
+    let from = column(invoke, start, end);
+    let (to, fill) = match bar {
+        Bar::Ok => (column(complete, start, end), '='),
+        Bar::Failed => (column(complete, start, end), 'x'),
+        Bar::Unknown => (TIMELINE_WIDTH - 1, '~'),
     };
     (0..TIMELINE_WIDTH).map(|at| if (from..=to).contains(&at) { fill } else { ' ' }).collect()
+}
+
+/// The first invocation and the last completion of `intervals`, at least one apart.
+fn time_span(intervals: impl Iterator<Item = (u64, u64)> + Clone) -> (u64, u64) {
+    let start = intervals.clone().map(|(invoke, _)| invoke).min().unwrap_or(0);
+    let end = intervals.map(|(_, complete)| complete).max().unwrap_or(start).max(start + 1);
+    (start, end)
+}
+
+/// The first two lines of a table spanning `start..end`.
+fn table_header(start: u64, end: u64) -> String {
+    let mut out = format!(
+        "times relative to t0 = {start}; timeline spans t0..+{span}; \
+         '=' ok, 'x' failed, '~' unknown (may apply until the end)\n",
+        span = end - start
+    );
+    let _ = writeln!(
+        out,
+        "{:<4} {:>6} {:>7} {:>12} {:>12}  timeline",
+        "mark", "op", "client", "invoke", "complete"
+    );
+    out
+}
+
+/// What a table shows of one operation besides its id, client and times.
+pub(crate) struct Cells {
+    pub(crate) mark: String,
+    pub(crate) bar: Bar,
+    pub(crate) request: String,
+    pub(crate) outcome: String,
+}
+
+/// A table of operations in invocation order: mark, id, client, times, timeline, request and
+/// outcome, the mark, bar and texts given by `cells`.
+pub(crate) fn table<'a, T: HistoryEntry + 'a>(
+    ops: impl Iterator<Item = &'a T>,
+    cells: impl Fn(&T) -> Cells,
+) -> String {
+    let mut ops: Vec<(Stamp, &T)> = ops.map(|op| (op.stamp(), op)).collect();
+    ops.sort_by_key(|(stamp, _)| (stamp.invoke, stamp.id));
+    let (start, end) = time_span(ops.iter().map(|(stamp, _)| (stamp.invoke, stamp.complete)));
+    let mut out = table_header(start, end);
+    for (stamp, op) in ops {
+        let Cells { mark, bar, request, outcome } = cells(op);
+        let _ = writeln!(
+            out,
+            "{mark:<4} {:>6} {:>7} {:>12} {:>12}  |{}|  {request}  {outcome}",
+            format!("#{}", stamp.id),
+            stamp.client,
+            format!("+{}", stamp.invoke - start),
+            format!("+{}", stamp.complete - start),
+            timeline(stamp.invoke, stamp.complete, bar, start, end),
+        );
+    }
+    out
 }
 
 fn describe_op(op: &Op) -> String {

@@ -23,6 +23,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use crate::budget::{Budget, Checker};
 use crate::check::check_key;
 use crate::history::{Op, Operation, Outcome, Output};
 use crate::search::SearchOutcome;
@@ -34,36 +35,18 @@ pub(crate) struct Shrunk {
     pub(crate) complete: bool,
 }
 
-/// Runs bounded checks and remembers whether any of them gave up.
-struct Checker {
-    deadline: Instant,
-    per_check: Duration,
-    complete: bool,
-}
-
-impl Checker {
-    /// True only when the candidate is proven non-linearizable.
-    fn fails(&mut self, candidate: &[Operation]) -> bool {
-        let refs: Vec<&Operation> = candidate.iter().collect();
-        let deadline = self.deadline.min(Instant::now() + self.per_check);
-        match check_key(&refs, deadline) {
-            SearchOutcome::Violation { .. } => true,
-            SearchOutcome::Linearizable => false,
-            SearchOutcome::TimedOut => {
-                self.complete = false;
-                false
-            }
-        }
-    }
-
-    fn out_of_time(&mut self) -> bool {
-        let out = Instant::now() >= self.deadline;
-        if out {
-            self.complete = false;
-        }
-        out
+/// Whether a candidate (one key's operations) is proven not linearizable by `deadline`.
+fn key_fails(candidate: &[Operation], deadline: Instant) -> Option<bool> {
+    let refs: Vec<&Operation> = candidate.iter().collect();
+    match check_key(&refs, deadline) {
+        SearchOutcome::Violation { .. } => Some(true),
+        SearchOutcome::Linearizable => Some(false),
+        SearchOutcome::TimedOut => None,
     }
 }
+
+/// The checker the reductions use.
+type KeyChecker = Checker<fn(&[Operation], Instant) -> Option<bool>>;
 
 fn with_outcome(op: &Operation, outcome: Outcome) -> Operation {
     Operation { outcome, ..op.clone() }
@@ -88,33 +71,18 @@ fn prefix(ops: &[&Operation], cut: u64) -> Vec<Operation> {
 }
 
 /// The shortest failing prefix, or all operations when none could be proven to fail.
-fn shortest_failing_prefix(ops: &[&Operation], checker: &mut Checker) -> Vec<Operation> {
+fn shortest_failing_prefix(ops: &[&Operation], checker: &mut KeyChecker) -> Vec<Operation> {
     let mut cuts: Vec<u64> =
         ops.iter().filter(|op| matches!(op.outcome, Outcome::Ok(_))).map(|op| op.complete).collect();
     cuts.sort_unstable();
     cuts.dedup();
-    let whole = || ops.iter().map(|op| (*op).clone()).collect();
-    let Some(&last) = cuts.last() else { return whole() };
-    let mut best = prefix(ops, last);
-    if !checker.fails(&best) {
-        return whole();
-    }
-    let (mut low, mut high) = (0, cuts.len() - 1);
-    while low < high && !checker.out_of_time() {
-        let middle = low + (high - low) / 2;
-        let candidate = prefix(ops, cuts[middle]);
-        if checker.fails(&candidate) {
-            high = middle;
-            best = candidate;
-        } else {
-            low = middle + 1;
-        }
-    }
-    best
+    checker
+        .earliest_failing(&cuts, |cut| prefix(ops, cut))
+        .unwrap_or_else(|| ops.iter().map(|op| (*op).clone()).collect())
 }
 
 /// Delta debugging over `base`, keeping the weakened forms of removed writes in every check.
-fn remove_irrelevant(base: Vec<Operation>, checker: &mut Checker) -> Vec<Operation> {
+fn remove_irrelevant(base: Vec<Operation>, checker: &mut KeyChecker) -> Vec<Operation> {
     let mut kept = vec![true; base.len()];
     let mut left_behind: Vec<Operation> = Vec::new();
     let mut chunk = (base.len() / 2).max(1);
@@ -193,8 +161,7 @@ fn context(ops: &[&Operation], core: &[Operation]) -> Vec<Operation> {
 ///
 /// `budget` sizes the time one candidate check may take; `deadline` ends the whole reduction.
 pub(crate) fn shrink(ops: &[&Operation], budget: Duration, deadline: Instant) -> Shrunk {
-    let mut checker =
-        Checker { deadline, per_check: (budget / 8).max(Duration::from_millis(50)), complete: true };
+    let mut checker: KeyChecker = Checker::new(Budget::new(budget, deadline), key_fails);
     let failing_prefix = shortest_failing_prefix(ops, &mut checker);
     let reduced = remove_irrelevant(failing_prefix, &mut checker);
 
@@ -206,6 +173,6 @@ pub(crate) fn shrink(ops: &[&Operation], budget: Duration, deadline: Instant) ->
     let shown_with = context(ops, &result);
     result.extend(shown_with);
     result.sort_by_key(|op| (op.invoke, op.id));
-    tracing::debug!(from = ops.len(), to = result.len(), complete = checker.complete, "shrunk violation");
-    Shrunk { ops: result, complete: checker.complete }
+    tracing::debug!(from = ops.len(), to = result.len(), complete = checker.complete(), "shrunk violation");
+    Shrunk { ops: result, complete: checker.complete() }
 }

@@ -6,13 +6,15 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
 
-use kvcheck::{
-    CheckOptions, CheckReport, CheckResult, ClientId, History, Op, Operation, Outcome, Output, Violation,
-};
-use rand::{Rng, SeedableRng};
+use kvcheck::{CheckReport, CheckResult, ClientId, History, Op, Operation, Outcome, Output, Violation};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+
+#[path = "../sim/mod.rs"]
+mod sim;
+pub use sim::Workload;
+use sim::{Ending, Model, drive, options_in, rows_to_history, to_history};
 
 pub fn get(key: &str) -> Op {
     Op::Get { key: key.into() }
@@ -50,29 +52,13 @@ pub fn deleted(existed: Option<bool>) -> Outcome {
 
 /// Builds a history from `(client, invoke, complete, op, outcome)` rows; ids are row numbers.
 pub fn history(rows: Vec<(ClientId, u64, u64, Op, Outcome)>) -> History {
-    let ops = rows
-        .into_iter()
-        .enumerate()
-        .map(|(id, (client, invoke, complete, op, outcome))| Operation {
-            id: id as u64,
-            client,
-            op,
-            invoke,
-            complete,
-            outcome,
-        })
-        .collect();
-    History::new(ops).unwrap()
+    rows_to_history(rows)
 }
 
 /// Checks with artifacts in a fresh temporary directory (returned so it outlives the report).
 pub fn run_check(history: &History) -> (CheckReport, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let options = CheckOptions::default()
-        .with_time_budget(Duration::from_secs(60))
-        .with_shrink_budget(Duration::from_secs(20))
-        .with_artifact_dir(dir.path());
-    (kvcheck::check(history, options), dir)
+    (kvcheck::check(history, options_in(&dir, 20)), dir)
 }
 
 pub fn assert_linearizable(history: &History) {
@@ -104,34 +90,6 @@ pub fn assert_violation(history: &History) -> Violation {
     *violation
 }
 
-/// Shape of a simulated workload.
-#[derive(Debug, Clone, Copy)]
-pub struct Workload {
-    pub clients: usize,
-    pub keys: usize,
-    pub ops: usize,
-    /// Chance that an operation fails without being applied.
-    pub failed: f64,
-    /// Chance that an operation's outcome is lost (it is applied with probability 1/2, maybe late).
-    pub unknown: f64,
-}
-
-#[derive(Debug, Clone)]
-enum Fate {
-    Ok,
-    Failed,
-    /// Outcome lost; `apply` says whether it takes effect at all.
-    Unknown {
-        apply: bool,
-    },
-}
-
-struct InFlight {
-    id: usize,
-    fate: Fate,
-    output: Option<Output>,
-}
-
 /// Applies `op` to the register map and returns what a correct store answers.
 pub fn apply(store: &mut HashMap<String, String>, op: &Op) -> Output {
     match op {
@@ -151,103 +109,60 @@ pub fn apply(store: &mut HashMap<String, String>, op: &Op) -> Output {
     }
 }
 
-/// Generates the history a correct (linearizable) store produces under random concurrency.
-///
-/// Time is a logical clock advanced by one per event. Each step picks a random client and advances
-/// it: invoke a new operation, apply its pending operation (its linearization point) or complete it.
-/// Operations whose outcome is lost may be applied later, even after the client moved on.
-pub fn simulate(seed: u64, workload: Workload) -> History {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut store: HashMap<String, String> = HashMap::new();
-    let mut ops: Vec<Operation> = Vec::with_capacity(workload.ops);
-    let mut clients: Vec<Option<InFlight>> = (0..workload.clients).map(|_| None).collect();
-    // Lost operations that will still take effect at some later step.
-    let mut late: Vec<Op> = Vec::new();
-    let mut written: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut time = 0u64;
-    let mut next_value = 0u64;
+/// The register map with the generator of the per-key workload.
+struct Registers {
+    keys: usize,
+    store: HashMap<String, String>,
+    /// Every value written per key, for compare-and-sets against older values.
+    written: BTreeMap<String, Vec<String>>,
+    next_value: u64,
+}
 
-    while ops.len() < workload.ops || clients.iter().any(Option::is_some) {
-        time += 1;
-        if !late.is_empty() && rng.random_bool(0.05) {
-            let op = late.swap_remove(rng.random_range(0..late.len()));
-            apply(&mut store, &op);
-            continue;
-        }
-        let client = rng.random_range(0..workload.clients);
-        match clients[client].take() {
-            None if ops.len() < workload.ops => {
-                let key = format!("k{}", rng.random_range(0..workload.keys));
-                next_value += 1;
-                let value = format!("v{next_value}");
-                let op = match rng.random_range(0..10) {
-                    0..=3 => get(&key),
-                    4..=6 => put(&key, &value),
-                    7 => del(&key),
-                    _ => {
-                        // Mostly the current value (so compare-and-set often succeeds), sometimes an
-                        // older one or "absent".
-                        let history = written.get(&key).map(Vec::as_slice).unwrap_or(&[]);
-                        let expected = match rng.random_range(0..3) {
-                            0 if !history.is_empty() => {
-                                Some(history[rng.random_range(0..history.len())].clone())
-                            }
-                            1 => None,
-                            _ => store.get(&key).cloned(),
-                        };
-                        Op::Cas { key: key.clone(), expected, value: value.clone() }
-                    }
+impl Model for Registers {
+    type Op = Op;
+    type Output = Output;
+
+    fn generate(&mut self, rng: &mut ChaCha8Rng) -> Op {
+        let key = format!("k{}", rng.random_range(0..self.keys));
+        self.next_value += 1;
+        let value = format!("v{}", self.next_value);
+        let op = match rng.random_range(0..10) {
+            0..=3 => get(&key),
+            4..=6 => put(&key, &value),
+            7 => del(&key),
+            _ => {
+                // Mostly the current value (so compare-and-set often succeeds), sometimes an
+                // older one or "absent".
+                let history = self.written.get(&key).map(Vec::as_slice).unwrap_or(&[]);
+                let expected = match rng.random_range(0..3) {
+                    0 if !history.is_empty() => Some(history[rng.random_range(0..history.len())].clone()),
+                    1 => None,
+                    _ => self.store.get(&key).cloned(),
                 };
-                if matches!(op, Op::Put { .. } | Op::Cas { .. }) {
-                    written.entry(key).or_default().push(value);
-                }
-                let roll: f64 = rng.random();
-                let fate = if roll < workload.failed {
-                    Fate::Failed
-                } else if roll < workload.failed + workload.unknown {
-                    Fate::Unknown { apply: rng.random_bool(0.5) }
-                } else {
-                    Fate::Ok
-                };
-                clients[client] = Some(InFlight { id: ops.len(), fate, output: None });
-                ops.push(Operation {
-                    id: ops.len() as u64,
-                    client: client as ClientId,
-                    op,
-                    invoke: time,
-                    complete: time,
-                    outcome: Outcome::Unknown,
-                });
+                Op::Cas { key: key.clone(), expected, value: value.clone() }
             }
-            None => {}
-            Some(mut flight) => {
-                let op = &mut ops[flight.id];
-                let must_apply = matches!(flight.fate, Fate::Ok | Fate::Unknown { apply: true })
-                    && flight.output.is_none();
-                let lost = matches!(flight.fate, Fate::Unknown { .. });
-                if must_apply && rng.random_bool(0.5) {
-                    flight.output = Some(apply(&mut store, &op.op));
-                    clients[client] = Some(flight);
-                } else if (!must_apply || lost) && rng.random_bool(0.5) {
-                    op.complete = time;
-                    op.outcome = match (flight.fate, flight.output) {
-                        (Fate::Ok, Some(output)) => Outcome::Ok(output),
-                        (Fate::Ok, None) => unreachable!("an ok operation completes after it applied"),
-                        (Fate::Failed, _) => Outcome::Failed,
-                        (Fate::Unknown { .. }, _) => {
-                            if must_apply {
-                                late.push(op.op.clone());
-                            }
-                            Outcome::Unknown
-                        }
-                    };
-                } else {
-                    clients[client] = Some(flight);
-                }
-            }
+        };
+        if matches!(op, Op::Put { .. } | Op::Cas { .. }) {
+            self.written.entry(key).or_default().push(value);
         }
+        op
     }
-    History::new(ops).unwrap()
+
+    fn apply(&mut self, op: &Op) -> Output {
+        apply(&mut self.store, op)
+    }
+}
+
+/// Generates the history a correct (linearizable) store produces under random concurrency and
+/// faults (see [`drive`]).
+pub fn simulate(seed: u64, workload: Workload) -> History {
+    let mut model =
+        Registers { keys: workload.keys, store: HashMap::new(), written: BTreeMap::new(), next_value: 0 };
+    to_history(drive(seed, workload, &mut model), |ending| match ending {
+        Ending::Ok(output) => Outcome::Ok(output),
+        Ending::Failed => Outcome::Failed,
+        Ending::Unknown => Outcome::Unknown,
+    })
 }
 
 /// A corruption that provably makes a linearizable history non-linearizable.
