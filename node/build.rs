@@ -19,6 +19,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .build_client(true)
         .extern_path(".raftpb", "::raft::pb")
+        // Written by hand (src/proto/txn.rs): nesting bounded by etcd's rule, not prost's.
+        .extern_path(".etcdserverpb.TxnRequest", "crate::proto::txn::TxnRequest")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -68,7 +68,7 @@ fn compare_range_end_is_field_64_and_target_union_is_a_oneof() {
         0x82, 0x04, 1, b'l', // 64: range_end, tag 514 as a two-byte varint
     ];
     assert_eq!(cmp.encode_to_vec(), expected);
-    let txn = TxnRequest { compare: vec![cmp], success: vec![], failure: vec![] };
+    let txn = TxnRequest::new(vec![cmp], vec![], vec![]);
     let mut prefixed = vec![0x0a, expected.len() as u8];
     prefixed.extend_from_slice(&expected);
     assert_eq!(txn.encode_to_vec(), prefixed);

@@ -71,6 +71,7 @@ fn command(index: u64) -> InternalRequest {
                 op_put(&format!("e/{index:06}"), "x"),
             ],
             failure: vec![op_put(&format!("bad/{index:06}"), "x")],
+            ..Default::default()
         })
     };
     InternalRequest { id: index, request: Some(request), ..Default::default() }
@@ -153,7 +154,7 @@ fn verify(store: &Store, acked: &[u64], ctx: &str) -> u64 {
     assert_eq!(kv.current_revision().unwrap(), 1 + n, "{ctx}");
     // The history compaction of the last compaction entry, and a complete change log after it.
     let last_compaction = applied / COMPACT_EVERY * COMPACT_EVERY;
-    let compact_rev = if last_compaction == 0 { 0 } else { counted(last_compaction - 1) as i64 - 1 };
+    let compact_rev = if last_compaction == 0 { -1 } else { counted(last_compaction - 1) as i64 - 1 };
     assert_eq!(kv.compact_revision().unwrap(), compact_rev, "{ctx}");
     let changes = kv.changes_since(compact_rev + 1, usize::MAX, false).unwrap();
     // Two events (counter and e/<index>) per revision after the compaction point; revision 1

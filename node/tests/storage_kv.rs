@@ -311,6 +311,7 @@ fn nested_txn_compares_against_the_state_before_the_txn() {
         compare: vec![cmp("a", T::Version, R::Equal, U::Version(0))],
         success: vec![op_put("inner-then", "1")],
         failure: vec![op_put("inner-else", "1")],
+        ..Default::default()
     };
     let r = h.apply(txn(vec![], vec![op_put("a", "1"), op_txn(inner)], vec![]));
     let Outcome::Txn(t) = r.outcome else { panic!() };
@@ -344,6 +345,18 @@ fn refused_txn_leaves_no_trace() {
     assert!(h.get("a").is_none());
     assert_eq!(h.revision(), 1);
     assert_eq!(h.store.kv().applied_index().unwrap(), 3);
+}
+
+#[test]
+fn compacting_a_never_compacted_store_at_revision_0_succeeds_once_as_in_etcd() {
+    let mut h = Harness::new();
+    assert_eq!(h.store.kv().compact_revision().unwrap(), -1, "never compacted");
+    assert!(matches!(h.compact(0), Outcome::Compaction(_)));
+    assert_eq!(h.store.kv().compact_revision().unwrap(), 0);
+    let Outcome::Rejected(e) = h.compact(0) else { panic!("a second compaction at 0 is refused") };
+    assert_eq!(e.to_string(), "etcdserver: mvcc: required revision has been compacted");
+    let Outcome::Rejected(e) = h.compact(-3) else { panic!("a negative revision is refused") };
+    assert_eq!(e.to_string(), "etcdserver: mvcc: required revision has been compacted");
 }
 
 #[test]

@@ -109,6 +109,7 @@ impl From<DriverError> for EtcdError {
             DriverError::OutcomeUnknown => EtcdError::Timeout,
             DriverError::TooManyRequests => EtcdError::TooManyRequests,
             DriverError::Stopped => EtcdError::Stopped,
+            DriverError::Undecodable(e) => EtcdError::InvalidArgument(e.to_string()),
             DriverError::Refused(r) => match r {
                 RaftError::NotLeader { leader_hint: None } => EtcdError::NoLeader,
                 RaftError::NotLeader { .. } => EtcdError::NotLeader,

@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod context;
 pub mod errors;
+pub mod grpc_status;
 pub mod kv;
 pub mod maintenance;
 

@@ -40,6 +40,10 @@ pub enum DriverError {
     /// The Raft loop has stopped (the member is shutting down, or failed).
     #[error("raft loop stopped")]
     Stopped,
+    /// The request would not decode back from the entry that carries it, so it was not
+    /// proposed: an entry every member must apply has to decode on every member.
+    #[error("request does not decode back: {0}")]
+    Undecodable(#[source] prost::DecodeError),
 }
 
 impl DriverError {

@@ -14,7 +14,7 @@ use std::time::Instant;
 use prost::Message as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 
-use crate::proto::kvserverpb::InternalRequest;
+use crate::proto::kvserverpb::{InternalRequest, internal_request};
 use crate::proto::raftpb::{ConfChange, RaftMessage};
 use crate::storage::ApplyResult;
 
@@ -166,6 +166,11 @@ impl NodeHandle {
         request.id = id;
         request.proposer = self.id;
         let data = request.encode_to_vec();
+        // Transactions nest; what was accepted must decode at apply on every member, so it is
+        // decoded once here (the other requests are flat).
+        if matches!(request.request, Some(internal_request::Request::Txn(_))) {
+            InternalRequest::decode(data.as_slice()).map_err(DriverError::Undecodable)?;
+        }
         self.call(|reply| ClientRequest::Propose { id, data, reply }).await
     }
 

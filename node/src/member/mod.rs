@@ -22,6 +22,7 @@ use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 
 use crate::api::cluster::ClusterService;
+use crate::api::grpc_status::EtcdStatusLayer;
 use crate::api::kv::KvService;
 use crate::api::maintenance::MaintenanceService;
 use crate::api::{ApiContext, Limits};
@@ -407,6 +408,7 @@ pub async fn start_on_store(
     let grpc_limit = limits.max_request_bytes + 512 * 1024;
     let client_server = client_builder
         .tcp_nodelay(true)
+        .layer(EtcdStatusLayer)
         .add_service(KvServer::new(KvService::new(ctx.clone())).max_decoding_message_size(grpc_limit))
         .add_service(ClusterServer::new(ClusterService::new(ctx.clone())))
         .add_service(MaintenanceServer::new(MaintenanceService::new(ctx.clone())))

@@ -11,7 +11,7 @@ use super::codec::{KvRef, decode_event};
 use super::error::StoreError;
 use super::tables::{
     KEY_REVS, KV, MEMBERS, META, META_APPLIED_INDEX, META_CLUSTER_ID, META_COMPACT_REVISION, META_REVISION,
-    REVS, get_rev, get_u64, set_rev,
+    REVS, get_compact_rev, get_rev, get_u64, set_rev,
 };
 
 /// Reads the whole state machine as of the transaction. Tables are read in key order, so
@@ -21,7 +21,7 @@ pub(crate) fn build(txn: &ReadTransaction) -> Result<SnapshotData, StoreError> {
     let mut data = SnapshotData {
         applied_index: get_u64(&meta, META_APPLIED_INDEX)?,
         revision: get_rev(&meta, META_REVISION)?,
-        compact_revision: get_rev(&meta, META_COMPACT_REVISION)?,
+        compact_revision: get_compact_rev(&meta)?,
         cluster_id: get_u64(&meta, META_CLUSTER_ID)?,
         ..Default::default()
     };

@@ -74,6 +74,12 @@ pub(crate) fn get_rev(table: &impl ReadableTable<&'static str, u64>, key: &str) 
     Ok(get_u64(table, key)?.cast_signed())
 }
 
+/// Reads the compaction revision: -1 until the first compaction, as etcd's `compactMainRev`, so
+/// that compacting at revision 0 a store never compacted succeeds once (and only once).
+pub(crate) fn get_compact_rev(table: &impl ReadableTable<&'static str, u64>) -> Result<i64, StoreError> {
+    Ok(table.get(META_COMPACT_REVISION)?.map_or(-1, |g| g.value().cast_signed()))
+}
+
 /// Writes a revision scalar.
 pub(crate) fn set_rev(
     table: &mut redb::Table<'_, &'static str, u64>,

@@ -135,7 +135,7 @@ pub fn cmp(
 }
 
 pub fn txn(compare: Vec<Compare>, success: Vec<RequestOp>, failure: Vec<RequestOp>) -> Request {
-    Request::Txn(TxnRequest { compare, success, failure })
+    Request::Txn(TxnRequest::new(compare, success, failure))
 }
 
 pub fn value(kv: &KeyValue) -> String {

@@ -13,6 +13,7 @@ use kvnode::config::{Cli, InitialClusterState, NodeFlags};
 use kvnode::member::{self, Listeners, RunningMember};
 use tempfile::TempDir;
 
+#[allow(unused_imports)]
 pub use raftkv_testkit::{eventually, init_logging};
 use raftkv_testkit::{free_addr, shut_down};
 

@@ -27,7 +27,7 @@ use crate::proto::raftpb::ConfState;
 use super::error::{KvError, StoreError};
 use super::tables::{
     CONF_STATE, KEY_REVS, KV, MEMBERS, MEMBERSHIP, META, META_APPLIED_INDEX, META_CLUSTER_ID,
-    META_COMPACT_REVISION, META_LOCAL_MEMBER_ID, META_REVISION, REVS, get_msg, get_rev, get_u64, put_msg,
+    META_LOCAL_MEMBER_ID, META_REVISION, REVS, get_compact_rev, get_msg, get_rev, get_u64, put_msg,
 };
 use keys::{KeyRange, event_kv};
 use range::ReadView;
@@ -179,7 +179,7 @@ impl KvStore {
             key_revs: &key_revs,
             revs: &revs,
             revision: get_rev(&meta, META_REVISION)?,
-            compact_revision: get_rev(&meta, META_COMPACT_REVISION)?,
+            compact_revision: get_compact_rev(&meta)?,
         };
         range::range(&view, req)
     }
@@ -194,9 +194,10 @@ impl KvStore {
         Ok(self.read_meta(META_REVISION)?.cast_signed())
     }
 
-    /// The revision history was last compacted at (0 if never).
+    /// The revision history was last compacted at (-1 if never, as etcd reports it).
     pub fn compact_revision(&self) -> Result<i64, StoreError> {
-        Ok(self.read_meta(META_COMPACT_REVISION)?.cast_signed())
+        let txn = self.db.begin_read()?;
+        get_compact_rev(&txn.open_table(META)?)
     }
 
     /// The cluster id recorded at bootstrap (0 until then).
@@ -346,7 +347,7 @@ impl KvStore {
         let txn = self.db.begin_read()?;
         let meta = txn.open_table(META)?;
         let revision = get_rev(&meta, META_REVISION)?;
-        let compact_revision = get_rev(&meta, META_COMPACT_REVISION)?;
+        let compact_revision = get_compact_rev(&meta)?;
         if start_revision < compact_revision {
             return Err(KvError::Compacted { compact_revision });
         }

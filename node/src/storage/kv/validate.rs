@@ -39,16 +39,19 @@ pub fn check_delete_range(req: &DeleteRangeRequest) -> Result<(), KvError> {
     if req.key.is_empty() { Err(KvError::EmptyKey) } else { Ok(()) }
 }
 
-/// Checks a Txn request recursively: at most `max_ops` compares and operations per branch
-/// (etcd's `--max-txn-ops`), every compare and operation well formed, and no key written twice
-/// in one branch.
+/// Checks a Txn request recursively, as etcd does: at most `max_ops` compares, and at most
+/// `max_ops` operations per branch, where a nested transaction gets what its parent left
+/// (`max_ops` minus the parent's largest count: so nesting is bounded by `--max-txn-ops` too);
+/// every compare and operation well formed; no key written twice in one branch. A transaction
+/// nested past what the decoder follows ([`TxnRequest::too_deep`]) has too many operations.
 pub fn check_txn(req: &TxnRequest, max_ops: usize) -> Result<(), KvError> {
     check_txn_shape(req, max_ops)?;
     check_duplicates(req)
 }
 
 fn check_txn_shape(req: &TxnRequest, max_ops: usize) -> Result<(), KvError> {
-    if req.compare.len() > max_ops || req.success.len() > max_ops || req.failure.len() > max_ops {
+    let ops = req.compare.len().max(req.success.len()).max(req.failure.len());
+    if ops > max_ops || req.too_deep {
         return Err(KvError::TooManyOps);
     }
     if req.compare.iter().any(|c| c.key.is_empty()) {
@@ -59,7 +62,7 @@ fn check_txn_shape(req: &TxnRequest, max_ops: usize) -> Result<(), KvError> {
             Some(request_op::Request::RequestRange(r)) => check_range(r)?,
             Some(request_op::Request::RequestPut(r)) => check_put(r)?,
             Some(request_op::Request::RequestDeleteRange(r)) => check_delete_range(r)?,
-            Some(request_op::Request::RequestTxn(t)) => check_txn_shape(t, max_ops)?,
+            Some(request_op::Request::RequestTxn(t)) => check_txn_shape(t, max_ops - ops)?,
             None => {}
         }
     }
@@ -162,7 +165,7 @@ mod tests {
         }
     }
     fn txn(success: Vec<RequestOp>, failure: Vec<RequestOp>) -> TxnRequest {
-        TxnRequest { compare: vec![], success, failure }
+        TxnRequest::new(vec![], success, failure)
     }
     fn nested(success: Vec<RequestOp>, failure: Vec<RequestOp>) -> RequestOp {
         RequestOp { request: Some(request_op::Request::RequestTxn(txn(success, failure))) }
@@ -214,7 +217,7 @@ mod tests {
         let many = txn((0..3).map(|i| put(&format!("k{i}"))).collect(), vec![]);
         assert!(matches!(check_txn(&many, 2), Err(KvError::TooManyOps)));
         check_txn(&many, 3).unwrap();
-        let empty_cmp = TxnRequest { compare: vec![Compare::default()], success: vec![], failure: vec![] };
+        let empty_cmp = TxnRequest::new(vec![Compare::default()], vec![], vec![]);
         assert!(matches!(check_txn(&empty_cmp, 8), Err(KvError::EmptyKey)));
         let bad_put = txn(
             vec![RequestOp {
@@ -230,5 +233,29 @@ mod tests {
         assert!(matches!(check_txn(&bad_put, 8), Err(KvError::ValueProvided)));
         let bad_sort = RangeRequest { key: b"k".to_vec(), sort_order: 9, ..Default::default() };
         assert!(matches!(check_range(&bad_sort), Err(KvError::InvalidSortOption)));
+    }
+
+    /// `levels` transactions, each holding the next, the innermost a put.
+    fn chain(levels: usize) -> TxnRequest {
+        let mut t = txn(vec![put("k")], vec![]);
+        for _ in 1..levels {
+            t = txn(vec![nested(t.success, t.failure)], vec![]);
+        }
+        t
+    }
+
+    #[test]
+    fn nesting_spends_the_parent_s_operation_budget_as_in_etcd() {
+        // Each level uses one operation of the 128: 128 levels fit, 129 do not.
+        check_txn(&chain(128), 128).unwrap();
+        assert!(matches!(check_txn(&chain(129), 128), Err(KvError::TooManyOps)));
+        // A wider parent leaves less for what it holds.
+        let wide = txn(vec![put("a"), put("b"), nested(vec![put("c")], vec![])], vec![]);
+        check_txn(&wide, 4).unwrap();
+        let deeper =
+            txn(vec![put("a"), put("b"), nested(vec![nested(vec![put("c")], vec![])], vec![])], vec![]);
+        assert!(matches!(check_txn(&deeper, 4), Err(KvError::TooManyOps)));
+        let marked = TxnRequest { too_deep: true, ..txn(vec![], vec![]) };
+        assert!(matches!(check_txn(&marked, 128), Err(KvError::TooManyOps)));
     }
 }

@@ -11,8 +11,8 @@ use crate::proto::mvccpb::{KeyValue, event::EventType};
 use crate::storage::codec::{KvRef, decode_kv};
 use crate::storage::error::{KvError, StoreError};
 use crate::storage::tables::{
-    KEY_REVS, KV, META, META_APPLIED_INDEX, META_COMPACT_REVISION, META_REVISION, REVS, get_rev, get_u64,
-    set_rev,
+    KEY_REVS, KV, META, META_APPLIED_INDEX, META_COMPACT_REVISION, META_REVISION, REVS, get_compact_rev,
+    get_rev, get_u64, set_rev,
 };
 
 use super::keys::{KeyRange, scan_current};
@@ -40,7 +40,7 @@ impl<'t> Writer<'t> {
     pub(crate) fn open(txn: &'t WriteTransaction) -> Result<Self, StoreError> {
         let meta = txn.open_table(META)?;
         let revision = get_rev(&meta, META_REVISION)?;
-        let compact_revision = get_rev(&meta, META_COMPACT_REVISION)?;
+        let compact_revision = get_compact_rev(&meta)?;
         let applied_index = get_u64(&meta, META_APPLIED_INDEX)?;
         Ok(Writer {
             kv: txn.open_table(KV)?,

@@ -1,4 +1,7 @@
-//! Generated protobuf types. Only generated code lives here.
+//! Protobuf types: generated from `proto/`, except etcd's `TxnRequest` ([`txn`]), written by
+//! hand so that nesting is bounded by etcd's rule and not by the decoder's recursion limit.
+
+pub mod txn;
 
 /// The Raft messages members exchange (`proto/raft.proto`), owned by the consensus core.
 pub use raft::pb as raftpb;
@@ -20,6 +23,7 @@ pub mod authpb {
 #[allow(clippy::all, missing_docs)]
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
+    pub use super::txn::TxnRequest;
 }
 
 /// raftkv's own persisted formats: log commands, members, snapshot data (`proto/kvserver.proto`).
