@@ -1,7 +1,8 @@
 //! The Raft log, hard state and snapshots, behind the core's [`Storage`] trait.
 //!
-//! Log and hard state live in the log database; snapshots are read from and installed into
-//! the state-machine database ([`KvStore`]), whose durable applied index bounds compaction.
+//! Log and hard state live in the log database, which only this type writes. Snapshots are
+//! built by and installed into the key space through its own methods ([`KvStore`]): each
+//! database has one owner. The key space's durable applied index bounds compaction.
 
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
@@ -13,12 +14,10 @@ use crate::proto::raftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetada
 use crate::raft::storage::{RaftState, Storage, StorageError};
 
 use super::error::StoreError;
-use super::kv::KvStore;
-use super::snapshot;
+use super::kv::{InstalledPoint, KvStore};
 use super::tables::{
-    CONF_STATE, HARD_STATE, LOG_META, LOG_SNAPSHOT_INDEX, LOG_SNAPSHOT_TERM, MEMBERSHIP, META,
-    META_APPLIED_INDEX, META_INSTALLED_SNAPSHOT_INDEX, META_INSTALLED_SNAPSHOT_TERM, RAFT_LOG, RAFT_STATE,
-    get_msg, get_u64, put_msg,
+    HARD_STATE, LOG_META, LOG_SNAPSHOT_INDEX, LOG_SNAPSHOT_TERM, RAFT_LOG, RAFT_STATE, get_msg, get_u64,
+    put_msg,
 };
 
 /// Where the log starts and ends, kept in memory so `term`, `first_index` and `last_index` do
@@ -82,15 +81,8 @@ impl RedbRaftStorage {
     /// Opens the log over `db` next to the state machine `kv`, first finishing a snapshot
     /// installation a crash interrupted, then checking that the two databases fit together.
     pub(crate) fn open(db: Arc<Database>, kv: KvStore) -> Result<Self, StoreError> {
-        let (installed_index, installed_term, applied) = {
-            let txn = kv.db().begin_read()?;
-            let meta = txn.open_table(META)?;
-            (
-                get_u64(&meta, META_INSTALLED_SNAPSHOT_INDEX)?,
-                get_u64(&meta, META_INSTALLED_SNAPSHOT_TERM)?,
-                get_u64(&meta, META_APPLIED_INDEX)?,
-            )
-        };
+        let InstalledPoint { index: installed_index, term: installed_term, applied } =
+            kv.installed_snapshot_point()?;
         let mut bounds = {
             let txn = db.begin_read()?;
             read_bounds(&txn.open_table(LOG_META)?, &txn.open_table(RAFT_LOG)?)?
@@ -218,25 +210,7 @@ impl RedbRaftStorage {
             )));
         }
         let mut hs = self.lock_writer();
-        let mut txn = self.kv.db().begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
-        {
-            let applied = get_u64(&txn.open_table(META)?, META_APPLIED_INDEX)?;
-            if meta.index <= applied {
-                return Err(StoreError::SnapshotOutOfDate { snapshot: meta.index, applied });
-            }
-            snapshot::restore(&txn, &data)?;
-            let mut m = txn.open_table(META)?;
-            m.insert(META_INSTALLED_SNAPSHOT_INDEX, meta.index)?;
-            m.insert(META_INSTALLED_SNAPSHOT_TERM, meta.term)?;
-            put_msg(
-                &mut txn.open_table(MEMBERSHIP)?,
-                CONF_STATE,
-                &meta.conf_state.clone().unwrap_or_default(),
-            )?;
-        }
-        txn.commit()?;
-        self.kv.note_durable(meta.index);
+        self.kv.install_snapshot(&meta, &data)?;
         // The commit index that waited for a write goes with this one.
         let (bounds, written) = replace_log_with_snapshot_point(&self.db, meta.index, meta.term, &hs.latest)?;
         self.set_bounds(bounds);
@@ -324,8 +298,7 @@ impl RedbRaftStorage {
     }
 
     fn build_snapshot(&self, request_index: u64) -> Result<Snapshot, StorageError> {
-        let txn = self.kv.db().begin_read().map_err(StoreError::from)?;
-        let data = snapshot::build(&txn)?;
+        let (data, conf_state) = self.kv.snapshot_data()?;
         let index = data.applied_index;
         if index < request_index {
             return Err(StorageError::SnapshotTemporarilyUnavailable);
@@ -337,8 +310,6 @@ impl RedbRaftStorage {
             Err(StorageError::Compacted) => return Err(StorageError::SnapshotTemporarilyUnavailable),
             Err(e) => return Err(e),
         };
-        let conf_state: ConfState =
-            get_msg(&txn.open_table(MEMBERSHIP).map_err(StoreError::from)?, CONF_STATE)?;
         Ok(Snapshot {
             metadata: Some(SnapshotMetadata { index, term, conf_state: Some(conf_state) }),
             data: data.encode_to_vec(),

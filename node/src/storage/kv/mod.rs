@@ -20,14 +20,16 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 use crate::proto::etcdserverpb::{
     CompactionResponse, DeleteRangeResponse, PutResponse, RangeRequest, RangeResponse, TxnResponse,
 };
-use crate::proto::kvserverpb::{InternalRequest, Member, internal_request};
+use crate::proto::kvserverpb::{InternalRequest, Member, SnapshotData, internal_request};
 use crate::proto::mvccpb;
-use crate::proto::raftpb::ConfState;
+use crate::proto::raftpb::{ConfState, SnapshotMetadata};
 
 use super::error::{KvError, StoreError};
+use super::snapshot;
 use super::tables::{
     CONF_STATE, KEY_REVS, KV, MEMBERS, MEMBERSHIP, META, META_APPLIED_INDEX, META_CLUSTER_ID,
-    META_LOCAL_MEMBER_ID, META_REVISION, REVS, get_compact_rev, get_msg, get_rev, get_u64, put_msg,
+    META_INSTALLED_SNAPSHOT_INDEX, META_INSTALLED_SNAPSHOT_TERM, META_LOCAL_MEMBER_ID, META_REVISION, REVS,
+    get_compact_rev, get_msg, get_rev, get_u64, put_msg,
 };
 use keys::{KeyRange, event_kv};
 use range::ReadView;
@@ -104,6 +106,14 @@ pub struct Changes {
     pub truncated: bool,
 }
 
+/// A snapshot installation's point as recorded in the key space, and its applied index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct InstalledPoint {
+    pub(crate) index: u64,
+    pub(crate) term: u64,
+    pub(crate) applied: u64,
+}
+
 /// The state machine over the member's state-machine database. Cheap to clone; reads may run
 /// on any thread concurrently with apply (redb's snapshot-isolated read transactions).
 #[derive(Debug, Clone)]
@@ -125,10 +135,6 @@ impl KvStore {
         Ok(KvStore { db, durable_applied: Arc::new(AtomicU64::new(applied)) })
     }
 
-    pub(crate) fn db(&self) -> &Arc<Database> {
-        &self.db
-    }
-
     /// Makes every earlier apply durable (one fsync of the state-machine database) and returns
     /// the applied index that is now durable. The Raft loop calls it every so often and before
     /// compacting the log past the previous durable point.
@@ -148,6 +154,57 @@ impl KvStore {
 
     pub(crate) fn note_durable(&self, applied: u64) {
         self.durable_applied.fetch_max(applied, Ordering::AcqRel);
+    }
+
+    /// Where a snapshot installation recorded its point (index, term; 0 if none) and the
+    /// applied index: what the log must be made to match when the store opens.
+    pub(crate) fn installed_snapshot_point(&self) -> Result<InstalledPoint, StoreError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        Ok(InstalledPoint {
+            index: get_u64(&meta, META_INSTALLED_SNAPSHOT_INDEX)?,
+            term: get_u64(&meta, META_INSTALLED_SNAPSHOT_TERM)?,
+            applied: get_u64(&meta, META_APPLIED_INDEX)?,
+        })
+    }
+
+    /// The key-space half of a snapshot installation, durably: the state is replaced by the
+    /// snapshot's, with its membership and its point recorded, so that the log half can be
+    /// redone after a crash.
+    pub(crate) fn install_snapshot(
+        &self,
+        meta: &SnapshotMetadata,
+        data: &SnapshotData,
+    ) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        {
+            let applied = get_u64(&txn.open_table(META)?, META_APPLIED_INDEX)?;
+            if meta.index <= applied {
+                return Err(StoreError::SnapshotOutOfDate { snapshot: meta.index, applied });
+            }
+            snapshot::restore(&txn, data)?;
+            let mut m = txn.open_table(META)?;
+            m.insert(META_INSTALLED_SNAPSHOT_INDEX, meta.index)?;
+            m.insert(META_INSTALLED_SNAPSHOT_TERM, meta.term)?;
+            put_msg(
+                &mut txn.open_table(MEMBERSHIP)?,
+                CONF_STATE,
+                &meta.conf_state.clone().unwrap_or_default(),
+            )?;
+        }
+        txn.commit()?;
+        self.note_durable(meta.index);
+        Ok(())
+    }
+
+    /// The whole state machine and its membership, from one read transaction (a consistent
+    /// point), for a Raft snapshot.
+    pub(crate) fn snapshot_data(&self) -> Result<(SnapshotData, ConfState), StoreError> {
+        let txn = self.db.begin_read()?;
+        let data = snapshot::build(&txn)?;
+        let conf_state = get_msg(&txn.open_table(MEMBERSHIP)?, CONF_STATE)?;
+        Ok((data, conf_state))
     }
 
     /// The membership as of the applied index.
