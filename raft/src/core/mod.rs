@@ -6,24 +6,31 @@
 //! term, then hands the message to the step function of the current role. Everything the
 //! node wants to send is queued in `msgs`; the driver takes it through a `Ready`, after
 //! persisting the state the messages depend on.
-
-use prost::Message as _;
+//!
+//! What clients ask of the core has modules of its own: [`proposals`] (appended here, or
+//! forwarded to the leader inside Raft), [`membership`] (validated by the leader, applied
+//! everywhere) and [`reads`] (ReadIndex, asked of the leader by followers).
 
 use std::collections::HashMap;
 
 use crate::pb::raft_message::Body;
 use crate::pb::{
-    AppendEntriesRequest, AppendEntriesResponse, ConfChange, ConfChangeType, ConfState, Entry, EntryType,
-    ForwardedProposal, HardState, InstallSnapshotRequest, InstallSnapshotResponse, ProposalRejected,
-    RaftMessage, ReadIndexRequest, ReadIndexResponse, RejectReason, RequestVoteRequest, RequestVoteResponse,
-    Snapshot, TimeoutNow,
+    AppendEntriesRequest, AppendEntriesResponse, Entry, EntryType, HardState, InstallSnapshotRequest,
+    InstallSnapshotResponse, RaftMessage, RequestVoteRequest, RequestVoteResponse, Snapshot, TimeoutNow,
 };
+
+mod membership;
+mod proposals;
+mod reads;
+
+use proposals::is_client_traffic;
+pub use proposals::{Proposed, RejectedProposal};
 
 use super::config::Config;
 use super::error::RaftError;
 use super::log::RaftLog;
 use super::progress::{ProgressState, ProgressTracker, VoteResult};
-use super::read_only::{ConfirmedRead, ReadOnly, ReadState};
+use super::read_only::{ReadOnly, ReadState};
 use super::rng::SplitMix64;
 use super::snapshot_transfer::{ReceiveOutcome, SenderStep, SnapshotReceiver, SnapshotSender, receive_chunk};
 use super::storage::{Storage, StorageError};
@@ -84,83 +91,9 @@ fn body_term(body: &Body) -> u64 {
     }
 }
 
-/// Messages that carry a client's request or its answer between a follower and its leader.
-/// They are valid only within the term they were sent in and never move anyone's term: they
-/// carry no authority, only the work a leader of that term may do.
-fn is_client_traffic(body: &Body) -> bool {
-    matches!(
-        body,
-        Body::Propose(_) | Body::ProposalRejected(_) | Body::ReadIndex(_) | Body::ReadIndexResponse(_)
-    )
-}
-
-/// Where a proposal went: into this leader's log, or to the leader as a forwarded batch. Either
-/// way it can only ever commit in `term` (a leader appends forwarded batches of its own term
-/// only), which is how a driver knows a proposal is lost for good: once it applies an entry of
-/// a later term without having seen it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Proposed {
-    /// Appended to this leader's log at `first..=last`.
-    Appended { term: u64, first: u64, last: u64 },
-    /// Sent to leader `to` as batch `seq`; a [`RejectedProposal`] with that `seq` may follow.
-    Forwarded { term: u64, to: u64, seq: u64 },
-}
-
-impl Proposed {
-    /// The only term the proposal can commit in.
-    pub fn term(&self) -> u64 {
-        match *self {
-            Proposed::Appended { term, .. } | Proposed::Forwarded { term, .. } => term,
-        }
-    }
-}
-
-/// A forwarded batch the leader refused, handed to the driver in a `Ready` so it can fail the
-/// clients of batch `seq` now.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RejectedProposal {
-    pub seq: u64,
-    pub error: RaftError,
-}
-
-impl RaftError {
-    /// The reason sent back for a forwarded batch refused with this error.
-    fn reject_reason(&self) -> RejectReason {
-        match self {
-            RaftError::NotLeader { .. } => RejectReason::NotLeader,
-            RaftError::TransferInProgress => RejectReason::TransferInProgress,
-            RaftError::ProposalDropped(_) => RejectReason::LeaderSteppingDown,
-            RaftError::ConfChangePending => RejectReason::ConfChangePending,
-            RaftError::NotEnoughActiveVoters => RejectReason::NotEnoughActiveVoters,
-            RaftError::LearnerNotReady => RejectReason::LearnerNotReady,
-            _ => RejectReason::InvalidConfChange,
-        }
-    }
-
-    /// The error a forwarder reports for a batch its leader refused with `reason`.
-    fn from_reject_reason(reason: RejectReason) -> RaftError {
-        match reason {
-            RejectReason::NotLeader | RejectReason::Unspecified => RaftError::NotLeader { leader_hint: None },
-            RejectReason::TransferInProgress => RaftError::TransferInProgress,
-            RejectReason::LeaderSteppingDown => {
-                RaftError::ProposalDropped("the leader was removed and is handing over")
-            }
-            RejectReason::ConfChangePending => RaftError::ConfChangePending,
-            RejectReason::InvalidConfChange => {
-                RaftError::InvalidConfChange("refused by the leader".to_string())
-            }
-            RejectReason::NotEnoughActiveVoters => RaftError::NotEnoughActiveVoters,
-            RejectReason::LearnerNotReady => RaftError::LearnerNotReady,
-        }
-    }
-}
-
 fn non_zero(id: u64) -> Option<u64> {
     (id != 0).then_some(id)
 }
-
-/// A learner is promoted only once its log reaches this share of the leader's (etcd: 90%).
-const LEARNER_READY_PERCENT: u64 = 90;
 
 /// The consensus state of one node.
 pub(crate) struct Raft<S: Storage> {
@@ -1190,316 +1123,7 @@ impl<S: Storage> Raft<S> {
         self.send(to, Body::TimeoutNow(TimeoutNow { term: self.term, leader_id: self.id }));
     }
 
-    // ----- client-facing inputs ---------------------------------------------------------
-
-    fn check_can_propose(&self) -> Result<(), RaftError> {
-        if self.role != Role::Leader {
-            return Err(RaftError::NotLeader { leader_hint: self.leader_hint() });
-        }
-        if self.lead_transferee.is_some() {
-            return Err(RaftError::TransferInProgress);
-        }
-        if self.step_down.is_some() {
-            return Err(RaftError::ProposalDropped("this leader was removed and is handing over"));
-        }
-        Ok(())
-    }
-
-    /// Proposes commands: appended here on a leader, forwarded as one batch to the leader this
-    /// node knows otherwise. Without a known leader the proposal is dropped
-    /// ([`RaftError::NotLeader`] without a hint), as etcd-raft drops it: nothing was sent, so
-    /// the caller may safely try again once a leader is known.
-    pub(crate) fn propose(&mut self, data: Vec<Vec<u8>>) -> Result<Proposed, RaftError> {
-        let entries = data
-            .into_iter()
-            .map(|data| Entry { entry_type: EntryType::EntryNormal as i32, data, ..Default::default() })
-            .collect();
-        self.propose_entries(entries)
-    }
-
-    /// Proposes a single-server membership change, validated by the leader that appends it.
-    pub(crate) fn propose_conf_change(&mut self, cc: &ConfChange) -> Result<Proposed, RaftError> {
-        let entry = Entry {
-            entry_type: EntryType::EntryConfChange as i32,
-            data: cc.encode_to_vec(),
-            ..Default::default()
-        };
-        self.propose_entries(vec![entry])
-    }
-
-    fn propose_entries(&mut self, entries: Vec<Entry>) -> Result<Proposed, RaftError> {
-        if entries.is_empty() {
-            return Err(RaftError::ProposalDropped("no entries"));
-        }
-        if self.role == Role::Leader {
-            let (first, last) = self.append_proposals(entries)?;
-            return Ok(Proposed::Appended { term: self.term, first, last });
-        }
-        let Some(to) = self.leader_hint() else { return Err(RaftError::NotLeader { leader_hint: None }) };
-        let seq = self.next_forward_seq;
-        self.next_forward_seq += 1;
-        self.send(to, Body::Propose(ForwardedProposal { term: self.term, seq, entries }));
-        Ok(Proposed::Forwarded { term: self.term, to, seq })
-    }
-
-    /// The leader appends proposals (its own or a follower's) after checking it may: a
-    /// membership change is validated and goes alone, so at most one is ever pending.
-    fn append_proposals(&mut self, entries: Vec<Entry>) -> Result<(u64, u64), RaftError> {
-        self.check_can_propose()?;
-        let conf_changes =
-            entries.iter().filter(|e| e.entry_type == EntryType::EntryConfChange as i32).count();
-        if conf_changes > 0 {
-            let [entry] = entries.as_slice() else {
-                return Err(RaftError::InvalidConfChange(
-                    "a membership change must be proposed alone".into(),
-                ));
-            };
-            let cc = ConfChange::decode(entry.data.as_slice())
-                .map_err(|_| RaftError::InvalidConfChange("undecodable membership change".into()))?;
-            if self.pending_conf_index > self.log.applied {
-                return Err(RaftError::ConfChangePending);
-            }
-            self.validate_conf_change(&cc)?;
-        }
-        let mut first = 0;
-        let mut last = 0;
-        for e in entries {
-            let entry_type = EntryType::try_from(e.entry_type).unwrap_or(EntryType::EntryNormal);
-            last = self.append_entry(entry_type, e.data)?;
-            if first == 0 {
-                first = last;
-            }
-            if entry_type == EntryType::EntryConfChange {
-                self.pending_conf_index = last;
-            }
-        }
-        self.bcast_append()?;
-        Ok((first, last))
-    }
-
-    /// Client traffic between a follower and its leader, in the current term.
-    fn step_client_traffic(&mut self, from: u64, body: Body) -> Result<(), RaftError> {
-        match body {
-            Body::Propose(p) => self.handle_forwarded_proposal(from, p),
-            Body::ProposalRejected(r) => {
-                if self.role != Role::Leader && from == self.leader_id {
-                    let reason = RejectReason::try_from(r.reason).unwrap_or(RejectReason::Unspecified);
-                    self.rejected
-                        .push(RejectedProposal { seq: r.seq, error: RaftError::from_reject_reason(reason) });
-                }
-                Ok(())
-            }
-            Body::ReadIndex(r) => {
-                if self.role == Role::Leader {
-                    self.leader_read_index(from, r.context)
-                } else {
-                    // Not the leader of this term (any more): the asker retries.
-                    Ok(())
-                }
-            }
-            Body::ReadIndexResponse(r) => {
-                if self.role != Role::Leader && from == self.leader_id {
-                    self.read_states.push(ReadState { index: r.index, request_ctx: r.context });
-                }
-                Ok(())
-            }
-            _ => Ok(()),
-        }
-    }
-
-    fn handle_forwarded_proposal(&mut self, from: u64, p: ForwardedProposal) -> Result<(), RaftError> {
-        if self.role != Role::Leader {
-            // Not refused: a node that stepped down, or restarted, within the term cannot tell
-            // whether this is a late copy of a batch it appended as leader, which may commit.
-            // The forwarder learns the outcome from the log, as for any batch lost on the way.
-            tracing::debug!(id = self.id, from, seq = p.seq, "dropping a forwarded batch: not the leader");
-            return Ok(());
-        }
-        if self.forwarded_seen.get(&from).is_some_and(|&last| p.seq <= last) {
-            tracing::debug!(id = self.id, from, seq = p.seq, "dropping a duplicate or late forwarded batch");
-            return Ok(());
-        }
-        self.forwarded_seen.insert(from, p.seq);
-        match self.append_proposals(p.entries) {
-            Ok(_) => Ok(()),
-            Err(RaftError::Storage(e)) => Err(RaftError::Storage(e)),
-            Err(e) => {
-                tracing::debug!(id = self.id, from, seq = p.seq, error = %e, "refusing a forwarded batch");
-                let reason = e.reject_reason() as i32;
-                self.send(
-                    from,
-                    Body::ProposalRejected(ProposalRejected { term: self.term, seq: p.seq, reason }),
-                );
-                Ok(())
-            }
-        }
-    }
-
-    fn validate_conf_change(&self, cc: &ConfChange) -> Result<(), RaftError> {
-        let kind = ConfChangeType::try_from(cc.change_type)
-            .map_err(|_| RaftError::InvalidConfChange(format!("unknown change type {}", cc.change_type)))?;
-        let id = cc.node_id;
-        if id == 0 {
-            return Err(RaftError::InvalidConfChange("node id 0".into()));
-        }
-        let t = &self.tracker;
-        let last_voter = t.voters.len() == 1 && t.is_voter(id);
-        match kind {
-            ConfChangeType::ConfChangeAddNode if t.is_voter(id) => {
-                Err(RaftError::InvalidConfChange(format!("{id} is already a voter")))
-            }
-            ConfChangeType::ConfChangeAddLearnerNode if t.learners.contains(&id) => {
-                Err(RaftError::InvalidConfChange(format!("{id} is already a learner")))
-            }
-            ConfChangeType::ConfChangeRemoveNode if !t.is_member(id) => {
-                Err(RaftError::InvalidConfChange(format!("{id} is not a member")))
-            }
-            ConfChangeType::ConfChangeAddLearnerNode | ConfChangeType::ConfChangeRemoveNode if last_voter => {
-                Err(RaftError::InvalidConfChange("cannot remove the last voter".into()))
-            }
-            _ if self.strict_reconfig_check => self.check_reconfig_safe(kind, id),
-            _ => Ok(()),
-        }
-    }
-
-    /// etcd's strict reconfiguration check, made by the one node that knows: after the change,
-    /// a quorum of the voters must be members this leader heard from recently, and a learner
-    /// is promoted only once its log is within [`LEARNER_READY_PERCENT`] of the leader's.
-    fn check_reconfig_safe(&self, kind: ConfChangeType, id: u64) -> Result<(), RaftError> {
-        let t = &self.tracker;
-        let active = |v: &u64| *v == self.id || t.progress.get(v).is_some_and(|p| p.recently_heard());
-        let mut voters_after: Vec<u64> = t.voters.iter().copied().collect();
-        match kind {
-            ConfChangeType::ConfChangeAddNode => {
-                if t.learners.contains(&id) {
-                    let leader_match = t.progress.get(&self.id).map_or(0, |p| p.matched);
-                    let learner = t.progress.get(&id);
-                    let matched = learner.map_or(0, |p| p.matched);
-                    let ready = learner.is_some_and(|p| p.recently_heard())
-                        && matched > 0
-                        && matched.saturating_mul(100) >= leader_match.saturating_mul(LEARNER_READY_PERCENT);
-                    if !ready {
-                        return Err(RaftError::LearnerNotReady);
-                    }
-                }
-                voters_after.push(id);
-            }
-            ConfChangeType::ConfChangeRemoveNode => voters_after.retain(|v| *v != id),
-            ConfChangeType::ConfChangeAddLearnerNode => return Ok(()),
-        }
-        // A brand-new voter is not running yet, and counts as unreachable.
-        let reachable = voters_after.iter().filter(|v| t.is_member(**v) && active(v)).count();
-        if reachable < voters_after.len() / 2 + 1 {
-            return Err(RaftError::NotEnoughActiveVoters);
-        }
-        Ok(())
-    }
-
-    /// Applies a committed conf change to the membership. Deterministic given the current
-    /// membership, so every node that applies the same log reaches the same configuration;
-    /// changes that would leave no voter are ignored.
-    pub(crate) fn apply_conf_change(&mut self, cc: &ConfChange) -> Result<ConfState, RaftError> {
-        let kind = ConfChangeType::try_from(cc.change_type)
-            .map_err(|_| RaftError::InvalidConfChange(format!("unknown change type {}", cc.change_type)))?;
-        let id = cc.node_id;
-        if id == 0 {
-            return Err(RaftError::InvalidConfChange("node id 0".into()));
-        }
-        let next = self.log.last_index()? + 1;
-        let last_voter = self.tracker.voters.len() == 1 && self.tracker.is_voter(id);
-        match kind {
-            ConfChangeType::ConfChangeAddNode => self.tracker.add_voter(id, next),
-            ConfChangeType::ConfChangeAddLearnerNode if !last_voter => self.tracker.add_learner(id, next),
-            ConfChangeType::ConfChangeRemoveNode if !last_voter => {
-                if self.role == Role::Leader && id != self.id {
-                    self.send_farewell(id)?;
-                }
-                self.tracker.remove(id)
-            }
-            _ => tracing::warn!(
-                id = self.id,
-                node = id,
-                "ignoring conf change that would remove the last voter"
-            ),
-        }
-        tracing::info!(id = self.id, node = id, ?kind, "applied conf change");
-        if matches!(self.role, Role::Candidate | Role::PreCandidate) && !self.promotable() {
-            // Removed (or demoted) while campaigning: a non-voter never takes office.
-            self.become_follower(self.term, 0)?;
-        }
-        if self.role == Role::Leader {
-            if !self.promotable() && self.step_down.is_none() {
-                tracing::info!(id = self.id, "leader is no longer a voter: handing over, then stepping down");
-                self.round += 1;
-                self.step_down = Some(StepDown {
-                    round: self.round,
-                    commit: self.log.committed,
-                    informed: Default::default(),
-                });
-            }
-            if self.lead_transferee.is_some_and(|t| !self.tracker.is_voter(t)) {
-                self.lead_transferee = None;
-            }
-            self.confirm_reads();
-            // The quorum may have changed, and a new member should hear from us now.
-            self.maybe_commit()?;
-            self.bcast_append()?;
-        }
-        Ok(self.tracker.conf_state())
-    }
-
-    fn committed_in_current_term(&self) -> Result<bool, RaftError> {
-        Ok(self.log.term_opt(self.log.committed)? == Some(self.term))
-    }
-
-    /// Asks for a linearizable read point: answered through `Ready::read_states`, by this
-    /// leader, or through the leader this follower knows (one message, however many reads the
-    /// context stands for). Without a known leader nothing is sent: the caller asks again.
-    pub(crate) fn read_index(&mut self, ctx: Vec<u8>) -> Result<(), RaftError> {
-        if self.role == Role::Leader {
-            return self.leader_read_index(self.id, ctx);
-        }
-        let Some(to) = self.leader_hint() else { return Err(RaftError::NotLeader { leader_hint: None }) };
-        self.send(to, Body::ReadIndex(ReadIndexRequest { term: self.term, context: ctx }));
-        Ok(())
-    }
-
-    fn leader_read_index(&mut self, from: u64, ctx: Vec<u8>) -> Result<(), RaftError> {
-        if !self.committed_in_current_term()? {
-            // Until this leader commits its no-op its commit index may lag the cluster's.
-            self.read_only.defer_until_commit(from, ctx);
-            return Ok(());
-        }
-        self.register_reads(vec![(from, ctx)])
-    }
-
-    /// Records reads at the current commit index under a new round and asks for a quorum's
-    /// acknowledgement of it.
-    fn register_reads(&mut self, reads: Vec<(u64, Vec<u8>)>) -> Result<(), RaftError> {
-        self.round += 1;
-        let round = self.round;
-        if let Some(pr) = self.tracker.progress.get_mut(&self.id) {
-            pr.acked_round = round;
-        }
-        for (from, ctx) in reads {
-            self.read_only.add_request(from, self.log.committed, ctx, round);
-        }
-        self.confirm_reads();
-        self.bcast_heartbeat()
-    }
-
-    fn confirm_reads(&mut self) {
-        let Some(q) = self.tracker.acked_round() else { return };
-        for ConfirmedRead { from, state } in self.read_only.confirm(q) {
-            if from == self.id {
-                self.read_states.push(state);
-            } else {
-                let resp =
-                    ReadIndexResponse { term: self.term, context: state.request_ctx, index: state.index };
-                self.send(from, Body::ReadIndexResponse(resp));
-            }
-        }
-    }
+    // ----- leadership transfer ----------------------------------------------------------
 
     pub(crate) fn transfer_leader(&mut self, to: u64) -> Result<(), RaftError> {
         if self.role != Role::Leader {
@@ -1525,9 +1149,5 @@ impl<S: Storage> Raft<S> {
             self.maybe_send_append(to, Empty::Always)?;
         }
         Ok(())
-    }
-
-    pub(crate) fn pending_read_count(&self) -> usize {
-        self.read_only.pending_count()
     }
 }
