@@ -379,10 +379,13 @@ fn compaction_keeps_the_versions_at_the_compaction_revision() {
     assert!(h.get_at("c", 5).unwrap().is_none());
     assert_eq!(value(&h.get_at("a", 6).unwrap().unwrap()), "2");
     assert_eq!(value(&h.get("a").unwrap()), "3");
-    // The change log from the compaction revision on is complete.
+    // The change log from the compaction revision on is complete, the deletion made at the
+    // compaction revision included (a watch may start there).
     let ch = h.store.kv().changes_since(5, 100, false).unwrap();
     let revs: Vec<i64> = ch.events.iter().map(|e| e.kv.as_ref().unwrap().mod_revision).collect();
-    assert_eq!(revs, [6, 7]);
+    assert_eq!(revs, [5, 6, 7]);
+    assert_eq!(ch.events[0].r#type, EventType::Delete as i32);
+    assert_eq!(ch.events[0].kv.as_ref().unwrap().key, b"b");
     // Compacting again at or below the point, or into the future, is refused.
     let Outcome::Rejected(e) = h.compact(5) else { panic!() };
     assert_eq!(e.to_string(), "etcdserver: mvcc: required revision has been compacted");

@@ -23,7 +23,8 @@ impl Writer<'_> {
         if rev > self.revision {
             return Err(KvError::FutureRevision);
         }
-        self.compact_history(self.compact_revision + 1, rev)?;
+        // From the previous compaction revision itself: deletions recorded there were kept.
+        self.compact_history(self.compact_revision.max(0), rev)?;
         self.compact_revision = rev;
         Ok(CompactionResponse {
             header: Some(ResponseHeader { revision: self.revision, ..Default::default() }),
@@ -32,8 +33,11 @@ impl Writer<'_> {
 
     /// Walks the history records of revisions `from..=to` in order. Each record removes the
     /// older versions of its key (which the previous compaction may have kept); a deletion
-    /// removes itself too, since "absent" needs no record. What survives is, for each key that
-    /// is live at `to`, its version at `to`, plus everything newer than `to`.
+    /// below `to` removes itself too, since "absent" needs no record. What survives is, for
+    /// each key that is live at `to`, its version at `to`, every deletion made at `to` itself,
+    /// and everything newer than `to`: a watcher may start at the compaction revision (etcd
+    /// allows it) and must then see every change of that revision, deletions included (etcd
+    /// lost them: etcd-io/etcd#18089, #19179). The next compaction drops those deletions.
     fn compact_history(&mut self, from: i64, to: i64) -> Result<(), StoreError> {
         let mut start = (from, i64::MIN);
         loop {
@@ -58,7 +62,7 @@ impl Writer<'_> {
                     self.key_revs.remove((key.as_slice(), at.0, at.1))?;
                     self.revs.remove(at)?;
                 }
-                if *is_delete {
+                if *is_delete && *rev < to {
                     self.key_revs.remove((key.as_slice(), *rev, *sub))?;
                     self.revs.remove((*rev, *sub))?;
                 }
