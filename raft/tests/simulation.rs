@@ -90,24 +90,28 @@ fn simulate_seeds() {
 /// Seeds on which the simulator finds bugs the core once had, each fixed since. A seed pins
 /// a whole run (fault regime, schedule, messages), so these replay failing scenarios. They
 /// were derived by putting each bug back into the core and keeping seeds that then fail;
-/// should the simulator's use of its RNG change, derive them again the same way. Bugs the
-/// current simulator only hits far out in the seed space are pinned by deterministic unit
-/// tests instead (see `raft::tests`: `snap_install_waits_until_driver_applied_what_it_was_handed`,
+/// should the simulator's use of its RNG change, derive them again the same way. The two
+/// forwarding bugs go back in the shape the core had then: a non-leader refuses
+/// (`NotLeader`) any batch `forwarded_seen` does not hold, and for the step-down bug `reset`
+/// also clears `forwarded_seen` whatever the term (that clearing alone changes nothing while
+/// a non-leader drops every batch). Bugs the current simulator only hits far out in the seed
+/// space are pinned by deterministic unit tests instead (see `raft::tests`:
+/// `snap_install_waits_until_driver_applied_what_it_was_handed`,
 /// `conf_node_removed_while_campaigning_never_takes_office`,
 /// `conf_removed_leader_informs_new_voters_before_stepping_down`).
 const REGRESSION_SEEDS: &[(u64, &str)] = &[
     (
-        776,
+        201,
         "voter left behind by a removed leader waited forever for its vote (commit hint in vote responses)",
     ),
     (
-        814,
+        266,
         "voter left behind by a removed leader waited forever for its vote (commit hint in vote responses)",
     ),
-    (1357, "duplicated no-news answers each started an endless append exchange (message storm)"),
-    (1468, "duplicated no-news answers each started an endless append exchange (message storm)"),
-    (402, "a late copy of a forwarded batch the leader had appended was refused after it stepped down"),
-    (2808, "a leader restarted within its term refused a late copy of a batch it had appended before"),
+    (3445, "duplicated no-news answers each started an endless append exchange (message storm)"),
+    (3044, "duplicated no-news answers each started an endless append exchange (message storm)"),
+    (1504, "a late copy of a forwarded batch the leader had appended was refused after it stepped down"),
+    (4337, "a leader restarted within its term refused a late copy of a batch it had appended before"),
 ];
 
 #[test]
