@@ -9,6 +9,7 @@
 //! line it renders with [`NodeFlags`] to prove it only passes flags kvnode accepts.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -114,6 +115,16 @@ pub struct NodeFlags {
     #[arg(long, env = "KVNODE_MAX_TXN_OPS", default_value_t = 128)]
     pub max_txn_ops: u64,
 
+    /// How often a watcher that asked for progress notifications and got no event gets one
+    /// (a duration such as `10m`, `30s`, `500ms`)
+    #[arg(
+        long,
+        env = "KVNODE_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL",
+        default_value = "10m",
+        value_parser = parse_duration
+    )]
+    pub experimental_watch_progress_notify_interval: Duration,
+
     /// Path to the client server TLS certificate file; `--listen-client-urls` must then be https://.
     #[arg(long, env = "KVNODE_CERT_FILE")]
     pub cert_file: Option<PathBuf>,
@@ -198,6 +209,42 @@ pub struct InitialClusterError {
     pub entry: String,
 }
 
+/// A duration flag that is not a sequence of numbers with units.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid duration {0:?}: expected numbers with units ns, us, ms, s, m or h, such as 10m or 1m30s")]
+pub struct DurationError(String);
+
+/// Reads a duration as etcd's flags (Go's `time.Duration`) write it: `10m`, `1m30s`, `500ms`.
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+    let err = || DurationError(text.to_string());
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(err());
+    }
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').ok_or_else(err)?;
+        let number: f64 = rest[..digits].parse().map_err(|_| err())?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let nanos_per_unit = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(err()),
+        };
+        rest = &rest[unit_len..];
+        total += Duration::from_nanos((number * nanos_per_unit) as u64);
+    }
+    Ok(total)
+}
+
 /// A `--listen-*-urls` value that does not name an address to bind.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid listen URL {url:?}: {source}")]
@@ -235,6 +282,18 @@ pub fn parse_initial_cluster(value: &str) -> Result<Vec<(String, String)>, Initi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_as_go_writes_them() {
+        assert_eq!(parse_duration("10m").ok(), Some(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1m30s").ok(), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms").ok(), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5s").ok(), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("0").ok(), Some(Duration::ZERO));
+        for bad in ["", "10", "5x", "m", "1m30"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn listen_addr_accepts_urls_and_rejects_garbage() {

@@ -4,6 +4,7 @@
 //! - [`member`]: one member's lifecycle (start, identity, joining, publishing, stop; `dev`);
 //! - [`api`]: the etcd v3 services, one file each, and etcd's errors;
 //! - [`http`]: `/metrics`, `/health`, `/livez`, `/readyz`;
+//! - [`watch`]: watchers and the hub feeding them from the key space's history;
 //! - [`driver`]: the Raft loop turning the core with real time, disk and network, its handle,
 //!   the wait registry, apply, compaction and the peer transport;
 //! - [`storage`]: the member's redb databases (Raft log; MVCC key space and membership);
@@ -22,3 +23,4 @@ pub mod proto;
 pub use raft;
 pub mod storage;
 pub mod tls;
+pub mod watch;

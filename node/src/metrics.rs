@@ -52,6 +52,14 @@ pub struct Metrics {
     pub snapshots_installed: IntCounter,
     /// Log compactions this member performed.
     pub log_compactions: IntCounter,
+    /// Open watch streams.
+    pub watch_streams: IntGauge,
+    /// Watchers on this member.
+    pub watchers: IntGauge,
+    /// Watchers catching up from the history (behind, or their stream was full).
+    pub slow_watchers: IntGauge,
+    /// Events sent to watchers.
+    pub watch_events: IntCounter,
 }
 
 /// Registering a metric failed: only possible through a programming error (duplicate name).
@@ -150,6 +158,14 @@ impl Metrics {
                 "Snapshots installed.",
             )?,
             log_compactions: counter(r, "raftkv_server_log_compactions_total", "Log compactions done.")?,
+            watch_streams: gauge(r, "raftkv_debugging_mvcc_watch_stream_total", "Open watch streams.")?,
+            watchers: gauge(r, "raftkv_debugging_mvcc_watcher_total", "Watchers.")?,
+            slow_watchers: gauge(
+                r,
+                "raftkv_debugging_mvcc_slow_watcher_total",
+                "Watchers catching up from the history (unsynced).",
+            )?,
+            watch_events: counter(r, "raftkv_debugging_mvcc_events_total", "Events sent to watchers.")?,
             registry,
         })
     }

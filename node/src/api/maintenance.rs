@@ -22,8 +22,10 @@ use crate::proto::etcdserverpb::{
 use super::context::ApiContext;
 use super::errors::EtcdError;
 
-/// The etcd API version raftkv implements; clients gate features on it (e.g. learners need 3.4+).
-pub const ETCD_API_VERSION: &str = "3.5.0";
+/// The etcd version raftkv answers Status with; clients gate features on it: learners need
+/// 3.4, and kube-apiserver sends watch progress requests (for consistent reads from its
+/// cache) only to 3.5.13 and later.
+pub const ETCD_API_VERSION: &str = "3.5.13";
 
 /// The Maintenance service of one member.
 pub struct MaintenanceService {

@@ -10,6 +10,7 @@ pub mod errors;
 pub mod grpc_status;
 pub mod kv;
 pub mod maintenance;
+pub mod watch;
 
 pub use context::{ApiContext, Limits};
 pub use errors::EtcdError;

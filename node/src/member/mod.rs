@@ -25,6 +25,7 @@ use crate::api::cluster::ClusterService;
 use crate::api::grpc_status::EtcdStatusLayer;
 use crate::api::kv::KvService;
 use crate::api::maintenance::MaintenanceService;
+use crate::api::watch::WatchService;
 use crate::api::{ApiContext, Limits};
 use crate::config::{
     InitialClusterError, InitialClusterState, ListenUrlError, NodeFlags, listen_addr, parse_initial_cluster,
@@ -37,12 +38,14 @@ use crate::metrics::{Metrics, MetricsError};
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::proto::kvserverpb::Member;
 use crate::proto::peerpb::peer_server::PeerServer;
 use crate::proto::peerpb::raft_transport_server::RaftTransportServer;
 use crate::raft::{Config as RaftConfig, RaftError, RawNode, bootstrap_with_context};
-use crate::storage::{Store, StoreError};
+use crate::storage::{KvError, Store, StoreError};
 use crate::tls::{NodeTls, PeerTls, TlsError};
+use crate::watch::WatchHub;
 
 pub use join::JoinError;
 
@@ -76,6 +79,8 @@ pub enum StartError {
     DataDir { path: PathBuf, source: std::io::Error },
     #[error("storage: {0}")]
     Storage(#[from] StoreError),
+    #[error("key space: {0}")]
+    KeySpace(#[from] KvError),
     #[error("the consensus core cannot start: {0}")]
     Raft(#[from] RaftError),
     #[error("cannot start the raft loop: {0}")]
@@ -399,6 +404,13 @@ pub async fn start_on_store(
         flags.initial_cluster_token.clone(),
         limits,
     ));
+    let hub = WatchHub::start(
+        kv.clone(),
+        handle.subscribe(),
+        metrics.clone(),
+        flags.experimental_watch_progress_notify_interval,
+        limits.max_request_bytes,
+    )?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let client_addr = listeners.client.local_addr()?;
     let peer_addr = listeners.peer.local_addr()?;
@@ -412,6 +424,7 @@ pub async fn start_on_store(
         .add_service(KvServer::new(KvService::new(ctx.clone())).max_decoding_message_size(grpc_limit))
         .add_service(ClusterServer::new(ClusterService::new(ctx.clone())))
         .add_service(MaintenanceServer::new(MaintenanceService::new(ctx.clone())))
+        .add_service(WatchServer::new(WatchService::new(ctx.clone(), hub, election, shutdown_rx.clone())))
         .serve_with_incoming_shutdown(nodelay_incoming(listeners.client), wait_for(shutdown_rx.clone()));
     let peer_server = peer_builder
         .tcp_nodelay(true)
