@@ -375,6 +375,11 @@ impl Hub {
         if current <= self.notified {
             return Ok(());
         }
+        if self.synced.is_empty() {
+            // Nobody to send to: no history to read (writes cost nothing without watchers).
+            self.notified = current;
+            return Ok(());
+        }
         let prev_kv = self.synced.iter().any(|k| self.watchers.get(k).is_some_and(|w| w.spec.prev_kv));
         let changes = match self.kv.changes_since(self.notified + 1, MAX_EVENTS_PER_READ, prev_kv) {
             Ok(c) => c,
