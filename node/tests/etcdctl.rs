@@ -220,3 +220,122 @@ async fn etcdctl_over_mutual_tls() {
     assert!(!success, "plaintext must be refused: {out}");
     cluster.shutdown().await;
 }
+
+/// Runs a long-lived etcdctl (a watch) against `endpoints`, writes `stdin` to it, and returns
+/// its output once `done` holds for it (or after 20 s), killing it then.
+async fn etcdctl_until(
+    endpoints: &[String],
+    args: &[&str],
+    stdin: &str,
+    done: impl Fn(&str) -> bool + Send + 'static,
+) -> String {
+    use std::io::{BufRead, Write};
+    let endpoints = endpoints.join(",");
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let stdin = stdin.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut child = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={endpoints}"))
+            .args(&args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("spawn etcdctl");
+        let mut pipe = child.stdin.take().expect("stdin");
+        pipe.write_all(stdin.as_bytes()).expect("write stdin");
+        pipe.flush().expect("flush");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut out = String::new();
+        while !done(&out) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+                Err(_) => break,
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        drop(pipe);
+        out
+    })
+    .await
+    .expect("join")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn etcdctl_watch_key_prefix_history_prev_kv_and_interactive_progress() {
+    if !etcdctl_available() {
+        return;
+    }
+    let cluster = TestCluster::start(3).await;
+    cluster.wait_leader().await;
+    let eps = cluster.endpoints();
+    ok(&eps, &["put", "w/a", "1"]).await;
+    let out = ok(&eps, &["put", "w/a", "2", "-w", "json"]).await;
+    let rev: i64 = out
+        .split("\"revision\":")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|r| r.parse().ok())
+        .expect("revision in the json header");
+    ok(&eps, &["put", "w/b", "1"]).await;
+    ok(&eps, &["del", "w/a"]).await;
+
+    // History from a revision, on one key, with previous values (each member in turn).
+    for (i, ep) in eps.iter().enumerate() {
+        let history = etcdctl_until(
+            std::slice::from_ref(ep),
+            &["watch", "w/a", &format!("--rev={}", rev - 1), "--prev-kv"],
+            "",
+            |o| o.lines().count() >= 13,
+        )
+        .await;
+        let lines: Vec<&str> = history.lines().collect();
+        assert_eq!(
+            lines,
+            ["PUT", "w/a", "1", "PUT", "w/a", "1", "w/a", "2", "DELETE", "w/a", "2", "w/a", ""],
+            "member {i}: {history}"
+        );
+    }
+    // A prefix from now: the events of writes made while it runs.
+    let watcher = tokio::spawn({
+        let eps = eps.clone();
+        async move { etcdctl_until(&eps, &["watch", "w/", "--prefix"], "", |o| o.contains("w/c\n3")).await }
+    });
+    // Written until the watcher, started in the background, has seen one.
+    let writer = cluster.client().await;
+    eventually("the prefix watcher saw a write", || {
+        let mut w = writer.clone();
+        let done = watcher.is_finished();
+        async move {
+            let _ = w.put("w/c", "3", None).await;
+            done
+        }
+    })
+    .await;
+    let prefix = watcher.await.expect("join");
+    assert!(prefix.contains("PUT\nw/c\n3"), "{prefix}");
+
+    // Interactive: a watch and a progress request on one stream.
+    let interactive = etcdctl_until(&eps, &["watch", "-i"], "watch w/b --rev=1\nprogress\n", |o| {
+        o.contains("progress notify:")
+    })
+    .await;
+    assert!(interactive.contains("PUT\nw/b\n1"), "{interactive}");
+    assert!(interactive.contains("progress notify:"), "{interactive}");
+    cluster.shutdown().await;
+}
