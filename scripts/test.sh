@@ -5,7 +5,7 @@
 # PyPI), then: chart tests, format check, clippy with warnings as errors, the images built from
 # the debug binaries of the test build, every test in the workspace (the container fault suite
 # included: Docker is required here), the image smoke test, and a real Prometheus scraping a
-# local cluster.
+# local cluster, and a Python etcd client from PyPI against one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,6 +54,10 @@ need_apt etcd etcd-server
 # not measure anything (scripts/bench.sh without --smoke does, see BENCHMARKS.md).
 KVBENCH="$target_dir/debug/kvbench" scripts/bench.sh --smoke --no-build --require-raftkv \
   --raftkv-bin "$target_dir/debug/kvnode"
+
+echo "== a Python etcd client from PyPI (python-etcd3) against a dev cluster"
+python3 -m pip install -q -r tests/python-client/requirements.txt
+RAFTKV_REQUIRE_PYTHON_CLIENT=1 python3 -m pytest -q -p no:cacheprovider tests/python-client
 
 echo "== real Prometheus scrape of a dev cluster (promtool checks included)"
 need_apt promtool prometheus

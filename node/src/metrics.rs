@@ -158,11 +158,13 @@ impl Metrics {
                 "Snapshots installed.",
             )?,
             log_compactions: counter(r, "raftkv_server_log_compactions_total", "Log compactions done.")?,
-            watch_streams: gauge(r, "raftkv_debugging_mvcc_watch_stream_total", "Open watch streams.")?,
-            watchers: gauge(r, "raftkv_debugging_mvcc_watcher_total", "Watchers.")?,
+            // etcd names these three gauges with a `_total` suffix, which Prometheus reserves for
+            // counters (promtool refuses it): the suffix is dropped here.
+            watch_streams: gauge(r, "raftkv_debugging_mvcc_watch_streams", "Open watch streams.")?,
+            watchers: gauge(r, "raftkv_debugging_mvcc_watchers", "Watchers.")?,
             slow_watchers: gauge(
                 r,
-                "raftkv_debugging_mvcc_slow_watcher_total",
+                "raftkv_debugging_mvcc_slow_watchers",
                 "Watchers catching up from the history (unsynced).",
             )?,
             watch_events: counter(r, "raftkv_debugging_mvcc_events_total", "Events sent to watchers.")?,

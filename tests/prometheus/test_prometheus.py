@@ -14,12 +14,9 @@ RAFTKV_REQUIRE_PROMETHEUS=1 makes that a failure.
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -27,19 +24,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "chart"))
+sys.path.insert(0, str(ROOT / "tests"))
 from conftest import by_kind, render  # noqa: E402
-
-DEADLINE = 60.0
-
-
-def kvnode_binary() -> Path | None:
-    if os.environ.get("KVNODE_BIN"):
-        return Path(os.environ["KVNODE_BIN"])
-    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-    for profile in ("debug", "release"):
-        if (target / profile / "kvnode").exists():
-            return target / profile / "kvnode"
-    return None
+from devcluster import dev_cluster, free_port, get, kvnode_binary  # noqa: E402
+import devcluster  # noqa: E402
 
 
 def require(what: str, ok: bool) -> None:
@@ -50,54 +38,12 @@ def require(what: str, ok: bool) -> None:
     pytest.skip(f"SKIPPED: {what} is missing")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def free_base_port(members: int) -> int:
-    """A base port whose whole `kvnode dev` range (base + 10*i + {0,1,2}) is free right now."""
-    for _ in range(50):
-        base = free_port()
-        if base + 10 * members > 65000:
-            continue
-        sockets = []
-        try:
-            for i in range(members):
-                for off in range(3):
-                    s = socket.socket()
-                    sockets.append(s)
-                    s.bind(("127.0.0.1", base + 10 * i + off))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in sockets:
-                s.close()
-    raise RuntimeError("no free port range")
-
-
-def get(url: str) -> tuple[int, bytes]:
+def wait_for(what: str, check, deadline: float = devcluster.DEADLINE):
+    """Polls `check` until it returns a truthy value; fails the test with `what` after `deadline` s."""
     try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-    except OSError:
-        return 0, b""
-
-
-def wait_for(what: str, check, deadline: float = DEADLINE):
-    """Polls `check` until it returns a truthy value; fails with `what` after `deadline` seconds."""
-    end = time.monotonic() + deadline
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > end:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.25)
+        return devcluster.wait_for(what, check, deadline)
+    except devcluster.Timeout as e:
+        pytest.fail(str(e))
 
 
 class Prometheus:
@@ -130,22 +76,7 @@ def cluster(tmp_path_factory):
     for tool in ("prometheus", "promtool", "etcdctl"):
         require(tool, shutil.which(tool) is not None)
     tmp = tmp_path_factory.mktemp("prom")
-    base = free_base_port(3)
-    node = subprocess.Popen(
-        [str(binary), "dev", "--members", "3", "--base-port", str(base), "--dir", str(tmp / "dev")],
-        stdout=open(tmp / "kvnode.log", "w+"), stderr=subprocess.STDOUT, text=True,
-    )
-    metrics = [f"127.0.0.1:{base + 10 * i + 2}" for i in range(3)]
-    clients = [f"127.0.0.1:{base + 10 * i}" for i in range(3)]
-    procs = [node]
-    try:
-        def ready(m: str) -> bool:
-            if node.poll() is not None:
-                pytest.fail(f"kvnode dev exited with {node.returncode}: {(tmp / 'kvnode.log').read_text()}")
-            return get(f"http://{m}/readyz")[0] == 200
-
-        for m in metrics:
-            wait_for(f"{m}/readyz", lambda m=m: ready(m))
+    with dev_cluster(binary, tmp) as (clients, metrics):
         rules = tmp / "rules.yaml"
         rules.write_text(yaml.safe_dump(rule_groups()))
         config = tmp / "prometheus.yml"
@@ -161,17 +92,16 @@ def cluster(tmp_path_factory):
              f"--web.listen-address=127.0.0.1:{port}"],
             stdout=subprocess.DEVNULL, stderr=open(tmp / "prometheus.log", "w"),
         )
-        procs.append(prom)
-        p = Prometheus(port)
-        wait_for("3 targets up", lambda: p.scalar('count(up{job="kvnode"} == 1)') == 3)
-        yield {"prometheus": p, "metrics": metrics, "clients": clients, "rules": rules}
-    finally:
-        for proc in reversed(procs):
-            proc.terminate()
+        try:
+            p = Prometheus(port)
+            wait_for("3 targets up", lambda: p.scalar('count(up{job="kvnode"} == 1)') == 3)
+            yield {"prometheus": p, "metrics": metrics, "clients": clients, "rules": rules}
+        finally:
+            prom.terminate()
             try:
-                proc.wait(timeout=10)
+                prom.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                prom.kill()
 
 
 def test_every_member_has_a_leader_and_exactly_one_leads(cluster):
