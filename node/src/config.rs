@@ -125,6 +125,16 @@ pub struct NodeFlags {
     )]
     pub experimental_watch_progress_notify_interval: Duration,
 
+    /// How often the leader records the time left of leases with a longer TTL through the log,
+    /// so a restart or a new leader does not give them their whole TTL again (`0` turns it off)
+    #[arg(
+        long,
+        env = "KVNODE_EXPERIMENTAL_LEASE_CHECKPOINT_INTERVAL",
+        default_value = "5m",
+        value_parser = parse_duration
+    )]
+    pub experimental_lease_checkpoint_interval: Duration,
+
     /// Path to the client server TLS certificate file; `--listen-client-urls` must then be https://.
     #[arg(long, env = "KVNODE_CERT_FILE")]
     pub cert_file: Option<PathBuf>,

@@ -5,6 +5,7 @@
 //! - [`api`]: the etcd v3 services, one file each, and etcd's errors;
 //! - [`http`]: `/metrics`, `/health`, `/livez`, `/readyz`;
 //! - [`watch`]: watchers and the hub feeding them from the key space's history;
+//! - [`lease`]: the lessor, which keeps lease time on the leader;
 //! - [`driver`]: the Raft loop turning the core with real time, disk and network, its handle,
 //!   the wait registry, apply, compaction and the peer transport;
 //! - [`storage`]: the member's redb databases (Raft log; MVCC key space and membership);
@@ -16,6 +17,7 @@ pub mod api;
 pub mod config;
 pub mod driver;
 pub mod http;
+pub mod lease;
 pub mod member;
 pub mod metrics;
 pub mod proto;

@@ -60,6 +60,12 @@ pub struct Metrics {
     pub slow_watchers: IntGauge,
     /// Events sent to watchers.
     pub watch_events: IntCounter,
+    /// Leases granted, revoked (by a client or on expiry), renewed by keep-alives (on the
+    /// leader), and found expired by this member as leader.
+    pub leases_granted: IntCounter,
+    pub leases_revoked: IntCounter,
+    pub leases_renewed: IntCounter,
+    pub leases_expired: IntCounter,
 }
 
 /// Registering a metric failed: only possible through a programming error (duplicate name).
@@ -168,6 +174,18 @@ impl Metrics {
                 "Watchers catching up from the history (unsynced).",
             )?,
             watch_events: counter(r, "raftkv_debugging_mvcc_events_total", "Events sent to watchers.")?,
+            leases_granted: counter(r, "raftkv_debugging_lease_granted_total", "Leases granted.")?,
+            leases_revoked: counter(r, "raftkv_debugging_lease_revoked_total", "Leases revoked.")?,
+            leases_renewed: counter(
+                r,
+                "raftkv_debugging_lease_renewed_total",
+                "Leases renewed by keep-alives.",
+            )?,
+            leases_expired: counter(
+                r,
+                "raftkv_debugging_server_lease_expired_total",
+                "Leases this member, as leader, found expired.",
+            )?,
             registry,
         })
     }

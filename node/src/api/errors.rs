@@ -34,6 +34,10 @@ pub enum EtcdError {
     LeaseProvided,
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
     #[error("etcdserver: no leader")]
     NoLeader,
     #[error("etcdserver: not leader")]
@@ -85,6 +89,8 @@ impl EtcdError {
             | LeaseProvided | InvalidArgument(_) => Code::InvalidArgument,
             Compacted | FutureRevision => Code::OutOfRange,
             LeaseNotFound | MemberNotFound => Code::NotFound,
+            LeaseExists => Code::FailedPrecondition,
+            LeaseTtlTooLarge => Code::OutOfRange,
             NoLeader | LeaderChanged | Timeout | Stopped | Unhealthy | NotEnoughStartedMembers => {
                 Code::Unavailable
             }
@@ -133,6 +139,7 @@ impl From<&KvError> for EtcdError {
             KvError::LeaseProvided => EtcdError::LeaseProvided,
             KvError::KeyNotFound => EtcdError::KeyNotFound,
             KvError::LeaseNotFound => EtcdError::LeaseNotFound,
+            KvError::LeaseExists => EtcdError::LeaseExists,
             KvError::DuplicateKey => EtcdError::DuplicateKey,
             KvError::TooManyOps => EtcdError::TooManyOps,
             KvError::InvalidSortOption => EtcdError::InvalidArgument("invalid sort option".into()),

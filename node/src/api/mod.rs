@@ -9,6 +9,8 @@ pub mod context;
 pub mod errors;
 pub mod grpc_status;
 pub mod kv;
+pub mod leader_peer;
+pub mod lease;
 pub mod maintenance;
 pub mod watch;
 

@@ -24,6 +24,8 @@ use tracing::{info, warn};
 use crate::api::cluster::ClusterService;
 use crate::api::grpc_status::EtcdStatusLayer;
 use crate::api::kv::KvService;
+use crate::api::leader_peer::LeaderPeer;
+use crate::api::lease::{LeaseApi, LeaseService};
 use crate::api::maintenance::MaintenanceService;
 use crate::api::watch::WatchService;
 use crate::api::{ApiContext, Limits};
@@ -34,9 +36,11 @@ use crate::driver::{
     self, FatalError, LoopConfig, LoopExit, MAX_PEER_MESSAGE_BYTES, NodeHandle, PeerSenders,
 };
 use crate::http::{self, health::MemberHealth};
+use crate::lease::{Lessor, LessorConfig, min_ttl};
 use crate::metrics::{Metrics, MetricsError};
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
+use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::proto::kvserverpb::Member;
@@ -220,6 +224,9 @@ impl RunningMember {
         }
     }
 }
+
+/// How often the lessor looks for expired leases.
+const LEASE_TICK: Duration = Duration::from_millis(500);
 
 /// The database size limit when `--quota-backend-bytes` is 0 (etcd's default, 2 GiB).
 pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 * 1024 * 1024 * 1024;
@@ -411,6 +418,20 @@ pub async fn start_on_store(
         flags.experimental_watch_progress_notify_interval,
         limits.max_request_bytes,
     )?;
+    let lessor = Lessor::start(
+        kv.clone(),
+        handle.clone(),
+        handle.subscribe(),
+        metrics.clone(),
+        LessorConfig {
+            extend_on_promotion: election,
+            checkpoint_interval: flags.experimental_lease_checkpoint_interval,
+            tick: LEASE_TICK,
+        },
+    )?;
+    let leader_peer = Arc::new(LeaderPeer::new(handle.clone(), kv.clone(), tls.peer_client.clone()));
+    let lease_service =
+        Arc::new(LeaseService::new(ctx.clone(), lessor.clone(), leader_peer, min_ttl(election)));
     let (shutdown, shutdown_rx) = watch::channel(false);
     let client_addr = listeners.client.local_addr()?;
     let peer_addr = listeners.peer.local_addr()?;
@@ -424,6 +445,7 @@ pub async fn start_on_store(
         .add_service(KvServer::new(KvService::new(ctx.clone())).max_decoding_message_size(grpc_limit))
         .add_service(ClusterServer::new(ClusterService::new(ctx.clone())))
         .add_service(MaintenanceServer::new(MaintenanceService::new(ctx.clone())))
+        .add_service(LeaseServer::new(LeaseApi(lease_service)))
         .add_service(WatchServer::new(WatchService::new(ctx.clone(), hub, election, shutdown_rx.clone())))
         .serve_with_incoming_shutdown(nodelay_incoming(listeners.client), wait_for(shutdown_rx.clone()));
     let peer_server = peer_builder
@@ -432,7 +454,7 @@ pub async fn start_on_store(
             RaftTransportServer::new(driver::PeerService::new(started.inbox.clone(), shutdown_rx.clone()))
                 .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES),
         )
-        .add_service(PeerServer::new(peer_service::PeerService::new(kv.clone(), identity.cluster_id)))
+        .add_service(PeerServer::new(peer_service::PeerService::new(kv.clone(), identity.cluster_id, lessor)))
         .serve_with_incoming_shutdown(nodelay_incoming(listeners.peer), wait_for(shutdown_rx.clone()));
     let health = Arc::new(MemberHealth::new(
         handle.clone(),

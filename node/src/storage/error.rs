@@ -141,6 +141,9 @@ pub enum KvError {
     /// The request names a lease that does not exist.
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
+    /// A lease with the id asked for already exists.
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
     /// A transaction writes one key twice (or puts a key it also deletes) in one branch.
     #[error("etcdserver: duplicate key given in txn request")]
     DuplicateKey,

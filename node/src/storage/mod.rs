@@ -26,10 +26,13 @@ use std::sync::Arc;
 use redb::{Database, Durability, ReadableTable, StorageBackend};
 
 pub use error::{KvError, StoreError};
-pub use kv::{ApplyResult, Changes, Command, KvStore, MemberChange, Outcome};
+pub use kv::{ApplyResult, AttachedKeys, Changes, Command, KvStore, LeaseChange, MemberChange, Outcome};
 pub use raft_log::RedbRaftStorage;
 
-use tables::{KEY_REVS, KV, LOG_META, MEMBERS, MEMBERSHIP, META, META_REVISION, RAFT_LOG, RAFT_STATE, REVS};
+use tables::{
+    KEY_REVS, KV, LEASE_KEYS, LEASES, LOG_META, MEMBERS, MEMBERSHIP, META, META_REVISION, RAFT_LOG,
+    RAFT_STATE, REVS,
+};
 
 /// File name of the state-machine database inside the data directory.
 pub const DB_FILE: &str = "member.redb";
@@ -114,6 +117,8 @@ fn init_tables(db: &Database, part: Part) -> Result<(), StoreError> {
             txn.open_table(REVS)?;
             txn.open_table(KEY_REVS)?;
             txn.open_table(MEMBERS)?;
+            txn.open_table(LEASES)?;
+            txn.open_table(LEASE_KEYS)?;
         }
     }
     txn.commit()?;

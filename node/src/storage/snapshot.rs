@@ -4,14 +4,14 @@
 use prost::Message;
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 
-use crate::proto::kvserverpb::{HistoryEntry, Member, SnapshotData};
+use crate::proto::kvserverpb::{HistoryEntry, LeaseRecord, Member, SnapshotData};
 use crate::proto::mvccpb::event::EventType;
 
 use super::codec::{KvRef, decode_event};
 use super::error::StoreError;
 use super::tables::{
-    KEY_REVS, KV, MEMBERS, META, META_APPLIED_INDEX, META_CLUSTER_ID, META_COMPACT_REVISION, META_REVISION,
-    REVS, get_compact_rev, get_rev, get_u64, set_rev,
+    KEY_REVS, KV, LEASE_KEYS, LEASES, MEMBERS, META, META_APPLIED_INDEX, META_CLUSTER_ID,
+    META_COMPACT_REVISION, META_REVISION, REVS, get_compact_rev, get_rev, get_u64, set_rev,
 };
 
 /// Reads the whole state machine as of the transaction. Tables are read in key order, so
@@ -34,6 +34,9 @@ pub(crate) fn build(txn: &ReadTransaction) -> Result<SnapshotData, StoreError> {
         let (revision, sub) = k.value();
         data.history.push(HistoryEntry { revision, sub, event: Some(decode_event(v.value())?) });
     }
+    for item in txn.open_table(LEASES)?.iter()? {
+        data.leases.push(LeaseRecord::decode(item?.1.value()).map_err(|e| StoreError::decode("leases", e))?);
+    }
     Ok(data)
 }
 
@@ -44,6 +47,8 @@ pub(crate) fn restore(txn: &WriteTransaction, data: &SnapshotData) -> Result<(),
     txn.delete_table(REVS)?;
     txn.delete_table(KEY_REVS)?;
     txn.delete_table(MEMBERS)?;
+    txn.delete_table(LEASES)?;
+    txn.delete_table(LEASE_KEYS)?;
     let mut meta = txn.open_table(META)?;
     meta.insert(META_APPLIED_INDEX, data.applied_index)?;
     meta.insert(META_CLUSTER_ID, data.cluster_id)?;
@@ -53,6 +58,11 @@ pub(crate) fn restore(txn: &WriteTransaction, data: &SnapshotData) -> Result<(),
     for m in &data.members {
         members.insert(m.id, m.encode_to_vec().as_slice())?;
     }
+    let mut leases = txn.open_table(LEASES)?;
+    for l in &data.leases {
+        leases.insert(l.id, l.encode_to_vec().as_slice())?;
+    }
+    let mut lease_keys = txn.open_table(LEASE_KEYS)?;
     let mut kv = txn.open_table(KV)?;
     let mut revs = txn.open_table(REVS)?;
     let mut key_revs = txn.open_table(KEY_REVS)?;
@@ -66,9 +76,20 @@ pub(crate) fn restore(txn: &WriteTransaction, data: &SnapshotData) -> Result<(),
             ev.kv.as_ref().ok_or_else(|| StoreError::InvalidSnapshot("history event without kv".into()))?;
         revs.insert((h.revision, h.sub), ev.encode_to_vec().as_slice())?;
         key_revs.insert((stored.key.as_slice(), h.revision, h.sub), ())?;
+        // A key's current record is its last history entry; its lease attachment follows it.
+        if let Some(old) = kv.get(stored.key.as_slice())? {
+            let lease = super::codec::decode_kv(&stored.key, old.value())?.lease;
+            drop(old);
+            if lease != 0 {
+                lease_keys.remove((lease, stored.key.as_slice()))?;
+            }
+        }
         if ev.r#type == EventType::Delete as i32 {
             kv.remove(stored.key.as_slice())?;
         } else {
+            if stored.lease != 0 {
+                lease_keys.insert((stored.lease, stored.key.as_slice()), ())?;
+            }
             buf.clear();
             KvRef {
                 key: b"",

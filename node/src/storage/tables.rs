@@ -45,6 +45,10 @@ pub(crate) const REVS: TableDefinition<(i64, i64), &[u8]> = TableDefinition::new
 pub(crate) const KEY_REVS: TableDefinition<(&[u8], i64, i64), ()> = TableDefinition::new("key_revs");
 /// Cluster membership: member id -> prost-encoded `kvserverpb::Member`.
 pub(crate) const MEMBERS: TableDefinition<u64, &[u8]> = TableDefinition::new("members");
+/// Leases by id: an encoded `LeaseRecord`.
+pub(crate) const LEASES: TableDefinition<i64, &[u8]> = TableDefinition::new("leases");
+/// The keys attached to each lease, by (lease, key): what a revoke deletes.
+pub(crate) const LEASE_KEYS: TableDefinition<(i64, &[u8]), ()> = TableDefinition::new("lease_keys");
 
 pub(crate) const CONF_STATE: &str = "conf_state";
 

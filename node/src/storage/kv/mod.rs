@@ -7,33 +7,39 @@
 
 mod compact;
 mod keys;
+mod lease;
 mod range;
 pub mod validate;
 mod write;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::mpsc;
 
 use prost::Message;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 
 use crate::proto::etcdserverpb::{
-    CompactionResponse, DeleteRangeResponse, PutResponse, RangeRequest, RangeResponse, TxnResponse,
+    CompactionResponse, DeleteRangeResponse, LeaseGrantResponse, LeaseRevokeResponse, PutResponse,
+    RangeRequest, RangeResponse, TxnResponse,
 };
-use crate::proto::kvserverpb::{InternalRequest, Member, SnapshotData, internal_request};
+use crate::proto::kvserverpb::{InternalRequest, LeaseRecord, Member, SnapshotData, internal_request};
 use crate::proto::mvccpb;
 use crate::proto::raftpb::{ConfState, SnapshotMetadata};
 
 use super::error::{KvError, StoreError};
 use super::snapshot;
 use super::tables::{
-    CONF_STATE, KEY_REVS, KV, MEMBERS, MEMBERSHIP, META, META_APPLIED_INDEX, META_CLUSTER_ID,
-    META_INSTALLED_SNAPSHOT_INDEX, META_INSTALLED_SNAPSHOT_TERM, META_LOCAL_MEMBER_ID, META_REVISION, REVS,
-    get_compact_rev, get_msg, get_rev, get_u64, put_msg,
+    CONF_STATE, KEY_REVS, KV, LEASE_KEYS, LEASES, MEMBERS, MEMBERSHIP, META, META_APPLIED_INDEX,
+    META_CLUSTER_ID, META_INSTALLED_SNAPSHOT_INDEX, META_INSTALLED_SNAPSHOT_TERM, META_LOCAL_MEMBER_ID,
+    META_REVISION, REVS, get_compact_rev, get_msg, get_rev, get_u64, put_msg,
 };
 use keys::{KeyRange, event_kv};
 use range::ReadView;
 use write::Writer;
+
+pub use lease::{AttachedKeys, LeaseChange};
 
 /// What one log entry asks of the state machine.
 #[derive(Debug, Clone, Copy)]
@@ -88,6 +94,10 @@ pub enum Outcome {
     Txn(TxnResponse),
     /// History was compacted; the revision does not change.
     Compaction(CompactionResponse),
+    /// A lease was granted (the revision does not change).
+    LeaseGrant(LeaseGrantResponse),
+    /// A lease was revoked, its keys deleted at one new revision (if it had any).
+    LeaseRevoke(LeaseRevokeResponse),
     /// The request was refused (with etcd's reason); the state is unchanged but the entry
     /// counts as applied.
     Rejected(KvError),
@@ -122,6 +132,8 @@ pub struct KvStore {
     /// The applied index as of the last durable commit: the log must keep every entry above
     /// it, because a crash takes the state machine back to it.
     durable_applied: Arc<AtomicU64>,
+    /// Where lease changes go once applied (the lessor), if anyone listens.
+    lease_feed: Arc<Mutex<Option<mpsc::UnboundedSender<LeaseChange>>>>,
 }
 
 impl KvStore {
@@ -132,7 +144,7 @@ impl KvStore {
             let txn = db.begin_read()?;
             get_u64(&txn.open_table(META)?, META_APPLIED_INDEX)?
         };
-        Ok(KvStore { db, durable_applied: Arc::new(AtomicU64::new(applied)) })
+        Ok(KvStore { db, durable_applied: Arc::new(AtomicU64::new(applied)), lease_feed: Arc::default() })
     }
 
     /// Makes every earlier apply durable (one fsync of the state-machine database) and returns
@@ -195,6 +207,7 @@ impl KvStore {
         }
         txn.commit()?;
         self.note_durable(meta.index);
+        self.tell_lessor(vec![LeaseChange::Reset]);
         Ok(())
     }
 
@@ -345,6 +358,7 @@ impl KvStore {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::None)?;
         let mut results = Vec::with_capacity(cmds.len());
+        let lease_changes;
         {
             let mut w = Writer::open(&txn)?;
             for &(index, cmd) in cmds {
@@ -386,9 +400,64 @@ impl KvStore {
                 results.push(ApplyResult { index, request_id: request_id(cmd), revision, outcome });
             }
             w.save_meta()?;
+            lease_changes = std::mem::take(&mut w.lease_changes);
         }
         txn.commit()?;
+        self.tell_lessor(lease_changes);
         Ok(results)
+    }
+
+    /// Sends what applied entries did to the leases to the lessor, once they are committed.
+    pub(crate) fn tell_lessor(&self, changes: Vec<LeaseChange>) {
+        if changes.is_empty() {
+            return;
+        }
+        let mut feed = self.lease_feed.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(tx) = feed.as_ref() {
+            for change in changes {
+                if tx.send(change).is_err() {
+                    *feed = None;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// From now on, every lease granted, revoked or checkpointed by an apply (and a table
+    /// replaced by a snapshot) is told on the returned channel. One listener at a time.
+    pub fn watch_leases(&self) -> mpsc::UnboundedReceiver<LeaseChange> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        *self.lease_feed.lock().unwrap_or_else(PoisonError::into_inner) = Some(tx);
+        rx
+    }
+
+    /// Every lease, by id.
+    pub fn leases(&self) -> Result<Vec<LeaseRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let mut out = Vec::new();
+        for item in txn.open_table(LEASES)?.iter()? {
+            out.push(lease::decode_lease(item?.1.value())?);
+        }
+        Ok(out)
+    }
+
+    /// One lease and, with `keys`, the keys attached to it (in key order).
+    pub fn lease(&self, id: i64, keys: bool) -> Result<Option<AttachedKeys>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let Some(stored) = txn.open_table(LEASES)?.get(id)? else { return Ok(None) };
+        let record = lease::decode_lease(stored.value())?;
+        let mut attached = Vec::new();
+        if keys {
+            for item in txn.open_table(LEASE_KEYS)?.range((id, &[][..])..)? {
+                let (k, _) = item?;
+                let (lease, key) = k.value();
+                if lease != id {
+                    break;
+                }
+                attached.push(key.to_vec());
+            }
+        }
+        Ok(Some(AttachedKeys { record, keys: attached }))
     }
 
     /// Reads the history from `start_revision` on, whole revisions at a time, stopping once
@@ -464,6 +533,9 @@ fn apply_request(w: &mut Writer<'_>, req: &InternalRequest) -> Result<Outcome, S
         Some(Request::DeleteRange(d)) => w.delete_range(d).map(Outcome::DeleteRange),
         Some(Request::Txn(t)) => w.txn(t).map(Outcome::Txn),
         Some(Request::Compaction(c)) => w.compact(c.revision).map(Outcome::Compaction),
+        Some(Request::LeaseGrant(g)) => w.lease_grant(g).map(Outcome::LeaseGrant),
+        Some(Request::LeaseRevoke(r)) => w.lease_revoke(r).map(Outcome::LeaseRevoke),
+        Some(Request::LeaseCheckpoint(c)) => return w.lease_checkpoint(c).map(|()| Outcome::Applied),
         // Membership records are applied by `apply_batch` directly (they touch no key).
         Some(Request::MemberAttributes(_) | Request::MemberPeerUpdate(_)) => return Ok(Outcome::Applied),
     };

@@ -11,9 +11,11 @@ use crate::proto::mvccpb::{KeyValue, event::EventType};
 use crate::storage::codec::{KvRef, decode_kv};
 use crate::storage::error::{KvError, StoreError};
 use crate::storage::tables::{
-    KEY_REVS, KV, META, META_APPLIED_INDEX, META_COMPACT_REVISION, META_REVISION, REVS, get_compact_rev,
-    get_rev, get_u64, set_rev,
+    KEY_REVS, KV, LEASE_KEYS, LEASES, META, META_APPLIED_INDEX, META_COMPACT_REVISION, META_REVISION, REVS,
+    get_compact_rev, get_rev, get_u64, set_rev,
 };
+
+use super::lease::LeaseChange;
 
 use super::keys::{KeyRange, scan_current};
 use super::range::{ReadView, check_revision, range};
@@ -26,6 +28,10 @@ pub(crate) struct Writer<'t> {
     pub key_revs: Table<'t, (&'static [u8], i64, i64), ()>,
     pub revs: Table<'t, (i64, i64), &'static [u8]>,
     pub meta: Table<'t, &'static str, u64>,
+    pub leases: Table<'t, i64, &'static [u8]>,
+    pub lease_keys: Table<'t, (i64, &'static [u8]), ()>,
+    /// Leases granted, revoked or checkpointed by this transaction, for the lessor.
+    pub lease_changes: Vec<LeaseChange>,
     /// Revision of the last request that changed something.
     pub revision: i64,
     pub compact_revision: i64,
@@ -47,6 +53,9 @@ impl<'t> Writer<'t> {
             key_revs: txn.open_table(KEY_REVS)?,
             revs: txn.open_table(REVS)?,
             meta,
+            leases: txn.open_table(LEASES)?,
+            lease_keys: txn.open_table(LEASE_KEYS)?,
+            lease_changes: Vec::new(),
             revision,
             compact_revision,
             applied_index,
@@ -82,7 +91,7 @@ impl<'t> Writer<'t> {
         if self.sub > 0 { self.revision + 1 } else { self.revision }
     }
 
-    fn header(&self) -> Option<ResponseHeader> {
+    pub(crate) fn header(&self) -> Option<ResponseHeader> {
         Some(ResponseHeader { revision: self.view_revision(), ..Default::default() })
     }
 
@@ -98,7 +107,7 @@ impl<'t> Writer<'t> {
         range(&view, req)
     }
 
-    fn current(&self, key: &[u8]) -> Result<Option<KeyValue>, StoreError> {
+    pub(crate) fn current(&self, key: &[u8]) -> Result<Option<KeyValue>, StoreError> {
         match self.kv.get(key)? {
             Some(v) => Ok(Some(decode_kv(key, v.value())?)),
             None => Ok(None),
@@ -122,8 +131,7 @@ impl<'t> Writer<'t> {
         if (req.ignore_value || req.ignore_lease) && self.kv.get(req.key.as_slice())?.is_none() {
             return Err(KvError::KeyNotFound);
         }
-        if !req.ignore_lease && req.lease != 0 {
-            // No lease exists until the Lease service is implemented.
+        if !req.ignore_lease && req.lease != 0 && self.leases.get(req.lease)?.is_none() {
             return Err(KvError::LeaseNotFound);
         }
         Ok(())
@@ -153,6 +161,15 @@ impl<'t> Writer<'t> {
             Some(p) => (p.create_revision, p.version + 1),
             None => (rev, 1),
         };
+        let old_lease = prev.as_ref().map_or(0, |p| p.lease);
+        if old_lease != lease {
+            if old_lease != 0 {
+                self.lease_keys.remove((old_lease, req.key.as_slice()))?;
+            }
+            if lease != 0 {
+                self.lease_keys.insert((lease, req.key.as_slice()), ())?;
+            }
+        }
         let mut kv = KvRef { key: b"", create_revision, mod_revision: rev, version, value, lease };
         self.buf.clear();
         kv.encode(&mut self.buf);
@@ -174,19 +191,33 @@ impl<'t> Writer<'t> {
             keys.push(k.to_vec());
             Ok(true)
         })?;
-        let rev = self.revision + 1;
         let mut prev_kvs = Vec::new();
         for key in &keys {
+            if let Some(prev) = self.delete_key(key)?
+                && req.prev_kv
             {
-                let removed = self.kv.remove(key.as_slice())?;
-                if let (true, Some(v)) = (req.prev_kv, removed) {
-                    prev_kvs.push(decode_kv(key, v.value())?);
-                }
+                prev_kvs.push(prev);
             }
-            let tomb = KvRef { key, create_revision: 0, mod_revision: rev, version: 0, value: b"", lease: 0 };
-            self.record(EventType::Delete, &tomb)?;
         }
         Ok(DeleteRangeResponse { header: self.header(), deleted: keys.len() as i64, prev_kvs })
+    }
+
+    /// Deletes one live key at this request's revision, detaching it from its lease; returns
+    /// what it held.
+    pub(crate) fn delete_key(&mut self, key: &[u8]) -> Result<Option<KeyValue>, StoreError> {
+        let removed = match self.kv.remove(key)? {
+            Some(v) => Some(decode_kv(key, v.value())?),
+            None => None,
+        };
+        if let Some(prev) = &removed
+            && prev.lease != 0
+        {
+            self.lease_keys.remove((prev.lease, key))?;
+        }
+        let rev = self.revision + 1;
+        let tomb = KvRef { key, create_revision: 0, mod_revision: rev, version: 0, value: b"", lease: 0 };
+        self.record(EventType::Delete, &tomb)?;
+        Ok(removed)
     }
 
     /// A Txn request: compares and checks against the state before it, then the chosen ops.
