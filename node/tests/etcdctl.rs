@@ -339,3 +339,38 @@ async fn etcdctl_watch_key_prefix_history_prev_kv_and_interactive_progress() {
     assert!(interactive.contains("progress notify:"), "{interactive}");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn etcdctl_lease_commands() {
+    if !etcdctl_available() {
+        return;
+    }
+    let cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_leader().await;
+    // Through a follower: its keep-alives and time-to-live questions go to the leader.
+    let follower = vec![cluster.endpoint((leader + 1) % 3)];
+    let out = ok(&follower, &["lease", "grant", "60"]).await;
+    // "lease 694d77aa9e38260f granted with TTL(60s)"
+    let id = out.split_whitespace().nth(1).expect("lease id").to_string();
+    assert!(out.contains("granted with TTL(60s)"), "{out}");
+    assert_eq!(ok(&follower, &["put", "leased", "v", &format!("--lease={id}")]).await.trim(), "OK");
+    let out = ok(&follower, &["lease", "timetolive", &id, "--keys"]).await;
+    assert!(
+        out.contains("granted with TTL(60s), remaining(") && out.contains("attached keys([leased])"),
+        "{out}"
+    );
+    let out = ok(&follower, &["lease", "list"]).await;
+    assert!(out.contains("found 1 leases") && out.contains(&id), "{out}");
+    let out = ok(&follower, &["lease", "keep-alive", "--once", &id]).await;
+    assert!(out.contains(&format!("lease {id} keepalived with TTL(60)")), "{out}");
+    let out = ok(&follower, &["lease", "revoke", &id]).await;
+    assert!(out.contains(&format!("lease {id} revoked")), "{out}");
+    assert_eq!(ok(&follower, &["get", "leased"]).await.trim(), "");
+    let out = ok(&follower, &["lease", "timetolive", &id]).await;
+    assert!(out.contains("already expired"), "{out}");
+    let (success, out) = etcdctl(&follower, &["lease", "revoke", &id], None).await;
+    assert!(!success && out.contains("requested lease not found"), "{out}");
+    let (success, out) = etcdctl(&follower, &["put", "k", "v", "--lease=1234abcd"], None).await;
+    assert!(!success && out.contains("requested lease not found"), "{out}");
+    cluster.shutdown().await;
+}
