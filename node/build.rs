@@ -3,8 +3,15 @@
 use std::path::PathBuf;
 
 /// Proto files compiled into the crate, relative to the repository's `proto/` folder.
-const PROTOS: &[&str] =
-    &["etcd/kv.proto", "etcd/auth.proto", "etcd/rpc.proto", "kvserver.proto", "peer.proto"];
+const PROTOS: &[&str] = &[
+    "etcd/kv.proto",
+    "etcd/auth.proto",
+    "etcd/rpc.proto",
+    "etcd/v3lock.proto",
+    "etcd/v3election.proto",
+    "kvserver.proto",
+    "peer.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../proto");

@@ -374,3 +374,70 @@ async fn etcdctl_lease_commands() {
     assert!(!success && out.contains("requested lease not found"), "{out}");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn etcdctl_lock_and_elect_interoperate_with_the_lock_and_election_services() {
+    if !etcdctl_available() {
+        return;
+    }
+    let cluster = TestCluster::start(3).await;
+    cluster.wait_leader().await;
+    let eps = cluster.endpoints();
+    // etcdctl runs etcd's lock recipe on the client side; it queues behind a holder that
+    // locked through the Lock service, because both key waiters the same way.
+    let mut c = cluster.client().await;
+    let lease = c.lease_grant(30, None).await.expect("grant").id();
+    let held = c.lock("shared", Some(etcd_client::LockOptions::new().with_lease(lease))).await.expect("lock");
+    let mut locker = tokio::spawn({
+        let eps = eps.clone();
+        async move { etcdctl(&eps, &["lock", "shared", "echo", "ran-under-the-lock"], None).await }
+    });
+    let counted = c.clone();
+    eventually("etcdctl to queue for the lock", || {
+        let mut c = counted.clone();
+        async move {
+            let opts = etcd_client::GetOptions::new().with_prefix().with_count_only();
+            c.get("shared/", Some(opts)).await.is_ok_and(|r| r.count() == 2)
+        }
+    })
+    .await;
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(500), &mut locker).await.is_err(),
+        "etcdctl must wait for the holder"
+    );
+    c.unlock(held.key()).await.expect("unlock");
+    let (success, out) = locker.await.expect("join");
+    assert!(success && out.contains("ran-under-the-lock"), "{out}");
+
+    // An election campaigned through the Election service, observed by etcdctl.
+    let won = c.campaign("jobs", "from-the-service", lease).await.expect("campaign");
+    let key = format!("jobs/{lease:x}");
+    let observed =
+        etcdctl_until(&eps, &["elect", "-l", "jobs"], "", |o| o.contains("from-the-service")).await;
+    assert!(observed.contains(&format!("{key}\nfrom-the-service")), "{observed}");
+    let leader = won.leader().expect("leader key");
+    let resign = etcd_client::LeaderKey::new()
+        .with_name(leader.name())
+        .with_key(leader.key())
+        .with_rev(leader.rev())
+        .with_lease(leader.lease());
+    c.resign(Some(etcd_client::ResignOptions::new().with_leader(resign))).await.expect("resign");
+    // etcdctl campaigns (client side) and the Election service reports it as the leader.
+    let campaigner = tokio::spawn({
+        let eps = eps.clone();
+        async move {
+            etcdctl_until(&eps, &["elect", "jobs", "from-etcdctl"], "", |o| o.contains("from-etcdctl")).await
+        }
+    });
+    let asked = c.clone();
+    eventually("the Election service to name etcdctl the leader", || {
+        let mut c = asked.clone();
+        async move {
+            c.leader("jobs").await.is_ok_and(|r| r.kv().is_some_and(|kv| kv.value() == b"from-etcdctl"))
+        }
+    })
+    .await;
+    let out = campaigner.await.expect("join");
+    assert!(out.contains("from-etcdctl"), "{out}");
+    cluster.shutdown().await;
+}

@@ -13,16 +13,8 @@ use etcd_client::{
 };
 use kvnode::proto::etcdserverpb::LeaseKeepAliveRequest;
 use kvnode::proto::etcdserverpb::lease_client::LeaseClient;
-use support::{TestCluster, eventually};
+use support::{TestCluster, eventually, refusal};
 use tokio::time::{Instant, timeout};
-
-/// The code and message of a failed call.
-fn refusal(e: etcd_client::Error) -> (tonic::Code, String) {
-    match e {
-        etcd_client::Error::GRpcStatus(s) => (s.code(), s.message().to_string()),
-        other => panic!("expected a gRPC status, got {other}"),
-    }
-}
 
 async fn time_to_live(client: &mut Client, id: i64) -> (i64, i64, Vec<String>) {
     let r =

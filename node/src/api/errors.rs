@@ -74,6 +74,16 @@ pub enum EtcdError {
     NoSpace,
     #[error("etcdserver: too many requests")]
     TooManyRequests,
+    /// The Lock and Election services' own errors carry no `etcdserver:` prefix and no code
+    /// (etcd's recipes return plain Go errors, which gRPC sends as Unknown).
+    #[error("election: not leader")]
+    ElectionNotLeader,
+    #[error("election: no leader")]
+    ElectionNoLeader,
+    #[error("\"leader\" field must be provided")]
+    MissingLeaderKey,
+    #[error("session expired")]
+    SessionExpired,
     #[error("etcdserver: invalid argument: {0}")]
     InvalidArgument(String),
     #[error("etcdserver: {0}")]
@@ -97,6 +107,7 @@ impl EtcdError {
             NotLeader | PeerUrlExists | MemberExists | MemberNotLearner | LearnerNotReady
             | BadLeaderTransferee | TransferInProgress | ConfChangePending => Code::FailedPrecondition,
             NotCapable => Code::Unimplemented,
+            ElectionNotLeader | ElectionNoLeader | MissingLeaderKey | SessionExpired => Code::Unknown,
             NoSpace | TooManyRequests => Code::ResourceExhausted,
             Internal(_) => Code::Internal,
         }

@@ -60,6 +60,32 @@ impl LeaseService {
         (self.next_id.fetch_add(1, Ordering::Relaxed) & i64::MAX).max(1)
     }
 
+    /// Grants a lease: a TTL below the minimum is raised (here, so every member applies the
+    /// same), an id of 0 is drawn by the server (again if it collides).
+    pub async fn grant(&self, mut req: LeaseGrantRequest) -> Result<LeaseGrantResponse, EtcdError> {
+        if req.ttl > MAX_TTL {
+            return Err(EtcdError::LeaseTtlTooLarge);
+        }
+        req.ttl = req.ttl.max(self.min_ttl);
+        let chosen = req.id == 0;
+        for _ in 0..ID_ATTEMPTS {
+            if chosen {
+                req.id = self.draw_id();
+            }
+            let applied = self.ctx.propose(Write::LeaseGrant(req)).await?;
+            match applied.outcome {
+                Outcome::LeaseGrant(mut resp) => {
+                    resp.header = Some(self.ctx.header(applied.revision));
+                    return Ok(resp);
+                }
+                Outcome::Rejected(KvError::LeaseExists) if chosen => continue,
+                Outcome::Rejected(e) => return Err(EtcdError::from(&e)),
+                _ => return Err(EtcdError::Internal("unexpected apply result".into())),
+            }
+        }
+        Err(EtcdError::LeaseExists)
+    }
+
     /// Renews a lease wherever its clock runs; `Ok(0)` when it does not exist (or expired).
     async fn renew(&self, id: i64) -> Result<i64, EtcdError> {
         let deadline = Instant::now() + self.ctx.limits.request_timeout;
@@ -169,30 +195,7 @@ impl Lease for LeaseApi {
         &self,
         request: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
-        let s = &self.0;
-        let mut req = request.into_inner();
-        if req.ttl > MAX_TTL {
-            return Err(EtcdError::LeaseTtlTooLarge.into());
-        }
-        // Raised here, so that every member applies the same TTL.
-        req.ttl = req.ttl.max(s.min_ttl);
-        let chosen = req.id == 0;
-        for _ in 0..ID_ATTEMPTS {
-            if chosen {
-                req.id = s.draw_id();
-            }
-            let applied = s.ctx.propose(Write::LeaseGrant(req)).await?;
-            match applied.outcome {
-                Outcome::LeaseGrant(mut resp) => {
-                    resp.header = Some(s.ctx.header(applied.revision));
-                    return Ok(Response::new(resp));
-                }
-                Outcome::Rejected(KvError::LeaseExists) if chosen => continue,
-                Outcome::Rejected(e) => return Err(EtcdError::from(&e).into()),
-                _ => return Err(EtcdError::Internal("unexpected apply result".into()).into()),
-            }
-        }
-        Err(EtcdError::LeaseExists.into())
+        Ok(Response::new(self.0.grant(request.into_inner()).await?))
     }
 
     async fn lease_revoke(

@@ -6,12 +6,15 @@
 
 pub mod cluster;
 pub mod context;
+pub mod election;
 pub mod errors;
 pub mod grpc_status;
 pub mod kv;
 pub mod leader_peer;
 pub mod lease;
+pub mod lock;
 pub mod maintenance;
+pub mod recipes;
 pub mod watch;
 
 pub use context::{ApiContext, Limits};

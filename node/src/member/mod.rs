@@ -22,11 +22,14 @@ use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 
 use crate::api::cluster::ClusterService;
+use crate::api::election::ElectionService;
 use crate::api::grpc_status::EtcdStatusLayer;
 use crate::api::kv::KvService;
 use crate::api::leader_peer::LeaderPeer;
 use crate::api::lease::{LeaseApi, LeaseService};
+use crate::api::lock::LockService;
 use crate::api::maintenance::MaintenanceService;
+use crate::api::recipes::Recipes;
 use crate::api::watch::WatchService;
 use crate::api::{ApiContext, Limits};
 use crate::config::{
@@ -46,6 +49,8 @@ use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::proto::kvserverpb::Member;
 use crate::proto::peerpb::peer_server::PeerServer;
 use crate::proto::peerpb::raft_transport_server::RaftTransportServer;
+use crate::proto::v3electionpb::election_server::ElectionServer;
+use crate::proto::v3lockpb::lock_server::LockServer;
 use crate::raft::{Config as RaftConfig, RaftError, RawNode, bootstrap_with_context};
 use crate::storage::{KvError, Store, StoreError};
 use crate::tls::{NodeTls, PeerTls, TlsError};
@@ -432,6 +437,7 @@ pub async fn start_on_store(
     let leader_peer = Arc::new(LeaderPeer::new(handle.clone(), kv.clone(), tls.peer_client.clone()));
     let lease_service =
         Arc::new(LeaseService::new(ctx.clone(), lessor.clone(), leader_peer, min_ttl(election)));
+    let recipes = Arc::new(Recipes::new(ctx.clone(), hub.clone(), lease_service.clone()));
     let (shutdown, shutdown_rx) = watch::channel(false);
     let client_addr = listeners.client.local_addr()?;
     let peer_addr = listeners.peer.local_addr()?;
@@ -446,6 +452,8 @@ pub async fn start_on_store(
         .add_service(ClusterServer::new(ClusterService::new(ctx.clone())))
         .add_service(MaintenanceServer::new(MaintenanceService::new(ctx.clone())))
         .add_service(LeaseServer::new(LeaseApi(lease_service)))
+        .add_service(LockServer::new(LockService::new(recipes.clone())))
+        .add_service(ElectionServer::new(ElectionService::new(recipes)))
         .add_service(WatchServer::new(WatchService::new(ctx.clone(), hub, election, shutdown_rx.clone())))
         .serve_with_incoming_shutdown(nodelay_incoming(listeners.client), wait_for(shutdown_rx.clone()));
     let peer_server = peer_builder

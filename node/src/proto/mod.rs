@@ -26,6 +26,18 @@ pub mod etcdserverpb {
     pub use super::txn::TxnRequest;
 }
 
+/// etcd's Lock service (`proto/etcd/v3lock.proto`).
+#[allow(clippy::all, missing_docs)]
+pub mod v3lockpb {
+    tonic::include_proto!("v3lockpb");
+}
+
+/// etcd's Election service (`proto/etcd/v3election.proto`).
+#[allow(clippy::all, missing_docs)]
+pub mod v3electionpb {
+    tonic::include_proto!("v3electionpb");
+}
+
 /// raftkv's own persisted formats: log commands, members, snapshot data (`proto/kvserver.proto`).
 #[allow(clippy::all, missing_docs)]
 pub mod kvserverpb {

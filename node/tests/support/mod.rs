@@ -188,6 +188,14 @@ impl TestCluster {
     }
 }
 
+/// The code and message of a call etcd-client saw fail with a gRPC status.
+pub fn refusal(e: etcd_client::Error) -> (tonic::Code, String) {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => (s.code(), s.message().to_string()),
+        other => panic!("expected a gRPC status, got {other}"),
+    }
+}
+
 /// Binds exactly the ports in `flags` (a restarted member keeps its addresses).
 pub async fn bind_exact(flags: &NodeFlags) -> Listeners {
     raftkv_testkit::retry("cannot rebind", || Listeners::bind(flags)).await
