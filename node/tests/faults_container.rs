@@ -217,22 +217,10 @@ async fn run_suite(n: usize) {
         Ok(f) => f,
         Err(e) => panic!("{label}: seed {seed}: {e}; container logs in {:?}", cluster.keep_logs()),
     };
-    let history = workload.rec.history();
-    let s = workload::summarize(&history);
-    println!(
-        "{label}: seed {seed}: {} operations ({} ok, {} unknown, {} failed), {} faults {counts:?}",
-        s.total,
-        s.ok,
-        s.unknown,
-        s.failed,
-        counts.total()
-    );
-    let names: Vec<String> = cluster.members.iter().map(|m| m.name.clone()).collect();
-    println!("{label}: requests by member\n{}", workload.members.report(&names));
-    println!("{label}: why requests did not succeed\n{}", workload.reasons());
     assert!(counts.total() > 0, "the nemesis injected no fault");
-    if let Err(verdict) = workload::verify(&label, &history, &finals, &workload.members, &names) {
-        let file = workload.save(&history, &label, seed);
+    let names: Vec<String> = cluster.members.iter().map(|m| m.name.clone()).collect();
+    let faults = format!("{} faults {counts:?}", counts.total());
+    if let Err((verdict, file)) = workload.conclude(&label, seed, &faults, &finals, &names) {
         let logs = match verdict {
             Verdict::TooFewOps(_) => None,
             _ => Some(cluster.keep_logs()),

@@ -379,22 +379,11 @@ async fn linearizable_under_process_faults() {
         Ok(f) => f,
         Err(e) => panic!("seed {seed}: {e}; node logs in {:?}", cluster.keep_logs()),
     };
-    let history = workload.rec.history();
-    let s = workload::summarize(&history);
-    println!(
-        "faults_process: seed {seed}: {} operations ({} ok, {} unknown, {} failed), {} faults {counts:?}",
-        s.total,
-        s.ok,
-        s.unknown,
-        s.failed,
-        counts.total()
-    );
-    let names = cluster.names();
-    println!("faults_process: requests by member\n{}", workload.members.report(&names));
-    println!("faults_process: why requests did not succeed\n{}", workload.reasons());
     assert!(counts.total() > 0, "the nemesis injected no fault");
-    if let Err(verdict) = workload::verify("faults_process", &history, &finals, &workload.members, &names) {
-        let file = workload.save(&history, "faults_process", seed);
+    let faults = format!("{} faults {counts:?}", counts.total());
+    if let Err((verdict, file)) =
+        workload.conclude("faults_process", seed, &faults, &finals, &cluster.names())
+    {
         let logs = match verdict {
             Verdict::TooFewOps(_) => None,
             _ => Some(cluster.keep_logs()),

@@ -229,6 +229,33 @@ impl Workload {
         rows.iter().map(|(r, (u, f))| format!("{u:>7} unknown {f:>7} failed  {r}\n")).collect()
     }
 
+    /// Prints the run's report under `label` (operations by outcome, `faults`, requests by member,
+    /// why requests did not succeed) and runs [`verify`] on the history. On failure the history
+    /// is saved ([`Workload::save`]) and returned with the verdict; `RAFTKV_KEEP_HISTORY=1` saves
+    /// it after a passing run too.
+    pub fn conclude(
+        &self,
+        label: &str,
+        seed: u64,
+        faults: &str,
+        finals: &[HashMap<String, Option<String>>],
+        names: &[String],
+    ) -> Result<(), (Verdict, PathBuf)> {
+        let history = self.rec.history();
+        let s = summarize(&history);
+        println!(
+            "{label}: seed {seed}: {} operations ({} ok, {} unknown, {} failed), {faults}",
+            s.total, s.ok, s.unknown, s.failed
+        );
+        println!("{label}: requests by member\n{}", self.members.report(names));
+        println!("{label}: why requests did not succeed\n{}", self.reasons());
+        let verdict = verify(label, &history, finals, &self.members, names);
+        if verdict.is_ok() && env_u64("RAFTKV_KEEP_HISTORY") == Some(1) {
+            println!("{label}: history in {}", self.save(&history, label, seed).display());
+        }
+        verdict.map_err(|v| (v, self.save(&history, label, seed)))
+    }
+
     /// Writes the whole history as JSON next to the temp files, for replaying the check
     /// (`DbHistory::read_json_file`) after a failed run, and which member served each request
     /// (`<op id> <member index>` lines); returns the history's path.
