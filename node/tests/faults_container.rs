@@ -1,10 +1,12 @@
 //! Container-level fault injection: 3- and 5-member raftkv clusters as Docker containers from
 //! the locally built `raftkv/kvnode` image (see `container/mod.rs` for the layout), the shared
-//! concurrent workload (`workload/mod.rs`) recorded as a history, and a seeded nemesis: the
+//! workload (`workload/mod.rs`: clients pinned to every member, whole-database history), and a
+//! seeded nemesis: the
 //! leader partitioned from the majority, a majority/minority split, a bridge partition, one
 //! member isolated from the network, `docker kill` + restart with its volume, pause/unpause.
-//! After healing: a leader must be recovered, the history linearizable (kvcheck) and every
-//! acknowledged write readable or superseded.
+//! After healing: a leader must be recovered, the history linearizable (kvcheck's whole-database
+//! and per-key checks), every acknowledged write readable or superseded, and every member must
+//! have served.
 //!
 //! Plain `cargo test` prints `SKIPPED: ...` and passes when Docker, the image or root is
 //! missing; `RAFTKV_REQUIRE_DOCKER=1` (set by `scripts/test.sh`) makes that a failure.
@@ -20,7 +22,7 @@ use container::DockerCluster;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use workload::{Verdict, Workload, env_u64, status};
+use workload::{Members, Verdict, Workload, env_u64, status};
 
 /// The two container tests share the engine and the machine: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -78,9 +80,12 @@ fn names(cluster: &DockerCluster, ids: &[usize]) -> String {
     ids.iter().map(|&i| cluster.members[i].name.as_str()).collect::<Vec<_>>().join(",")
 }
 
-/// One fault: inject, hold for a while under the workload, heal.
+/// One fault: inject, hold for a while under the workload, heal. While it holds, `members` has
+/// the members that cannot serve marked down: killed, paused, disconnected, or on the minority
+/// side of a partition (a bridge partition leaves every member a majority it reaches).
 async fn nemesis_step(
     cluster: &mut DockerCluster,
+    members: &Members,
     rng: &mut ChaCha8Rng,
     counts: &mut FaultCounts,
 ) -> Result<(), String> {
@@ -89,7 +94,7 @@ async fn nemesis_step(
     let mut order: Vec<usize> = (0..n).collect();
     order.shuffle(rng);
     let hold = Duration::from_millis(rng.random_range(1000..3000));
-    match rng.random_range(0..6u32) {
+    let down: Vec<usize> = match rng.random_range(0..6u32) {
         0 => {
             // The leader (with a follower when n = 5) on the minority side.
             let Some(l) = current else { return Ok(()) };
@@ -103,12 +108,14 @@ async fn nemesis_step(
             );
             cluster.partition(&minority, &majority)?;
             counts.leader_partitioned += 1;
+            minority
         }
         1 => {
             let (minority, majority) = order.split_at((n - 1) / 2);
             println!("nemesis: split [{}] | [{}]", names(cluster, minority), names(cluster, majority));
             cluster.partition(minority, majority)?;
             counts.majority_split += 1;
+            minority.to_vec()
         }
         2 => {
             // Two sides that cannot talk, and one member both sides reach.
@@ -123,12 +130,14 @@ async fn nemesis_step(
             );
             cluster.partition(a, b)?;
             counts.bridge += 1;
+            Vec::new()
         }
         3 => {
             let victim = order[0];
             println!("nemesis: docker network disconnect {}", cluster.members[victim].name);
             cluster.disconnect(victim)?;
             counts.isolate_one += 1;
+            vec![victim]
         }
         4 => {
             let victim = match current {
@@ -138,6 +147,7 @@ async fn nemesis_step(
             println!("nemesis: docker kill {}", cluster.members[victim].name);
             cluster.kill(victim)?;
             counts.kill_restart += 1;
+            vec![victim]
         }
         _ => {
             let victim = match current {
@@ -147,11 +157,17 @@ async fn nemesis_step(
             println!("nemesis: docker pause {}", cluster.members[victim].name);
             cluster.pause(victim)?;
             counts.pause += 1;
+            vec![victim]
         }
+    };
+    for &i in &down {
+        members.set_down(i, true);
     }
     tokio::time::sleep(hold).await;
     println!("nemesis: heal");
-    cluster.heal()
+    let healed = cluster.heal();
+    members.all_up();
+    healed
 }
 
 async fn run_suite(n: usize) {
@@ -177,13 +193,13 @@ async fn run_suite(n: usize) {
     if wait_leader(&cluster, Duration::from_secs(60)).await.is_none() {
         panic!("{label}: no leader after start; container logs in {:?}", cluster.keep_logs());
     }
-    let mut workload = Workload::start(cluster.endpoints(), seed);
+    let mut workload = Workload::start(Members::new(cluster.endpoints()), seed);
 
     let mut counts = FaultCounts::default();
     let end = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < end {
         tokio::time::sleep(Duration::from_millis(rng.random_range(500..1500))).await;
-        if let Err(e) = nemesis_step(&mut cluster, &mut rng, &mut counts).await {
+        if let Err(e) = nemesis_step(&mut cluster, &workload.members, &mut rng, &mut counts).await {
             panic!("{label}: seed {seed}: nemesis failed: {e}; container logs in {:?}", cluster.keep_logs());
         }
     }
@@ -197,23 +213,14 @@ async fn run_suite(n: usize) {
             cluster.keep_logs()
         );
     }
-    let finals = match workload::final_reads(&workload.rec, &cluster.endpoints()).await {
+    let finals = match workload.final_reads().await {
         Ok(f) => f,
         Err(e) => panic!("{label}: seed {seed}: {e}; container logs in {:?}", cluster.keep_logs()),
     };
-    let history = workload.rec.history();
-    let s = workload::summarize(&history);
-    println!(
-        "{label}: seed {seed}: {} operations ({} ok, {} unknown, {} failed), {} faults {counts:?}",
-        s.total,
-        s.ok,
-        s.unknown,
-        s.failed,
-        counts.total()
-    );
     assert!(counts.total() > 0, "the nemesis injected no fault");
-    if let Err(verdict) = workload::verify(&label, &history, &finals) {
-        let file = workload::save_history(&history, &label, seed);
+    let names: Vec<String> = cluster.members.iter().map(|m| m.name.clone()).collect();
+    let faults = format!("{} faults {counts:?}", counts.total());
+    if let Err((verdict, file)) = workload.conclude(&label, seed, &faults, &finals, &names) {
         let logs = match verdict {
             Verdict::TooFewOps(_) => None,
             _ => Some(cluster.keep_logs()),

@@ -1,8 +1,10 @@
-//! Process-level fault injection: real `kvnode` processes on loopback with real data dirs, a
-//! concurrent get/put/delete/CAS workload on a few keys recorded as a history, and a seeded nemesis
+//! Process-level fault injection: real `kvnode` processes on loopback with real data dirs, the
+//! shared workload (`workload/mod.rs`: clients pinned to every member sending reads, writes and
+//! transactions over a few keys, recorded as a whole-database history), and a seeded nemesis
 //! that kills -9 followers and leaders, pauses members with SIGSTOP, restarts them from their data
 //! dirs, transfers leadership and adds/removes a member. After healing, the history must be
-//! linearizable (kvcheck) and every acknowledged write readable or superseded.
+//! linearizable (kvcheck's whole-database and per-key checks), every acknowledged write readable
+//! or superseded, and every member must have served.
 //!
 //! Knobs: `RAFTKV_FAULTS_SEED` replays a nemesis schedule (the seed is printed on every run),
 //! `RAFTKV_SOAK_SECS` sets the workload length (default 20 s) for long soaks.
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant};
 use etcd_client::MemberAddOptions;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use workload::{REQUEST_TIMEOUT, Verdict, Workload, connect, env_u64, status};
+use workload::{Members, REQUEST_TIMEOUT, Verdict, Workload, connect, env_u64, status};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -182,6 +184,15 @@ impl Cluster {
         status(&self.procs[i].client_url).await.map(|(me, _)| me)
     }
 
+    /// The founding members, which the workload's clients are pinned to.
+    fn founders(&self) -> Members {
+        Members::new(self.procs[..3].iter().map(|p| p.client_url.clone()).collect())
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.procs.iter().map(|p| p.name.clone()).collect()
+    }
+
     fn heal(&mut self) {
         for p in &mut self.procs {
             if p.paused {
@@ -220,7 +231,13 @@ impl FaultCounts {
     }
 }
 
-async fn nemesis_step(cluster: &mut Cluster, rng: &mut ChaCha8Rng, counts: &mut FaultCounts) {
+/// One fault; `members` is told which founding member is down (killed or paused) while it is.
+async fn nemesis_step(
+    cluster: &mut Cluster,
+    members: &Members,
+    rng: &mut ChaCha8Rng,
+    counts: &mut FaultCounts,
+) {
     let choice = rng.random_range(0..6u32);
     let Some((leader, leader_id)) = cluster.leader().await else {
         return;
@@ -238,9 +255,11 @@ async fn nemesis_step(cluster: &mut Cluster, rng: &mut ChaCha8Rng, counts: &mut 
             };
             println!("nemesis: kill -9 {}", cluster.procs[victim].name);
             cluster.procs[victim].kill9();
+            members.set_down(victim, true);
             tokio::time::sleep(Duration::from_millis(rng.random_range(200..1200))).await;
             println!("nemesis: restart {}", cluster.procs[victim].name);
             cluster.procs[victim].start();
+            members.set_down(victim, false);
         }
         2 => {
             let victim = if rng.random_bool(0.5) || followers.is_empty() {
@@ -251,9 +270,11 @@ async fn nemesis_step(cluster: &mut Cluster, rng: &mut ChaCha8Rng, counts: &mut 
             counts.pause += 1;
             println!("nemesis: SIGSTOP {}", cluster.procs[victim].name);
             cluster.procs[victim].pause();
+            members.set_down(victim, true);
             tokio::time::sleep(Duration::from_millis(rng.random_range(100..1500))).await;
             println!("nemesis: SIGCONT {}", cluster.procs[victim].name);
             cluster.procs[victim].resume();
+            members.set_down(victim, false);
         }
         3 => {
             if followers.is_empty() {
@@ -340,35 +361,29 @@ async fn linearizable_under_process_faults() {
 
     let mut cluster = Cluster::start(3);
     cluster.wait_leader(Duration::from_secs(30)).await;
-    let mut workload = Workload::start(cluster.endpoints(), seed);
+    let mut workload = Workload::start(cluster.founders(), seed);
 
     let mut counts = FaultCounts::default();
     let end = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < end {
         tokio::time::sleep(Duration::from_millis(rng.random_range(300..1200))).await;
-        nemesis_step(&mut cluster, &mut rng, &mut counts).await;
+        nemesis_step(&mut cluster, &workload.members, &mut rng, &mut counts).await;
     }
     println!("nemesis: heal");
     cluster.heal();
+    workload.members.all_up();
     workload.stop().await;
     cluster.wait_leader(Duration::from_secs(30)).await;
 
-    let finals = match workload::final_reads(&workload.rec, &cluster.endpoints()).await {
+    let finals = match workload.final_reads().await {
         Ok(f) => f,
         Err(e) => panic!("seed {seed}: {e}; node logs in {:?}", cluster.keep_logs()),
     };
-    let history = workload.rec.history();
-    let s = workload::summarize(&history);
-    println!(
-        "faults_process: seed {seed}: {} operations ({} unknown, {} failed), {} faults {counts:?}",
-        workload.ops(),
-        s.unknown,
-        s.failed,
-        counts.total()
-    );
     assert!(counts.total() > 0, "the nemesis injected no fault");
-    if let Err(verdict) = workload::verify("faults_process", &history, &finals) {
-        let file = workload::save_history(&history, "faults_process", seed);
+    let faults = format!("{} faults {counts:?}", counts.total());
+    if let Err((verdict, file)) =
+        workload.conclude("faults_process", seed, &faults, &finals, &cluster.names())
+    {
         let logs = match verdict {
             Verdict::TooFewOps(_) => None,
             _ => Some(cluster.keep_logs()),

@@ -1,26 +1,46 @@
 //! The concurrent workload and verdict shared by the fault suites (`faults_process.rs`,
-//! `faults_container.rs`): clients issuing get/put/delete/CAS on a few keys, each operation
-//! recorded in a `kvcheck` history with an outcome classified as ok, failed (definitely not
-//! applied) or unknown; final reads after healing; the linearizability check and an independent
-//! lost-acknowledged-write check.
+//! `faults_container.rs`).
+//!
+//! Clients pinned to every member ([`members`]) send etcd requests over a few keys: reads of one
+//! key, of two and of all of them, puts, deletes, compare-and-set and multi-key transactions
+//! ([`requests`]). Each is recorded with its response (header revision, create/mod revision and
+//! version of every key returned) in a `kvcheck` whole-database history, with an outcome that is
+//! ok, failed (definitely not applied) or unknown. After healing, every member answers a
+//! linearizable read of the whole key space, and the verdict is:
+//!
+//! - `check_db`: the history is linearizable against etcd's whole-database model (one revision
+//!   per write, create/mod revision and version per key, ranges, transaction atomicity);
+//! - the per-key register check on the history's projection ([`project`]), which trusts no
+//!   revision the server reports;
+//! - no lost acknowledged write, checked on the projection against each member's final read;
+//! - every member that was up most of the run served writes and linearizable reads.
 
 #![allow(dead_code)]
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+pub mod members;
+pub mod project;
+pub mod requests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, Txn, TxnOp};
-use kvcheck::{CheckOptions, CheckResult, History, HistoryRecorder, Op, Outcome, Output, check};
-use rand::{Rng, SeedableRng};
+use etcd_client::{Client, ConnectOptions};
+use kvcheck::{
+    CheckOptions, CheckResult, DbCheckResult, DbHistory, DbOp, DbOutcome, DbRecorder, OpId, Response, check,
+    check_db,
+};
+pub use members::{Answer, Members};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+pub use requests::REQUEST_TIMEOUT;
 
-/// Few keys, so that concurrent operations conflict.
-pub const KEYS: usize = 5;
-/// Concurrent clients; the final reads use client id `CLIENTS`.
-pub const CLIENTS: u64 = 4;
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// Clients pinned to each member.
+pub const CLIENTS_PER_MEMBER: usize = 2;
+/// Budget of each of the two checks.
+const CHECK_BUDGET: Duration = Duration::from_secs(90);
 
 /// Reads a numeric knob from the environment.
 pub fn env_u64(name: &str) -> Option<u64> {
@@ -40,123 +60,116 @@ pub async fn status(endpoint: &str) -> Option<(u64, u64)> {
     Some((s.header()?.member_id(), s.leader()))
 }
 
-/// Definite errors: the request was rejected before it could be proposed.
-pub fn classify(err: &etcd_client::Error) -> Outcome {
-    if let etcd_client::Error::GRpcStatus(s) = err {
-        let msg = s.message();
-        let definite = s.code() == tonic::Code::InvalidArgument
-            || msg == "etcdserver: no leader"
-            || msg == "etcdserver: not leader";
-        if definite {
-            return Outcome::Failed;
-        }
-    }
-    Outcome::Unknown
+/// Who served each request, and why requests did not succeed.
+#[derive(Debug, Default)]
+struct Tally {
+    served_by: Mutex<Vec<(OpId, usize)>>,
+    /// Reason => (unknown, failed) counts.
+    reasons: Mutex<BTreeMap<String, (u64, u64)>>,
 }
 
-/// Runs one operation with [`REQUEST_TIMEOUT`] and classifies its outcome.
-pub async fn run_op(c: &mut Client, op: &Op) -> Outcome {
-    let fut = async {
-        match op {
-            Op::Get { key } => c.get(key.as_str(), None).await.map(|r| Output::Get {
-                value: r.kvs().first().map(|kv| kv.value_str().unwrap().to_string()),
-            }),
-            Op::Put { key, value } => c.put(key.as_str(), value.as_str(), None).await.map(|_| Output::Put),
-            Op::Delete { key } => {
-                c.delete(key.as_str(), None).await.map(|r| Output::Delete { existed: Some(r.deleted() > 0) })
-            }
-            Op::Cas { key, expected, value } => {
-                let cmp = match expected {
-                    Some(e) => Compare::value(key.as_str(), CompareOp::Equal, e.as_str()),
-                    None => Compare::version(key.as_str(), CompareOp::Equal, 0),
-                };
-                let txn = Txn::new().when([cmp]).and_then([TxnOp::put(key.as_str(), value.as_str(), None)]);
-                c.txn(txn).await.map(|r| Output::Cas { succeeded: r.succeeded() })
+impl Tally {
+    fn note(
+        &self,
+        members: &Members,
+        op_id: OpId,
+        member: usize,
+        op: &DbOp,
+        outcome: &DbOutcome,
+        reason: Option<String>,
+    ) {
+        let answer = match outcome {
+            DbOutcome::Ok(_) if requests::may_write(op) => Answer::OkWrite,
+            DbOutcome::Ok(_) => Answer::OkRead,
+            DbOutcome::Unknown => Answer::Unknown,
+            DbOutcome::Failed => Answer::Failed,
+        };
+        members.record(member, answer);
+        self.served_by.lock().unwrap_or_else(PoisonError::into_inner).push((op_id, member));
+        if let Some(reason) = reason {
+            let mut reasons = self.reasons.lock().unwrap_or_else(PoisonError::into_inner);
+            let counts = reasons.entry(reason).or_default();
+            if *outcome == DbOutcome::Unknown {
+                counts.0 += 1;
+            } else {
+                counts.1 += 1;
             }
         }
-    };
-    match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
-        Ok(Ok(out)) => Outcome::Ok(out),
-        Ok(Err(e)) => {
-            let o = classify(&e);
-            // A read that failed for any reason changed nothing.
-            if matches!(op, Op::Get { .. }) { Outcome::Failed } else { o }
-        }
-        Err(_) if matches!(op, Op::Get { .. }) => Outcome::Failed,
-        Err(_) => Outcome::Unknown,
     }
 }
 
-/// One workload client: 40% get, 30% put, 5% delete, 25% CAS (on the value last read, or on
-/// absence), every operation recorded; reconnects after any failure.
-pub async fn client_loop(
+/// One workload client, pinned to member `id mod n` (see [`members`]); reconnects after any
+/// request that did not succeed.
+async fn client_loop(
     id: u64,
-    endpoints: Vec<String>,
-    rec: HistoryRecorder,
+    members: Members,
+    rec: DbRecorder,
+    tally: Arc<Tally>,
     stop: Arc<AtomicBool>,
     seed: u64,
-    ops: Arc<AtomicU64>,
 ) {
+    let home = id as usize % members.len();
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (id * 0x9e37_79b9));
-    let mut last_seen: HashMap<String, String> = HashMap::new();
-    let mut client = None;
+    let mut seen = requests::Seen::new();
+    let mut conn: Option<(usize, Client)> = None;
     let mut seq = 0u64;
     while !stop.load(Ordering::Relaxed) {
-        if client.is_none() {
-            client = connect(&endpoints).await;
-            if client.is_none() {
+        let target = members.route(home);
+        if conn.as_ref().map(|(m, _)| *m) != Some(target) {
+            conn = connect(&[members.endpoint(target).to_string()]).await.map(|c| (target, c));
+            if conn.is_none() {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         }
-        let Some(c) = client.as_mut() else { continue };
+        let Some((member, c)) = conn.as_mut() else { continue };
+        let member = *member;
         seq += 1;
-        let key = format!("k{}", rng.random_range(0..KEYS));
-        let value = format!("c{id}-{seq}");
-        let op = match rng.random_range(0..100) {
-            0..40 => Op::Get { key },
-            40..70 => Op::Put { key, value },
-            70..75 => Op::Delete { key },
-            _ => {
-                let expected = if rng.random_bool(0.2) { None } else { last_seen.get(&key).cloned() };
-                Op::Cas { key, expected, value }
-            }
-        };
+        let op = requests::next_op(&mut rng, &seen, id, seq);
         let pending = rec.invoke(id, op.clone());
-        let outcome = run_op(c, &op).await;
-        if let (Op::Get { key }, Outcome::Ok(Output::Get { value: Some(v) })) = (&op, &outcome) {
-            last_seen.insert(key.clone(), v.clone());
+        let op_id = pending.id();
+        let (outcome, reason) = requests::execute(c, &op).await;
+        if let DbOutcome::Ok(out) = &outcome {
+            requests::remember(&mut seen, &op, &out.response);
         }
-        let failed = !matches!(outcome, Outcome::Ok(_));
+        let failed = reason.is_some();
+        tally.note(&members, op_id, member, &op, &outcome, reason);
         rec.complete(pending, outcome);
-        ops.fetch_add(1, Ordering::Relaxed);
         if failed {
-            // A fresh connection lets the client move off a dead, paused or partitioned member.
-            client = None;
+            // A fresh connection after a timeout or a broken stream; a short pause so that a
+            // leaderless member is not hammered.
+            conn = None;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }
 
-/// The running workload: [`CLIENTS`] client tasks recording into one history.
+/// The running workload: [`CLIENTS_PER_MEMBER`] clients per member recording into one history.
 pub struct Workload {
-    pub rec: HistoryRecorder,
+    pub rec: DbRecorder,
+    pub members: Members,
+    tally: Arc<Tally>,
     stop: Arc<AtomicBool>,
-    ops: Arc<AtomicU64>,
     workers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Workload {
-    /// Starts the clients against `endpoints`.
-    pub fn start(endpoints: Vec<String>, seed: u64) -> Self {
-        let rec = HistoryRecorder::new();
+    /// Starts the clients, pinned to `members`.
+    pub fn start(members: Members, seed: u64) -> Self {
+        let rec = DbRecorder::new();
         let stop = Arc::new(AtomicBool::new(false));
-        let ops = Arc::new(AtomicU64::new(0));
-        let workers = (0..CLIENTS)
+        let tally = Arc::new(Tally::default());
+        let workers = (0..Self::clients_for(&members))
             .map(|id| {
-                tokio::spawn(client_loop(id, endpoints.clone(), rec.clone(), stop.clone(), seed, ops.clone()))
+                let (m, r, t, s) = (members.clone(), rec.clone(), tally.clone(), stop.clone());
+                tokio::spawn(client_loop(id, m, r, t, s, seed))
             })
             .collect();
-        Workload { rec, stop, ops, workers }
+        Workload { rec, members, tally, stop, workers }
+    }
+
+    fn clients_for(members: &Members) -> u64 {
+        (CLIENTS_PER_MEMBER * members.len()) as u64
     }
 
     /// Stops the clients and waits for their last operations to complete.
@@ -167,115 +180,116 @@ impl Workload {
         }
     }
 
-    /// Operations completed so far.
-    pub fn ops(&self) -> u64 {
-        self.ops.load(Ordering::Relaxed)
-    }
-}
-
-/// One linearizable read per key after healing, recorded in the history (client [`CLIENTS`]);
-/// retries for up to 30 s per key. Returns each key's final value.
-pub async fn final_reads(
-    rec: &HistoryRecorder,
-    endpoints: &[String],
-) -> Result<HashMap<String, Option<String>>, String> {
-    let mut finals = HashMap::new();
-    let mut reader = connect(endpoints).await;
-    for k in 0..KEYS {
-        let key = format!("k{k}");
-        let op = Op::Get { key: key.clone() };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(r) = reader.as_mut() {
-                let pending = rec.invoke(CLIENTS, op.clone());
-                let outcome = run_op(r, &op).await;
-                if let Outcome::Ok(Output::Get { value }) = &outcome {
-                    finals.insert(key.clone(), value.clone());
-                    rec.complete(pending, outcome);
-                    break;
+    /// After healing, one linearizable read of the whole key space from every member (client id
+    /// `clients + member`), recorded in the history; retries for up to 30 s per member. Returns
+    /// each member's view of every key.
+    pub async fn final_reads(&self) -> Result<Vec<HashMap<String, Option<String>>>, String> {
+        let mut finals = Vec::new();
+        let op = DbOp::Range { range: requests::whole_range() };
+        for member in 0..self.members.len() {
+            let client = Self::clients_for(&self.members) + member as u64;
+            let endpoint = [self.members.endpoint(member).to_string()];
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mut reader = connect(&endpoint).await;
+            loop {
+                if let Some(r) = reader.as_mut() {
+                    let pending = self.rec.invoke(client, op.clone());
+                    let op_id = pending.id();
+                    let (outcome, reason) = requests::execute(r, &op).await;
+                    self.tally.note(&self.members, op_id, member, &op, &outcome, reason);
+                    if let DbOutcome::Ok(out) = &outcome
+                        && let Response::Range { kvs, .. } = &out.response
+                    {
+                        let mut view: HashMap<String, Option<String>> =
+                            (0..requests::KEYS).map(|k| (requests::key(k), None)).collect();
+                        for kv in kvs {
+                            view.insert(kv.key.clone(), Some(kv.value.clone()));
+                        }
+                        self.rec.complete(pending, outcome);
+                        finals.push(view);
+                        break;
+                    }
+                    self.rec.complete(pending, outcome);
                 }
-                rec.complete(pending, Outcome::Failed);
-            }
-            if Instant::now() >= deadline {
-                return Err(format!("final read of {key} kept failing for 30 s"));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            if let Some(c) = connect(endpoints).await {
-                reader = Some(c);
+                if Instant::now() >= deadline {
+                    return Err(format!("final read from member {member} kept failing for 30 s"));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                reader = connect(&endpoint).await;
             }
         }
+        Ok(finals)
     }
-    Ok(finals)
-}
 
-/// The value each write leaves in the key, if it takes effect.
-fn written_value(op: &Op) -> Option<Option<&str>> {
-    match op {
-        Op::Put { value, .. } | Op::Cas { value, .. } => Some(Some(value)),
-        Op::Delete { .. } => Some(None),
-        Op::Get { .. } => None,
+    /// Why requests did not succeed, most frequent first: `unknown failed reason` lines.
+    pub fn reasons(&self) -> String {
+        let reasons = self.tally.reasons.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut rows: Vec<_> = reasons.iter().collect();
+        rows.sort_by_key(|(_, (u, f))| std::cmp::Reverse(u + f));
+        rows.iter().map(|(r, (u, f))| format!("{u:>7} unknown {f:>7} failed  {r}\n")).collect()
     }
-}
 
-/// Every acknowledged write is either what the final read returns or superseded by a write that
-/// was not known to finish before it started. Returns the offending keys' descriptions.
-pub fn lost_writes(history: &History, finals: &HashMap<String, Option<String>>) -> Vec<String> {
-    let mut problems = Vec::new();
-    for (key, final_value) in finals {
-        let ops: Vec<_> = history.operations().iter().filter(|o| o.op.key() == key).collect();
-        // Writes that may have produced the final value.
-        let producers: Vec<_> = ops
-            .iter()
-            .filter(|o| {
-                let applied = match (&o.op, &o.outcome) {
-                    (_, Outcome::Failed) => false,
-                    (Op::Cas { .. }, Outcome::Ok(Output::Cas { succeeded })) => *succeeded,
-                    (_, Outcome::Unknown) | (_, Outcome::Ok(_)) => true,
-                };
-                applied && written_value(&o.op).is_some_and(|v| v == final_value.as_deref())
-            })
-            .collect();
-        let acked_writes: Vec<_> = ops
-            .iter()
-            .filter(|o| match (&o.op, &o.outcome) {
-                (Op::Cas { .. }, Outcome::Ok(Output::Cas { succeeded })) => *succeeded,
-                (Op::Put { .. } | Op::Delete { .. }, Outcome::Ok(_)) => true,
-                _ => false,
-            })
-            .collect();
-        if final_value.is_none() && producers.is_empty() {
-            if let Some(w) = acked_writes.first() {
-                problems.push(format!("{key}: absent at the end, but write #{} was acknowledged", w.id));
-            }
-            continue;
+    /// Prints the run's report under `label` (operations by outcome, `faults`, requests by member,
+    /// why requests did not succeed) and runs [`verify`] on the history. On failure the history
+    /// is saved ([`Workload::save`]) and returned with the verdict; `RAFTKV_KEEP_HISTORY=1` saves
+    /// it after a passing run too.
+    pub fn conclude(
+        &self,
+        label: &str,
+        seed: u64,
+        faults: &str,
+        finals: &[HashMap<String, Option<String>>],
+        names: &[String],
+    ) -> Result<(), (Verdict, PathBuf)> {
+        let history = self.rec.history();
+        let s = summarize(&history);
+        println!(
+            "{label}: seed {seed}: {} operations ({} ok, {} unknown, {} failed), {faults}",
+            s.total, s.ok, s.unknown, s.failed
+        );
+        println!("{label}: requests by member\n{}", self.members.report(names));
+        println!("{label}: why requests did not succeed\n{}", self.reasons());
+        let verdict = verify(label, &history, finals, &self.members, names);
+        if verdict.is_ok() && env_u64("RAFTKV_KEEP_HISTORY") == Some(1) {
+            println!("{label}: history in {}", self.save(&history, label, seed).display());
         }
-        // Some producer must not have completed before an acknowledged write was invoked.
-        let latest_acked_invoke = acked_writes.iter().map(|o| o.invoke).max();
-        let ok = match latest_acked_invoke {
-            None => !producers.is_empty() || final_value.is_none(),
-            Some(t) => producers.iter().any(|p| matches!(p.outcome, Outcome::Unknown) || p.complete >= t),
-        };
-        if !ok {
-            problems.push(format!(
-                "{key}: final value {final_value:?} was overwritten by an acknowledged write invoked at {t:?}",
-                t = latest_acked_invoke
-            ));
-        }
+        verdict.map_err(|v| (v, self.save(&history, label, seed)))
     }
-    problems
+
+    /// Writes the whole history as JSON next to the temp files, for replaying the check
+    /// (`DbHistory::read_json_file`) after a failed run, and which member served each request
+    /// (`<op id> <member index>` lines); returns the history's path.
+    pub fn save(&self, history: &DbHistory, label: &str, seed: u64) -> PathBuf {
+        let base = std::env::temp_dir().join(format!("{label}-seed-{seed}"));
+        let path = base.with_extension("history.json");
+        match history.to_json() {
+            Ok(json) => {
+                if let Err(e) = std::fs::write(&path, json) {
+                    println!("{label}: could not write {}: {e}", path.display());
+                }
+            }
+            Err(e) => println!("{label}: could not serialize the history: {e}"),
+        }
+        let served = self.tally.served_by.lock().unwrap_or_else(PoisonError::into_inner);
+        let lines: String = served.iter().map(|(op, m)| format!("{op} {m}\n")).collect();
+        let _ = std::fs::write(base.with_extension("served-by.txt"), lines);
+        path
+    }
 }
 
 /// Why a run failed its verdict.
 #[derive(Debug)]
 pub enum Verdict {
     /// Not linearizable; the minimal failing history's file, if one was written.
-    Violation { text: String, artifact: Option<std::path::PathBuf> },
-    /// The checker ran out of budget or could not decide.
+    Violation { check: &'static str, text: String, artifact: Option<PathBuf> },
+    /// A checker ran out of budget.
     Undecided(String),
     /// Acknowledged writes not readable at the end.
     LostWrites(Vec<String>),
     /// Too few successful operations to mean anything.
     TooFewOps(usize),
+    /// Members that were up most of the run but served no write or no read.
+    IdleMembers(Vec<String>),
 }
 
 /// Counts of a history's operations by outcome, for the report.
@@ -286,55 +300,61 @@ pub struct Summary {
     pub failed: usize,
 }
 
-pub fn summarize(history: &History) -> Summary {
+pub fn summarize(history: &DbHistory) -> Summary {
     let ops = history.operations();
     Summary {
         total: ops.len(),
-        ok: ops.iter().filter(|o| matches!(o.outcome, Outcome::Ok(_))).count(),
-        unknown: ops.iter().filter(|o| o.outcome == Outcome::Unknown).count(),
-        failed: ops.iter().filter(|o| o.outcome == Outcome::Failed).count(),
+        ok: ops.iter().filter(|o| matches!(o.outcome, DbOutcome::Ok(_))).count(),
+        unknown: ops.iter().filter(|o| o.outcome == DbOutcome::Unknown).count(),
+        failed: ops.iter().filter(|o| o.outcome == DbOutcome::Failed).count(),
     }
 }
 
-/// Checks linearizability (kvcheck, 90 s budget) and that no acknowledged write was lost;
-/// prints the checker's report under `label`.
+/// Runs the verdict (see the module docs), printing each check's report under `label`.
 pub fn verify(
     label: &str,
-    history: &History,
-    finals: &HashMap<String, Option<String>>,
+    history: &DbHistory,
+    finals: &[HashMap<String, Option<String>>],
+    members: &Members,
+    names: &[String],
 ) -> Result<(), Verdict> {
     let ok_ops = summarize(history).ok;
     if ok_ops <= 50 {
         return Err(Verdict::TooFewOps(ok_ops));
     }
-    let report = check(history, CheckOptions::default().with_time_budget(Duration::from_secs(90)));
-    println!("{label}: {report}");
+    let options = || CheckOptions::default().with_time_budget(CHECK_BUDGET);
+    let report = check_db(history, options());
+    println!("{label}: check_db: {report}");
+    match &report.result {
+        DbCheckResult::Ok(_) => {}
+        DbCheckResult::Violation(v) => {
+            let artifact = v.artifact_path().map(|p| p.to_path_buf());
+            return Err(Verdict::Violation { check: "check_db", text: v.to_string(), artifact });
+        }
+        DbCheckResult::Timeout { .. } => return Err(Verdict::Undecided(report.to_string())),
+    }
+    let projected = project::per_key(history);
+    let report = check(&projected, options());
+    println!("{label}: per-key check: {report}");
     match &report.result {
         CheckResult::Ok => {}
         CheckResult::Violation(v) => {
             let artifact = v.artifact_path().map(|p| p.to_path_buf());
-            if let Some(p) = &artifact {
-                println!("{label}: minimal failing history in {}", p.display());
-            }
-            return Err(Verdict::Violation { text: v.to_string(), artifact });
+            return Err(Verdict::Violation { check: "per-key check", text: v.to_string(), artifact });
         }
         other => return Err(Verdict::Undecided(format!("{other:?}"))),
     }
-    let lost = lost_writes(history, finals);
-    if lost.is_empty() { Ok(()) } else { Err(Verdict::LostWrites(lost)) }
-}
-
-/// Writes the whole history as JSON next to the temp files, for replaying the check
-/// (`History::read_json_file`) after a failed run; returns its path.
-pub fn save_history(history: &History, label: &str, seed: u64) -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!("{label}-seed-{seed}-history.json"));
-    match history.to_json() {
-        Ok(json) => {
-            if let Err(e) = std::fs::write(&path, json) {
-                println!("{label}: could not write {}: {e}", path.display());
-            }
-        }
-        Err(e) => println!("{label}: could not serialize the history: {e}"),
+    let lost: Vec<String> = finals
+        .iter()
+        .enumerate()
+        .flat_map(|(m, view)| {
+            let name = names.get(m).cloned().unwrap_or_default();
+            project::lost_writes(&projected, view).into_iter().map(move |p| format!("read from {name}: {p}"))
+        })
+        .collect();
+    if !lost.is_empty() {
+        return Err(Verdict::LostWrites(lost));
     }
-    path
+    let idle = members.idle(names);
+    if idle.is_empty() { Ok(()) } else { Err(Verdict::IdleMembers(idle)) }
 }
