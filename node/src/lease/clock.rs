@@ -13,7 +13,7 @@ use crate::proto::etcdserverpb::{LeaseCheckpoint, LeaseCheckpointRequest, LeaseR
 use crate::proto::kvserverpb::{InternalRequest, internal_request};
 use crate::storage::{KvStore, LeaseChange, StoreError};
 
-use super::{Command, LeaseError, LessorConfig, TimeLeft};
+use super::{Command, LeaseError, LessorConfig, Renewal, TimeLeft};
 
 /// Most revocations proposed per second (etcd's `leaseRevokeRate`), so that a pile of leases
 /// expiring at once (after a long partition, say) does not flood the log.
@@ -51,7 +51,11 @@ pub(super) struct Clock {
     config: LessorConfig,
     leases: HashMap<i64, Lease>,
     primary: bool,
+    /// Renewals of expired leases, answered when the revocation is applied or leadership ends.
+    renewals_after_revocation: HashMap<i64, Vec<RenewReply>>,
 }
+
+type RenewReply = tokio::sync::oneshot::Sender<Result<Renewal, LeaseError>>;
 
 impl Clock {
     pub(super) fn new(
@@ -60,7 +64,15 @@ impl Clock {
         metrics: Arc<Metrics>,
         config: LessorConfig,
     ) -> Result<Self, StoreError> {
-        let mut clock = Clock { kv, node, metrics, config, leases: HashMap::new(), primary: false };
+        let mut clock = Clock {
+            kv,
+            node,
+            metrics,
+            config,
+            leases: HashMap::new(),
+            primary: false,
+            renewals_after_revocation: HashMap::new(),
+        };
         clock.reload()?;
         Ok(clock)
     }
@@ -132,6 +144,8 @@ impl Clock {
         }
         if leads {
             info!(leases = self.leases.len(), "leading: lease clocks started");
+        } else {
+            self.answer_renewals(None, LeaseError::NotPrimary);
         }
     }
 
@@ -145,6 +159,7 @@ impl Clock {
             LeaseChange::Revoked { id } => {
                 self.metrics.leases_revoked.inc();
                 self.leases.remove(&id);
+                self.answer_renewals(Some(id), LeaseError::NotFound);
             }
             LeaseChange::Checkpointed { id, remaining_ttl } => {
                 if let Some(l) = self.leases.get_mut(&id) {
@@ -155,15 +170,27 @@ impl Clock {
                 if let Err(e) = self.reload() {
                     warn!(error = %e, "lessor: cannot read the leases a snapshot installed");
                 }
+                let gone: Vec<i64> = self
+                    .renewals_after_revocation
+                    .keys()
+                    .filter(|id| !self.leases.contains_key(id))
+                    .copied()
+                    .collect();
+                for id in gone {
+                    self.answer_renewals(Some(id), LeaseError::NotFound);
+                }
             }
         }
     }
 
     fn command(&mut self, command: Command) {
         match command {
-            Command::Renew { id, reply } => {
-                let _ = reply.send(self.renew(id));
-            }
+            Command::Renew { id, checkpoint_cleared, reply } => match self.renew(id, checkpoint_cleared) {
+                Some(answer) => {
+                    let _ = reply.send(answer);
+                }
+                None => self.renewals_after_revocation.entry(id).or_default().push(reply),
+            },
             Command::TimeToLive { id, reply } => {
                 let _ = reply.send(self.time_left(id));
             }
@@ -183,21 +210,37 @@ impl Clock {
         }
     }
 
-    fn renew(&mut self, id: i64) -> Result<i64, LeaseError> {
-        let lease = self.live(id)?;
-        lease.expiry = Some(Instant::now() + secs_duration(lease.ttl));
-        let (ttl, checkpointed) = (lease.ttl, lease.remaining_ttl);
+    /// The answer to a renewal, or `None` when the lease expired and its revocation is under
+    /// way: the caller then waits for it (see [`Clock::answer_renewals`]).
+    fn renew(&mut self, id: i64, checkpoint_cleared: bool) -> Option<Result<Renewal, LeaseError>> {
+        if !self.primary {
+            return Some(Err(LeaseError::NotPrimary));
+        }
+        let now = Instant::now();
+        let Some(lease) = self.leases.get_mut(&id) else { return Some(Err(LeaseError::NotFound)) };
+        if lease.revoking.is_some() || lease.expiry.is_none_or(|e| e <= now) {
+            return None;
+        }
+        if lease.remaining_ttl > 0 && !checkpoint_cleared {
+            return Some(Ok(Renewal::ClearCheckpointFirst));
+        }
+        lease.expiry = Some(now + secs_duration(lease.ttl));
         lease.remaining_ttl = 0;
         self.metrics.leases_renewed.inc();
-        if checkpointed > 0 {
-            // A renewed lease has its whole TTL again: the checkpoint must not cut it short
-            // after a restart or a change of leader (at most two entries per interval).
-            let cp = LeaseCheckpoint { id, remaining_ttl: 0 };
-            self.propose(internal_request::Request::LeaseCheckpoint(LeaseCheckpointRequest {
-                checkpoints: vec![cp],
-            }));
+        Some(Ok(Renewal::Renewed(lease.ttl)))
+    }
+
+    /// Answers the renewals that waited for a lease's revocation: `NotFound` once it is
+    /// revoked, `NotPrimary` (ask the next leader, where the lease may live on) when this
+    /// member stops leading.
+    fn answer_renewals(&mut self, id: Option<i64>, answer: LeaseError) {
+        let waiting: Vec<_> = match id {
+            Some(id) => self.renewals_after_revocation.remove(&id).into_iter().flatten().collect(),
+            None => self.renewals_after_revocation.drain().flat_map(|(_, w)| w).collect(),
+        };
+        for reply in waiting {
+            let _ = reply.send(Err(answer.clone()));
         }
-        Ok(ttl)
     }
 
     fn time_left(&mut self, id: i64) -> Result<TimeLeft, LeaseError> {

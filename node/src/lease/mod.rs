@@ -18,7 +18,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::driver::{NodeHandle, RaftStatus};
 use crate::metrics::Metrics;
-use crate::proto::etcdserverpb::{LeaseTimeToLiveRequest, LeaseTimeToLiveResponse};
+use crate::proto::etcdserverpb::{
+    LeaseCheckpoint, LeaseCheckpointRequest, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+};
+use crate::proto::kvserverpb::InternalRequest;
+use crate::proto::kvserverpb::internal_request::Request;
 use crate::storage::{KvStore, StoreError};
 
 use clock::Clock;
@@ -61,9 +65,26 @@ pub struct LessorConfig {
     pub tick: Duration,
 }
 
+/// The clock's answer to a renewal.
+enum Renewal {
+    /// Renewed: the lease's TTL.
+    Renewed(i64),
+    /// The lease has a checkpointed remaining TTL, which must be cleared through the log before
+    /// the renewal counts (or a restart would cut the renewed lease short).
+    ClearCheckpointFirst,
+}
+
 enum Command {
-    Renew { id: i64, reply: oneshot::Sender<Result<i64, LeaseError>> },
-    TimeToLive { id: i64, reply: oneshot::Sender<Result<TimeLeft, LeaseError>> },
+    /// `checkpoint_cleared`: the caller has just cleared the checkpoint (renew regardless).
+    Renew {
+        id: i64,
+        checkpoint_cleared: bool,
+        reply: oneshot::Sender<Result<Renewal, LeaseError>>,
+    },
+    TimeToLive {
+        id: i64,
+        reply: oneshot::Sender<Result<TimeLeft, LeaseError>>,
+    },
 }
 
 /// The handle the API (and the peer service, for followers' requests) uses.
@@ -71,6 +92,7 @@ enum Command {
 pub struct Lessor {
     commands: mpsc::Sender<Command>,
     status: watch::Receiver<RaftStatus>,
+    node: NodeHandle,
 }
 
 impl Lessor {
@@ -84,10 +106,10 @@ impl Lessor {
         config: LessorConfig,
     ) -> Result<Lessor, StoreError> {
         let changes = kv.watch_leases();
-        let clock = Clock::new(kv, node, metrics, config)?;
+        let clock = Clock::new(kv, node.clone(), metrics, config)?;
         let (commands, rx) = mpsc::channel(1024);
         tokio::spawn(clock.run(changes, status.clone(), rx));
-        Ok(Lessor { commands, status })
+        Ok(Lessor { commands, status, node })
     }
 
     /// Asks the clock task, once this member (if it leads) applied everything committed: a
@@ -105,9 +127,23 @@ impl Lessor {
         rx.await.map_err(|_| LeaseError::Stopped)?
     }
 
-    /// Renews a lease for its whole TTL (primary only); returns the TTL.
+    /// Renews a lease for its whole TTL (primary only); returns the TTL. As etcd's lessor: a
+    /// checkpointed remaining TTL is cleared through the log before the renewal is answered,
+    /// and a lease that expired but is not revoked yet is answered once its revocation is
+    /// applied (not found) or this member stops leading (ask the next leader).
     pub async fn renew(&self, id: i64) -> Result<i64, LeaseError> {
-        self.ask(|reply| Command::Renew { id, reply }).await
+        match self.ask(|reply| Command::Renew { id, checkpoint_cleared: false, reply }).await? {
+            Renewal::Renewed(ttl) => return Ok(ttl),
+            Renewal::ClearCheckpointFirst => {}
+        }
+        let clear = LeaseCheckpointRequest { checkpoints: vec![LeaseCheckpoint { id, remaining_ttl: 0 }] };
+        let proposal =
+            InternalRequest { request: Some(Request::LeaseCheckpoint(clear)), ..Default::default() };
+        self.node.propose(proposal).await.map_err(|_| LeaseError::NotPrimary)?;
+        match self.ask(|reply| Command::Renew { id, checkpoint_cleared: true, reply }).await? {
+            Renewal::Renewed(ttl) => Ok(ttl),
+            Renewal::ClearCheckpointFirst => Err(LeaseError::NotPrimary),
+        }
     }
 
     /// A lease's time left (primary only).
