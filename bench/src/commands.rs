@@ -191,7 +191,7 @@ pub async fn watch(args: WatchArgs) -> Result<(), BenchError> {
         rec.puts_per_s,
         rec.rate,
         rec.events_per_s,
-        100.0 * delivered_share(&rec),
+        100.0 * rec.delivered_share(),
         l.p50_ms,
         l.p99_ms,
         l.p999_ms,
@@ -207,12 +207,6 @@ pub async fn watch(args: WatchArgs) -> Result<(), BenchError> {
     let failed = check_watch(&rec);
     output(args.output.json, human, Record::Watch(rec))?;
     checked(args.session.check, failed)
-}
-
-/// Events received over events offered (watchers × puts acknowledged) in the window; 0 without
-/// puts.
-pub fn delivered_share(rec: &WatchRecord) -> f64 {
-    if rec.offered_events_per_s > 0.0 { rec.events_per_s / rec.offered_events_per_s } else { 0.0 }
 }
 
 /// Why a watch run fails `--check`, if it does: any error, any missing or duplicated event, or
@@ -427,7 +421,7 @@ mod tests {
         use crate::watch::WatchWorkload;
         let ok = WatchRecord::example("raftkv", WatchWorkload::WatchFanout);
         assert_eq!(check_watch(&ok), None);
-        assert_eq!(delivered_share(&ok), 1.0);
+        assert_eq!(ok.delivered_share(), 1.0);
         let missing = WatchRecord { missing: 3, ..ok.clone() };
         assert!(check_watch(&missing).unwrap().contains("3 missing and 0 duplicated"));
         let dup = WatchRecord { duplicates: 1, ..ok.clone() };
@@ -438,7 +432,7 @@ mod tests {
         assert!(check_watch(&silent).unwrap().contains("zero throughput"));
         let idle = WatchRecord { puts: 0, offered_events_per_s: 0.0, ..ok };
         assert!(check_watch(&idle).unwrap().contains("zero throughput"));
-        assert_eq!(delivered_share(&idle), 0.0);
+        assert_eq!(idle.delivered_share(), 0.0);
     }
 
     #[test]

@@ -151,6 +151,14 @@ pub struct WatchRecord {
     pub first_error: Option<String>,
 }
 
+impl WatchRecord {
+    /// Events received over events offered (watchers × puts acknowledged) in the window; 0
+    /// without puts.
+    pub fn delivered_share(&self) -> f64 {
+        if self.offered_events_per_s > 0.0 { self.events_per_s / self.offered_events_per_s } else { 0.0 }
+    }
+}
+
 #[cfg(test)]
 impl WatchRecord {
     /// A record of a clean run of `workload` against `system`, for tests to vary.
