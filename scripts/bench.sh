@@ -10,10 +10,15 @@
 # report (see BENCHMARKS.md). Writes go to the leader; put and mixed also run as put@all and
 # mixed@all, each request sent to the next member round-robin as clientv3 balances. Every run
 # records the servers' and kvbench's own CPU time per operation (utime+stime from /proc).
+# Two watch runs close the list: watch-latency (puts on the leader, one watcher on a follower:
+# put → event latency) and watch-fanout (1,000 watchers of one prefix over 30 streams, 10 per
+# member, puts at a fixed rate: events delivered per second, missing and duplicated events, the
+# servers' RSS during the run).
 #
 # Usage: scripts/bench.sh [options]
-#   --smoke              ~1 s per workload with tiny counts; exits non-zero if any workload has
-#                        errors or zero throughput (what CI runs). Also BENCH_SMOKE=1.
+#   --smoke              ~1 s per workload with tiny counts (50 fan-out watchers); exits non-zero
+#                        if any workload has errors or zero throughput, or a watch run misses or
+#                        repeats an event (what CI runs). Also BENCH_SMOKE=1.
 #   --big                restart/disk-size test with 1,000,000 keys instead of 100,000 (slow).
 #                        Also BENCH_BIG=1.
 #   --raftkv-bin PATH    kvnode binary (default: target/release/kvnode, built by this script).
@@ -29,13 +34,16 @@
 #   --keep               keep the work dir (data dirs, logs, results) instead of deleting it.
 #   --only LIST          run only these runs, comma-separated, each "NAME" or "NAME:clients"
 #                        (e.g. put:64,put@all:64,get-serial); for quick iterations. Names:
-#                        put, put@all, get-linear, get-serial, mixed, mixed@all, txn-cas, range
-#                        (NAME@all = NAME sent to all members round-robin).
+#                        put, put@all, get-linear, get-serial, mixed, mixed@all, txn-cas, range,
+#                        watch-latency, watch-fanout (NAME@all = NAME sent to all members
+#                        round-robin; for the watch runs "clients" is the number of watchers).
 #   --no-restart         skip the restart/disk-size test.
 # Environment: BENCH_DIR (parent of the work dir, default $TMPDIR or /tmp; must not be tmpfs
 # for a real run), BENCH_ETCD_ARGS / BENCH_RAFTKV_ARGS (extra flags for one system's members),
 # BENCH_START_TIMEOUT (seconds a cluster may take to serve, default 60), KVBENCH (the kvbench
-# binary, default target/release/kvbench; CI's smoke run uses the debug one cargo test built).
+# binary, default target/release/kvbench; CI's smoke run uses the debug one cargo test built),
+# BENCH_WATCH_RATE (puts/s of watch-latency, default 100), BENCH_FANOUT_RATE (puts/s of
+# watch-fanout, default 200), BENCH_FANOUT_WATCHERS (default 1000; smoke 50).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -85,20 +93,26 @@ if [ "$SMOKE" = 1 ]; then
     KEYS=2000; ROUNDS=${ROUNDS:-1}; DURATION=${DURATION:-1}; WARMUP=${WARMUP:-0.2}
     RESTART_KEYS=2000; FSYNC_SAMPLES=200; PING_SAMPLES=2000
     CATCH_UP_TIMEOUT=20; RESTART_TIMEOUT=60
+    FANOUT_WATCHERS=${BENCH_FANOUT_WATCHERS:-50}; FANOUT_STREAMS=6; WATCH_DRAIN=20
 else
     KEYS=100000; ROUNDS=${ROUNDS:-2}; DURATION=${DURATION:-10}; WARMUP=${WARMUP:-2}
     FSYNC_SAMPLES=2000; PING_SAMPLES=20000
     CATCH_UP_TIMEOUT=120; RESTART_TIMEOUT=600
     if [ "$BIG" = 1 ]; then RESTART_KEYS=1000000; else RESTART_KEYS=100000; fi
+    FANOUT_WATCHERS=${BENCH_FANOUT_WATCHERS:-1000}; FANOUT_STREAMS=30; WATCH_DRAIN=60
 fi
 RANGE_LEN=1000
 VALUE_SIZE=256
+WATCH_RATE=${BENCH_WATCH_RATE:-100}
+FANOUT_RATE=${BENCH_FANOUT_RATE:-200}
 
 # name clients connections target — the runs, in order; each alternates the systems. The
 # target is kvbench's: leader; all (each connection to one member in turn, as etcd's benchmark
 # tool spreads reads); round-robin (each request to the next member, as clientv3 balances an
 # application's requests), which the name marks as WORKLOAD@all. An @all run follows its
-# leader-only twin so that the two are measured close in time.
+# leader-only twin so that the two are measured close in time. A watch run (kvbench watch) reads
+# the same fields as: watchers, watch streams (one connection each, spread over the members in
+# turn), the members the watchers are on (followers or all); its writer puts to the leader.
 RUNS=(
     "put 1 1 leader"
     "put@all 1 1 round-robin"
@@ -114,6 +128,8 @@ RUNS=(
     "mixed@all 64 8 round-robin"
     "txn-cas 64 8 leader"
     "range 16 2 all"
+    "watch-latency 1 1 followers"
+    "watch-fanout $FANOUT_WATCHERS $FANOUT_STREAMS all"
 )
 if [ -n "$ONLY" ]; then
     # Keeps the runs in their order; a spec that selects nothing is a typo (put-all for
@@ -327,12 +343,22 @@ done
 # ---- workloads, systems alternating ------------------------------------------------------
 CHECK=()
 [ "$SMOKE" = 1 ] && CHECK=(--check)
+watch_rate() { if [ "$1" = watch-fanout ]; then echo "$FANOUT_RATE"; else echo "$WATCH_RATE"; fi; }
 for spec in "${RUNS[@]}"; do
     read -r name clients conns target <<<"$spec"
     workload=${name%@all}
     for round in $(seq 1 "$ROUNDS"); do
         for sys in "${WANTED[@]}"; do
             [ -n "${ACTIVE[$sys]:-}" ] || continue
+            if [[ $name == watch-* ]]; then
+                measure "$sys $name watchers=$clients round $round" watch \
+                    --endpoints "$(endpoints_of "$sys")" --label "$sys" --round "$round" \
+                    --workload "$name" --watchers "$clients" --streams "$conns" --watch-on "$target" \
+                    --rate "$(watch_rate "$name")" --duration "$DURATION" --warmup "$WARMUP" \
+                    --drain-timeout "$WATCH_DRAIN" --value-size "$VALUE_SIZE" --server-pids "$(pids_of "$sys")" \
+                    "${CHECK[@]}"
+                continue
+            fi
             measure "$sys $name c=$clients round $round" run \
                 --endpoints "$(endpoints_of "$sys")" --label "$sys" --round "$round" \
                 --workload "$workload" --clients "$clients" --connections "$conns" --target "$target" \

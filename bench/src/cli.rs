@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::conn::Target;
+use crate::watch::{Placement, WatchWorkload};
 use crate::workload::Workload;
 
 /// Parses a duration given in seconds, fractions allowed (`2`, `0.5`).
@@ -28,6 +29,8 @@ pub struct Cli {
 pub enum Command {
     /// Run one workload and report throughput, latency percentiles and errors.
     Run(RunArgs),
+    /// Run a watch workload: put → event latency, or events delivered to many watchers.
+    Watch(WatchArgs),
     /// Preload keys 0..N (batched txns) so reads find data.
     Load(LoadArgs),
     /// Print the endpoint of the current leader.
@@ -116,16 +119,80 @@ pub struct RunArgs {
     /// Seed of the clients' random generators.
     #[arg(long, default_value_t = 0x6b76_6265_6e63_68)]
     pub seed: u64,
+    #[command(flatten)]
+    pub session: SessionArgs,
+}
+
+/// What a benchmark session tells a measured run, shared by `run` and `watch`.
+#[derive(Debug, Clone, Args)]
+pub struct SessionArgs {
     /// Round number, recorded so a report can fold alternating repetitions.
     #[arg(long, default_value_t = 1)]
     pub round: u32,
-    /// PIDs of the server processes, comma-separated: their peak RSS and the CPU time they use
-    /// during the measured phase are summed into the record.
+    /// PIDs of the server processes, comma-separated: their memory (`run`: peak RSS after the
+    /// run; `watch`: RSS before the watchers and its peak during the run) and the CPU time they
+    /// use during the measured phase are summed into the record.
     #[arg(long, value_delimiter = ',')]
     pub server_pids: Vec<u32>,
-    /// Exit non-zero if the run had any error or no successful operation.
+    /// Exit non-zero if the run had any error or no successful operation (`watch`: also any
+    /// missing or duplicated event, or no event delivered).
     #[arg(long)]
     pub check: bool,
+}
+
+/// `kvbench watch`. The defaults of several flags depend on `--workload`; where they do, the
+/// help gives both.
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub endpoints: EndpointArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// `watch-latency`: put on the leader → event at a watcher on a follower. `watch-fanout`:
+    /// many watchers of one prefix over every member; events delivered per second.
+    #[arg(long, value_enum)]
+    pub workload: WatchWorkload,
+    /// Watchers of the run's prefix (watch-latency 1, watch-fanout 1000).
+    #[arg(long, default_value = "1", default_value_ifs = [("workload", "watch-fanout", "1000")])]
+    pub watchers: u64,
+    /// Watch streams, each on its own gRPC connection: stream j on watch member j mod n, watcher
+    /// i on stream i mod S (watch-latency 1, watch-fanout 30: 10 per member of 3).
+    #[arg(long, default_value = "1", default_value_ifs = [("workload", "watch-fanout", "30")])]
+    pub streams: u64,
+    /// Members the watchers are on: `followers` (every member but the leader) or `all`
+    /// (watch-latency followers, watch-fanout all). The writer always puts to the leader.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "followers",
+        default_value_ifs = [("workload", "watch-fanout", "all")]
+    )]
+    pub watch_on: Placement,
+    /// Puts per second the writer aims at (watch-latency 100, watch-fanout 200).
+    #[arg(long, default_value = "100", default_value_ifs = [("workload", "watch-fanout", "200")])]
+    pub rate: f64,
+    /// Puts in flight at most; a put due while all are in flight waits for one to finish
+    /// (watch-latency 1: sequential puts; watch-fanout 4).
+    #[arg(long, default_value = "1", default_value_ifs = [("workload", "watch-fanout", "4")])]
+    pub writers: u64,
+    /// Measured seconds.
+    #[arg(long, default_value = "10", value_parser = seconds)]
+    pub duration: Duration,
+    /// Seconds of puts before the measured window (their events are checked, not measured).
+    #[arg(long, default_value = "0", value_parser = seconds)]
+    pub warmup: Duration,
+    /// Longest wait after the last put for the events still on their way; an event that has
+    /// not arrived by then counts as missing.
+    #[arg(long, default_value = "60", value_parser = seconds)]
+    pub drain_timeout: Duration,
+    /// Bytes per value (at least 16: sequence number and send time).
+    #[arg(long, default_value_t = 256)]
+    pub value_size: usize,
+    /// Seed of the values' filler bytes and of the run's key prefix.
+    #[arg(long, default_value_t = 0x6b76_6265_6e63_68)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub session: SessionArgs,
 }
 
 /// `kvbench load`.
@@ -270,9 +337,28 @@ mod tests {
         assert_eq!(run.endpoints.endpoints.len(), 2);
         assert_eq!(run.workload, Workload::TxnCas);
         assert_eq!(run.duration, Some(Duration::from_millis(1500)));
-        assert_eq!(run.server_pids, vec![1, 2, 3]);
+        assert_eq!(run.session.server_pids, vec![1, 2, 3]);
         assert_eq!(run.value_size, 256);
         assert_eq!(run.target, Target::RoundRobin);
+    }
+
+    #[test]
+    fn watch_defaults_follow_the_workload() {
+        let parse = |workload: &str, extra: &[&str]| {
+            let mut args = vec!["kvbench", "watch", "--endpoints=a:1", workload];
+            args.extend(extra);
+            let Command::Watch(w) = Cli::try_parse_from(args).unwrap().command else { panic!("not watch") };
+            w
+        };
+        let latency = parse("--workload=watch-latency", &[]);
+        assert_eq!((latency.watchers, latency.streams, latency.writers), (1, 1, 1));
+        assert_eq!((latency.watch_on, latency.rate), (Placement::Followers, 100.0));
+        let fanout = parse("--workload=watch-fanout", &[]);
+        assert_eq!((fanout.watchers, fanout.streams, fanout.writers), (1000, 30, 4));
+        assert_eq!((fanout.watch_on, fanout.rate), (Placement::All, 200.0));
+        let small = parse("--workload=watch-fanout", &["--watchers=50", "--streams=6", "--rate=50"]);
+        assert_eq!((small.watchers, small.streams, small.rate), (50, 6, 50.0));
+        assert_eq!(small.drain_timeout, Duration::from_secs(60));
     }
 
     #[test]

@@ -6,15 +6,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::cli::{
     DiskUsageArgs, EndpointArgs, FsyncProbeArgs, LoadArgs, PingArgs, ReportArgs, RunArgs, WaitReadyArgs,
+    WatchArgs,
 };
 use crate::conn::Pool;
 use crate::error::BenchError;
 use crate::load::{LoadSpec, LoadWorker};
 use crate::procfs::CpuSample;
-use crate::record::{self, DiskRecord, FloorRecord, LoadRecord, Record, RestartRecord, RunRecord};
+use crate::record::{
+    self, DiskRecord, FloorRecord, LoadRecord, Record, RestartRecord, RunRecord, WatchRecord,
+};
 use crate::runner::{self, Plan, Stop};
+use crate::watch::WatchPlan;
 use crate::workload::{EtcdWorker, Shape};
-use crate::{conn, disk, fsync_probe, keys, ping, procfs, ready, report};
+use crate::{conn, disk, fsync_probe, keys, ping, procfs, ready, report, watch};
 
 /// Default measured time when neither `--ops` nor `--duration` is given.
 const DEFAULT_DURATION: Duration = Duration::from_secs(10);
@@ -50,10 +54,14 @@ pub async fn run(args: RunArgs) -> Result<(), BenchError> {
     };
     let plan = Plan { warmup: args.warmup, stop, op_timeout: timeout, max_duration: args.max_duration };
     let workers = runner::warm_up(workers, &plan).await?;
-    let cpu_start = CpuSample::take(&args.server_pids);
+    let cpu_start = CpuSample::take(&args.session.server_pids);
     let stats = runner::measure(workers, &plan).await?;
-    let cpu = cpu_start.until(&CpuSample::take(&args.server_pids));
-    let rss = if args.server_pids.is_empty() { None } else { procfs::total_peak_rss_kib(&args.server_pids) };
+    let cpu = cpu_start.until(&CpuSample::take(&args.session.server_pids));
+    let rss = if args.session.server_pids.is_empty() {
+        None
+    } else {
+        procfs::total_peak_rss_kib(&args.session.server_pids)
+    };
     let rec = RunRecord {
         system: args.output.label.clone(),
         workload: args.workload,
@@ -63,7 +71,7 @@ pub async fn run(args: RunArgs) -> Result<(), BenchError> {
         key_space: args.key_space,
         value_size: args.value_size as u64,
         range_len: args.range_len,
-        round: args.round,
+        round: args.session.round,
         seed: args.seed,
         elapsed_s: stats.elapsed.as_secs_f64(),
         ops: stats.ops,
@@ -79,8 +87,7 @@ pub async fn run(args: RunArgs) -> Result<(), BenchError> {
         first_error: stats.first_error.clone(),
     };
     let l = rec.latency;
-    let per_op =
-        |what: &str, us: Option<f64>| us.map_or(String::new(), |us| format!(", {what} CPU {us:.0} µs/op"));
+    let per_op = |what: &str, us: Option<f64>| cpu_note(what, us, "op");
     let human = format!(
         "{} {} clients={} conns={} target={}: {:.0} ops/s, p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, \
          {} ops, {} errors, {} conflicts in {:.2} s{}{}{}{}",
@@ -104,9 +111,116 @@ pub async fn run(args: RunArgs) -> Result<(), BenchError> {
     );
     let failed = check(&rec);
     output(args.output.json, human, Record::Run(rec))?;
+    checked(args.session.check, failed)
+}
+
+/// `, WHAT CPU N µs/UNIT`, or nothing without a reading.
+fn cpu_note(what: &str, us: Option<f64>, unit: &str) -> String {
+    us.map_or(String::new(), |us| format!(", {what} CPU {us:.0} µs/{unit}"))
+}
+
+/// The run's result under `--check`: an error if the check found something and was asked for.
+fn checked(check: bool, failed: Option<String>) -> Result<(), BenchError> {
     match failed {
-        Some(why) if args.check => Err(BenchError::CheckFailed(why)),
+        Some(why) if check => Err(BenchError::CheckFailed(why)),
         _ => Ok(()),
+    }
+}
+
+/// `kvbench watch`.
+pub async fn watch(args: WatchArgs) -> Result<(), BenchError> {
+    let plan = WatchPlan {
+        watchers: args.watchers,
+        streams: args.streams,
+        placement: args.watch_on,
+        rate: args.rate,
+        writers: args.writers,
+        value_size: args.value_size,
+        warmup: args.warmup,
+        duration: args.duration,
+        drain_timeout: args.drain_timeout,
+        request_timeout: args.endpoints.request_timeout,
+        server_pids: args.session.server_pids.clone(),
+        seed: args.seed,
+    };
+    let stats = watch::run(&args.endpoints.endpoints, &plan).await?;
+    let rec = WatchRecord {
+        system: args.output.label.clone(),
+        workload: args.workload,
+        watchers: args.watchers,
+        streams: stats.streams,
+        watch_on: args.watch_on,
+        writers: args.writers,
+        rate: args.rate,
+        value_size: args.value_size as u64,
+        round: args.session.round,
+        elapsed_s: stats.elapsed.as_secs_f64(),
+        puts: stats.puts,
+        puts_per_s: stats.puts_per_s(),
+        put_latency: stats.put_latencies.summary(),
+        events: stats.events,
+        events_per_s: stats.events_per_s(),
+        offered_events_per_s: args.watchers as f64 * stats.puts_per_s(),
+        latency: stats.latencies.summary(),
+        missing: stats.missing,
+        duplicates: stats.duplicates,
+        errors: stats.errors,
+        server_rss_before_kib: stats.rss_before_kib,
+        server_peak_rss_kib: stats.rss_peak_kib,
+        server_cpu_s: stats.cpu.servers.map(|d| d.as_secs_f64()),
+        server_cpu_us_per_event: procfs::micros_per_op(stats.cpu.servers, stats.events),
+        client_cpu_s: stats.cpu.client.map(|d| d.as_secs_f64()),
+        client_cpu_us_per_event: procfs::micros_per_op(stats.cpu.client, stats.events),
+        first_error: stats.first_error,
+    };
+    let (l, mib) = (rec.latency, |kib: u64| kib as f64 / 1024.0);
+    let rss = match (rec.server_rss_before_kib, rec.server_peak_rss_kib) {
+        (Some(before), Some(peak)) => {
+            format!(", servers' RSS {:.0} → peak {:.0} MiB", mib(before), mib(peak))
+        }
+        _ => String::new(),
+    };
+    let human = format!(
+        "{} {} watchers={} streams={} on={}: {:.0} puts/s (asked {}), {:.0} events/s ({:.1} % of offered), \
+         event p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, {} missing, {} duplicates, {} errors in {:.2} s{}{}{}{}",
+        rec.system,
+        rec.workload.name(),
+        rec.watchers,
+        rec.streams,
+        rec.watch_on.name(),
+        rec.puts_per_s,
+        rec.rate,
+        rec.events_per_s,
+        100.0 * rec.delivered_share(),
+        l.p50_ms,
+        l.p99_ms,
+        l.p999_ms,
+        rec.missing,
+        rec.duplicates,
+        rec.errors,
+        rec.elapsed_s,
+        rss,
+        cpu_note("servers'", rec.server_cpu_us_per_event, "event"),
+        cpu_note("client", rec.client_cpu_us_per_event, "event"),
+        rec.first_error.as_ref().map_or(String::new(), |e| format!(" (first error: {e})")),
+    );
+    let failed = check_watch(&rec);
+    output(args.output.json, human, Record::Watch(rec))?;
+    checked(args.session.check, failed)
+}
+
+/// Why a watch run fails `--check`, if it does: any error, any missing or duplicated event, or
+/// nothing delivered.
+fn check_watch(rec: &WatchRecord) -> Option<String> {
+    let what = format!("{} {}", rec.system, rec.workload.name());
+    if rec.errors > 0 {
+        Some(format!("{what}: {} errors", rec.errors))
+    } else if rec.missing > 0 || rec.duplicates > 0 {
+        Some(format!("{what}: {} missing and {} duplicated events", rec.missing, rec.duplicates))
+    } else if rec.puts == 0 || rec.events == 0 || rec.events_per_s <= 0.0 {
+        Some(format!("{what}: zero throughput ({} puts, {} events)", rec.puts, rec.events))
+    } else {
+        None
     }
 }
 
@@ -300,6 +414,25 @@ mod tests {
             client_cpu_us_per_op: None,
             first_error: None,
         }
+    }
+
+    #[test]
+    fn watch_check_fails_on_missing_duplicated_or_no_events() {
+        use crate::watch::WatchWorkload;
+        let ok = WatchRecord::example("raftkv", WatchWorkload::WatchFanout);
+        assert_eq!(check_watch(&ok), None);
+        assert_eq!(ok.delivered_share(), 1.0);
+        let missing = WatchRecord { missing: 3, ..ok.clone() };
+        assert!(check_watch(&missing).unwrap().contains("3 missing and 0 duplicated"));
+        let dup = WatchRecord { duplicates: 1, ..ok.clone() };
+        assert!(check_watch(&dup).unwrap().contains("1 duplicated"));
+        let broken = WatchRecord { errors: 2, ..ok.clone() };
+        assert!(check_watch(&broken).unwrap().contains("2 errors"));
+        let silent = WatchRecord { events: 0, events_per_s: 0.0, ..ok.clone() };
+        assert!(check_watch(&silent).unwrap().contains("zero throughput"));
+        let idle = WatchRecord { puts: 0, offered_events_per_s: 0.0, ..ok };
+        assert!(check_watch(&idle).unwrap().contains("zero throughput"));
+        assert_eq!(idle.delivered_share(), 0.0);
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod record;
 mod report;
 mod runner;
 mod stats;
+mod watch;
 mod workload;
 
 use std::process::ExitCode;
@@ -53,6 +54,7 @@ fn dispatch(command: Command) -> Result<(), BenchError> {
         Command::FreePorts { count } => commands::free_ports(count),
         Command::Report(args) => commands::report(args),
         Command::Run(args) => runtime()?.block_on(commands::run(args)),
+        Command::Watch(args) => runtime()?.block_on(commands::watch(args)),
         Command::Load(args) => runtime()?.block_on(commands::load(args)),
         Command::Leader(args) => runtime()?.block_on(commands::leader(args)),
         Command::WaitReady(args) => runtime()?.block_on(commands::wait_ready(args)),

@@ -2,7 +2,9 @@
 //!
 //! Memory is the peak resident set (`VmHWM`) of each server process: a high-water mark over
 //! the process's life, so sampling it once after a run gives the peak reached so far without
-//! polling during the run (which would cost CPU the servers need on a small machine).
+//! polling during the run (which would cost CPU the servers need on a small machine). The watch
+//! workloads also read the current resident set (`VmRSS`), a few times a second, to tell what
+//! the watchers themselves cost rather than the session's high-water mark.
 //!
 //! CPU time is `utime + stime` of `/proc/PID/stat` (every thread of the process, user and
 //! kernel), read at the start and the end of a measured run: the difference divided by the
@@ -15,14 +17,30 @@ use crate::error::BenchError;
 
 /// The `VmHWM` of process `pid`, in KiB.
 pub fn peak_rss_kib(pid: u32) -> Result<u64, BenchError> {
+    status_kib(pid, "VmHWM")
+}
+
+/// The `VmRSS` of process `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> Result<u64, BenchError> {
+    status_kib(pid, "VmRSS")
+}
+
+/// The `field` line of `/proc/PID/status`, in KiB.
+fn status_kib(pid: u32, field: &str) -> Result<u64, BenchError> {
     let path = Path::new("/proc").join(pid.to_string()).join("status");
     let text = std::fs::read_to_string(&path).map_err(|e| BenchError::io(&path, e))?;
-    parse_vm_hwm(&text).ok_or_else(|| BenchError::Unexpected(format!("no VmHWM line in {}", path.display())))
+    parse_status_kib(&text, field)
+        .ok_or_else(|| BenchError::Unexpected(format!("no {field} line in {}", path.display())))
 }
 
 /// Sum of the `VmHWM` of every process in `pids`, or `None` if one cannot be read (it exited).
 pub fn total_peak_rss_kib(pids: &[u32]) -> Option<u64> {
     sum_over(pids, "memory", peak_rss_kib)
+}
+
+/// Sum of the `VmRSS` of every process in `pids`, or `None` if one cannot be read.
+pub fn total_rss_kib(pids: &[u32]) -> Option<u64> {
+    sum_over(pids, "memory", rss_kib)
 }
 
 /// Sum of `read(pid)` over `pids`, or `None` if one cannot be read (its process exited): a
@@ -155,9 +173,9 @@ fn auxv_value(auxv: &[u8], key: u64) -> Option<u64> {
     None
 }
 
-/// Extracts the `VmHWM:   1234 kB` value.
-fn parse_vm_hwm(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+/// Extracts the value of a `FIELD:   1234 kB` line (`VmHWM`, `VmRSS`).
+fn parse_status_kib(status: &str, field: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.strip_prefix(field).is_some_and(|rest| rest.starts_with(':')))?;
     let mut parts = line.split_whitespace().skip(1);
     let value = parts.next()?.parse().ok()?;
     (parts.next() == Some("kB")).then_some(value)
@@ -170,9 +188,11 @@ mod tests {
     #[test]
     fn parses_the_status_line() {
         let status = "Name:\tetcd\nVmPeak:\t  99 kB\nVmHWM:\t   51234 kB\nVmRSS:\t 40000 kB\n";
-        assert_eq!(parse_vm_hwm(status), Some(51234));
-        assert_eq!(parse_vm_hwm("VmRSS:\t1 kB\n"), None);
-        assert_eq!(parse_vm_hwm("VmHWM:\t1 MB\n"), None);
+        assert_eq!(parse_status_kib(status, "VmHWM"), Some(51234));
+        assert_eq!(parse_status_kib(status, "VmRSS"), Some(40000));
+        assert_eq!(parse_status_kib("VmRSS:\t1 kB\n", "VmHWM"), None);
+        assert_eq!(parse_status_kib("VmHWM:\t1 MB\n", "VmHWM"), None);
+        assert_eq!(parse_status_kib("VmRSSx:\t1 kB\n", "VmRSS"), None);
     }
 
     #[test]
@@ -231,9 +251,15 @@ mod tests {
 
     #[test]
     fn own_process_has_a_peak() {
+        // The kernel keeps RSS in per-CPU counters it sums approximately, so two readings of one
+        // process may differ by a few pages either way, the high-water mark included.
+        const SLACK_KIB: u64 = 1024;
         let me = std::process::id();
         let kib = peak_rss_kib(me).unwrap();
         assert!(kib > 0);
-        assert_eq!(total_peak_rss_kib(&[me, me]).map(|t| t >= 2 * kib), Some(true));
+        assert_eq!(total_peak_rss_kib(&[me, me]).map(|t| t + SLACK_KIB >= 2 * kib), Some(true));
+        let now = total_rss_kib(&[me]).unwrap();
+        assert!(now > 0 && now <= peak_rss_kib(me).unwrap() + SLACK_KIB, "the current RSS is below the peak");
+        assert_eq!(total_rss_kib(&[u32::MAX]), None);
     }
 }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::conn::Target;
 use crate::error::BenchError;
 use crate::stats::LatencySummary;
+use crate::watch::{Placement, WatchWorkload};
 use crate::workload::Workload;
 
 /// Any record in a results file.
@@ -19,6 +20,8 @@ use crate::workload::Workload;
 pub enum Record {
     /// One workload run against one system.
     Run(RunRecord),
+    /// One watch workload run against one system.
+    Watch(WatchRecord),
     /// One preload.
     Load(LoadRecord),
     /// The data disk's fdatasync latency.
@@ -84,6 +87,117 @@ pub struct RunRecord {
     pub client_cpu_us_per_op: Option<f64>,
     /// The first error seen, if any.
     pub first_error: Option<String>,
+}
+
+/// Result of one watch workload run (`kvbench watch`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WatchRecord {
+    /// The system under test, as given by `--label`.
+    pub system: String,
+    /// The workload.
+    pub workload: WatchWorkload,
+    /// Watchers of the run's prefix.
+    pub watchers: u64,
+    /// Watch streams opened (one gRPC connection each).
+    pub streams: u64,
+    /// The members the watchers were on.
+    pub watch_on: Placement,
+    /// Puts in flight at most.
+    pub writers: u64,
+    /// Puts per second asked for.
+    pub rate: f64,
+    /// Bytes per value.
+    pub value_size: u64,
+    /// Repetition number given by `--round`.
+    pub round: u32,
+    /// Wall time of the measured window, seconds.
+    pub elapsed_s: f64,
+    /// Puts sent in the window and acknowledged.
+    pub puts: u64,
+    /// `puts` per second.
+    pub puts_per_s: f64,
+    /// Acknowledgement latency of those puts.
+    pub put_latency: LatencySummary,
+    /// Events received in the window, over all watchers.
+    pub events: u64,
+    /// `events` per second.
+    pub events_per_s: f64,
+    /// What the watchers would receive per second if every event arrived at once: watchers ×
+    /// `puts_per_s`.
+    pub offered_events_per_s: f64,
+    /// Put sent → event received, for the puts sent in the window.
+    pub latency: LatencySummary,
+    /// Acknowledged puts that a watcher never received (by the end of the drain), summed over
+    /// the watchers.
+    pub missing: u64,
+    /// Events a watcher received again, summed over the watchers.
+    pub duplicates: u64,
+    /// Failed puts, broken or canceled watches and foreign events.
+    pub errors: u64,
+    /// The servers' summed `VmRSS` before the watchers were created, KiB.
+    pub server_rss_before_kib: Option<u64>,
+    /// The highest summed `VmRSS` read (every 100 ms) from the watchers' creation to the end of
+    /// the drain, KiB: not the session's high-water mark, which earlier workloads set.
+    pub server_peak_rss_kib: Option<u64>,
+    /// CPU seconds the server processes used during the window.
+    pub server_cpu_s: Option<f64>,
+    /// `server_cpu_s` per event received in the window, microseconds.
+    pub server_cpu_us_per_event: Option<f64>,
+    /// CPU seconds kvbench used during the window.
+    pub client_cpu_s: Option<f64>,
+    /// `client_cpu_s` per event received in the window, microseconds.
+    pub client_cpu_us_per_event: Option<f64>,
+    /// The first error seen, if any.
+    pub first_error: Option<String>,
+}
+
+impl WatchRecord {
+    /// Events received over events offered (watchers × puts acknowledged) in the window; 0
+    /// without puts.
+    pub fn delivered_share(&self) -> f64 {
+        if self.offered_events_per_s > 0.0 { self.events_per_s / self.offered_events_per_s } else { 0.0 }
+    }
+}
+
+#[cfg(test)]
+impl WatchRecord {
+    /// A record of a clean run of `workload` against `system`, for tests to vary.
+    pub fn example(system: &str, workload: WatchWorkload) -> Self {
+        let (watchers, streams, watch_on) = match workload {
+            WatchWorkload::WatchLatency => (1, 1, Placement::Followers),
+            WatchWorkload::WatchFanout => (1000, 30, Placement::All),
+        };
+        let latency = LatencySummary { p50_ms: 1.0, p99_ms: 2.0, p999_ms: 3.0, mean_ms: 1.0, max_ms: 4.0 };
+        WatchRecord {
+            system: system.into(),
+            workload,
+            watchers,
+            streams,
+            watch_on,
+            writers: 1,
+            rate: 200.0,
+            value_size: 256,
+            round: 1,
+            elapsed_s: 10.0,
+            puts: 2000,
+            puts_per_s: 200.0,
+            put_latency: latency,
+            events: 2000 * watchers,
+            events_per_s: 200.0 * watchers as f64,
+            offered_events_per_s: 200.0 * watchers as f64,
+            latency,
+            missing: 0,
+            duplicates: 0,
+            errors: 0,
+            server_rss_before_kib: Some(100 * 1024),
+            server_peak_rss_kib: Some(150 * 1024),
+            server_cpu_s: Some(2.0),
+            server_cpu_us_per_event: Some(10.0),
+            client_cpu_s: Some(1.0),
+            client_cpu_us_per_event: Some(5.0),
+            first_error: None,
+        }
+    }
 }
 
 /// Result of `kvbench load`.
@@ -161,6 +275,7 @@ mod tests {
     fn records_round_trip_through_json_lines() {
         let records = vec![
             Record::Restart(RestartRecord { system: "etcd".into(), keys: 10, ready_ms: 12.5 }),
+            Record::Watch(WatchRecord::example("raftkv", WatchWorkload::WatchFanout)),
             Record::Fsync(FloorRecord {
                 subject: "/tmp".into(),
                 samples: 3,
@@ -169,6 +284,11 @@ mod tests {
         ];
         let text: String = records.iter().map(|r| serde_json::to_string(r).unwrap() + "\n\n").collect();
         assert!(text.starts_with("{\"kind\":\"restart\""), "{text}");
+        assert!(
+            text.contains("{\"kind\":\"watch\",\"system\":\"raftkv\",\"workload\":\"watch-fanout\""),
+            "{text}"
+        );
+        assert!(text.contains("\"watch_on\":\"all\""), "{text}");
         assert_eq!(read_all(text.as_bytes()).unwrap(), records);
     }
 

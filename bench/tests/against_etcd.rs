@@ -119,6 +119,37 @@ fn every_workload_runs_against_etcd_and_reports() {
     assert!(record["server_cpu_us_per_op"].as_f64().is_some_and(|us| us >= 0.0), "{record}");
     assert!(record["client_cpu_us_per_op"].as_f64().is_some_and(|us| us >= 0.0), "{record}");
     lines.push(line);
+    // The watch workloads: the one member watches too (there is no follower), the fan-out's
+    // watchers over 4 streams. --check fails on any missing or duplicated event.
+    for (workload, extra) in [
+        ("watch-latency", ["--watch-on", "all", "--rate", "200"]),
+        ("watch-fanout", ["--watchers", "20", "--streams", "4"]),
+    ] {
+        let mut args = vec!["watch", "--endpoints", &both, "--workload", workload, "--duration", "0.5"];
+        args.extend(["--warmup", "0.1", "--drain-timeout", "10", "--server-pids", &pid]);
+        args.extend(["--check", "--json", "--label", "etcd"]);
+        args.extend(extra);
+        let line = String::from_utf8(kvbench(&args).stdout).unwrap();
+        let record: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+        assert_eq!((record["kind"].as_str(), record["workload"].as_str()), (Some("watch"), Some(workload)));
+        assert_eq!(
+            (record["missing"].as_u64(), record["duplicates"].as_u64()),
+            (Some(0), Some(0)),
+            "{record}"
+        );
+        assert!(record["events"].as_u64().is_some_and(|n| n > 0), "{record}");
+        assert!(record["latency"]["p99_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{record}");
+        assert!(record["server_peak_rss_kib"].as_u64().is_some_and(|kib| kib > 0), "{record}");
+        lines.push(line);
+    }
+    let record: serde_json::Value = serde_json::from_str(lines.last().unwrap().trim()).unwrap();
+    assert_eq!((record["watchers"].as_u64(), record["streams"].as_u64()), (Some(20), Some(4)), "{record}");
+    let no_follower = Command::new(KVBENCH)
+        .args(["watch", "--endpoints", ep, "--workload", "watch-latency", "--duration", "0.2"])
+        .output()
+        .unwrap();
+    assert!(!no_follower.status.success());
+    assert!(String::from_utf8_lossy(&no_follower.stderr).contains("no member to watch on"));
     // A restart-style probe of a loaded key, and one of a key that was never written.
     let ready =
         kvbench(&["wait-ready", "--endpoints", ep, "--key-index", "1499", "--json", "--label", "etcd"]);
@@ -133,8 +164,17 @@ fn every_workload_runs_against_etcd_and_reports() {
     let report = kvbench(&["report", "--input", results.path().to_str().unwrap()]);
     let text = String::from_utf8(report.stdout).unwrap();
     let etcd_rows = text.lines().filter(|l| l.contains("| etcd |") && l.starts_with("| ")).count();
-    assert_eq!(etcd_rows, 8, "{text}"); // six workloads, put@all + the restart row
+    assert_eq!(etcd_rows, 10, "{text}"); // six workloads, put@all, two watch runs + the restart row
     assert!(text.lines().any(|l| l.starts_with("| put@all | 3/2 | round-robin | etcd | 1 |")), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("| watch-fanout | 20/4 | all | 200 | etcd | 1 |")), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("| watch-latency | 1/1 | all | 200 | raftkv | 0 | pending")),
+        "{text}"
+    );
+    assert!(
+        text.contains("| event latency p99 ≤ etcd's | watch-latency 1/1 at 200 puts/s | pending | pending |"),
+        "{text}"
+    );
     assert!(text.lines().any(|l| l.starts_with("| range | 4/2 | all | raftkv | 0 | pending")), "{text}");
 }
 
