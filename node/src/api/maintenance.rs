@@ -76,12 +76,22 @@ impl Maintenance for MaintenanceService {
         Err(Status::unimplemented(EtcdError::NotCapable.to_string()))
     }
 
+    /// This member's hash of its whole replicated state (no barrier: it is a question about
+    /// this member's copy, as in etcd).
     async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        Err(Status::unimplemented(EtcdError::NotCapable.to_string()))
+        let hash = self.ctx.kv.hash_all().map_err(|e| EtcdError::Internal(e.to_string()))?;
+        Ok(Response::new(HashResponse { header: Some(self.ctx.current_header()), hash }))
     }
 
-    async fn hash_kv(&self, _: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
-        Err(Status::unimplemented(EtcdError::NotCapable.to_string()))
+    /// This member's hash of the key space's history up to a revision.
+    async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        let h = self.ctx.kv.hash_kv(request.get_ref().revision).map_err(|e| EtcdError::from(&e))?;
+        Ok(Response::new(HashKvResponse {
+            header: Some(self.ctx.current_header()),
+            hash: h.hash,
+            compact_revision: h.compact_revision,
+            hash_revision: h.hash_revision,
+        }))
     }
 
     type SnapshotStream = SnapshotStream;

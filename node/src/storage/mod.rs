@@ -13,6 +13,7 @@
 //! state machine's durable applied index; and a snapshot is installed state machine first, log
 //! second, with the log half redone on open if a crash cut it off.
 
+pub mod backup;
 mod codec;
 mod error;
 pub mod kv;
@@ -26,7 +27,9 @@ use std::sync::Arc;
 use redb::{Database, Durability, ReadableTable, StorageBackend};
 
 pub use error::{KvError, StoreError};
-pub use kv::{ApplyResult, AttachedKeys, Changes, Command, KvStore, LeaseChange, MemberChange, Outcome};
+pub use kv::{
+    ApplyResult, AttachedKeys, Changes, Command, KvHash, KvStore, LeaseChange, MemberChange, Outcome,
+};
 pub use raft_log::RedbRaftStorage;
 
 use tables::{

@@ -62,35 +62,59 @@ pub(crate) fn restore(txn: &WriteTransaction, data: &SnapshotData) -> Result<(),
     for l in &data.leases {
         leases.insert(l.id, l.encode_to_vec().as_slice())?;
     }
-    let mut lease_keys = txn.open_table(LEASE_KEYS)?;
-    let mut kv = txn.open_table(KV)?;
-    let mut revs = txn.open_table(REVS)?;
-    let mut key_revs = txn.open_table(KEY_REVS)?;
-    let mut buf = Vec::new();
+    let mut history = HistoryRestorer::open(txn)?;
     for h in &data.history {
+        history.restore(h)?;
+    }
+    Ok(())
+}
+
+/// Rebuilds the key space from history entries given in (revision, sub) order: each goes into
+/// the history tables, and the latest entry of each key becomes its current record (with its
+/// lease attachment). Shared by snapshot installation and backup restore.
+pub(crate) struct HistoryRestorer<'t> {
+    kv: redb::Table<'t, &'static [u8], &'static [u8]>,
+    revs: redb::Table<'t, (i64, i64), &'static [u8]>,
+    key_revs: redb::Table<'t, (&'static [u8], i64, i64), ()>,
+    lease_keys: redb::Table<'t, (i64, &'static [u8]), ()>,
+    buf: Vec<u8>,
+}
+
+impl<'t> HistoryRestorer<'t> {
+    pub(crate) fn open(txn: &'t WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Self {
+            kv: txn.open_table(KV)?,
+            revs: txn.open_table(REVS)?,
+            key_revs: txn.open_table(KEY_REVS)?,
+            lease_keys: txn.open_table(LEASE_KEYS)?,
+            buf: Vec::new(),
+        })
+    }
+
+    pub(crate) fn restore(&mut self, h: &HistoryEntry) -> Result<(), StoreError> {
         let ev = h
             .event
             .as_ref()
             .ok_or_else(|| StoreError::InvalidSnapshot("history entry without event".into()))?;
         let stored =
             ev.kv.as_ref().ok_or_else(|| StoreError::InvalidSnapshot("history event without kv".into()))?;
-        revs.insert((h.revision, h.sub), ev.encode_to_vec().as_slice())?;
-        key_revs.insert((stored.key.as_slice(), h.revision, h.sub), ())?;
+        self.revs.insert((h.revision, h.sub), ev.encode_to_vec().as_slice())?;
+        self.key_revs.insert((stored.key.as_slice(), h.revision, h.sub), ())?;
         // A key's current record is its last history entry; its lease attachment follows it.
-        if let Some(old) = kv.get(stored.key.as_slice())? {
+        if let Some(old) = self.kv.get(stored.key.as_slice())? {
             let lease = super::codec::decode_kv(&stored.key, old.value())?.lease;
             drop(old);
             if lease != 0 {
-                lease_keys.remove((lease, stored.key.as_slice()))?;
+                self.lease_keys.remove((lease, stored.key.as_slice()))?;
             }
         }
         if ev.r#type == EventType::Delete as i32 {
-            kv.remove(stored.key.as_slice())?;
+            self.kv.remove(stored.key.as_slice())?;
         } else {
             if stored.lease != 0 {
-                lease_keys.insert((stored.lease, stored.key.as_slice()), ())?;
+                self.lease_keys.insert((stored.lease, stored.key.as_slice()), ())?;
             }
-            buf.clear();
+            self.buf.clear();
             KvRef {
                 key: b"",
                 create_revision: stored.create_revision,
@@ -99,9 +123,9 @@ pub(crate) fn restore(txn: &WriteTransaction, data: &SnapshotData) -> Result<(),
                 value: &stored.value,
                 lease: stored.lease,
             }
-            .encode(&mut buf);
-            kv.insert(stored.key.as_slice(), buf.as_slice())?;
+            .encode(&mut self.buf);
+            self.kv.insert(stored.key.as_slice(), self.buf.as_slice())?;
         }
+        Ok(())
     }
-    Ok(())
 }

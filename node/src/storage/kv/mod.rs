@@ -6,6 +6,7 @@
 //! replaying the log from the recorded index applies each entry exactly once.
 
 mod compact;
+mod hash;
 mod keys;
 mod lease;
 mod range;
@@ -39,6 +40,7 @@ use keys::{KeyRange, event_kv};
 use range::ReadView;
 use write::Writer;
 
+pub use hash::KvHash;
 pub use lease::{AttachedKeys, LeaseChange};
 
 /// What one log entry asks of the state machine.
@@ -162,6 +164,11 @@ impl KvStore {
     /// The applied index as of the last durable commit of the state machine.
     pub fn durable_applied_index(&self) -> u64 {
         self.durable_applied.load(Ordering::Acquire)
+    }
+
+    /// The database, for the storage modules that read or write it whole (backups).
+    pub(crate) fn database(&self) -> &Database {
+        &self.db
     }
 
     pub(crate) fn note_durable(&self, applied: u64) {
