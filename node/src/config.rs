@@ -194,6 +194,58 @@ pub struct DevFlags {
 pub enum Command {
     /// Run a local multi-member cluster on loopback in this process (Ctrl-C stops it).
     Dev(DevFlags),
+    /// Inspect or restore a backup (what `etcdctl snapshot save` or Maintenance.Snapshot wrote).
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+/// `kvnode snapshot ...`: etcdutl's offline snapshot commands for raftkv's backup format.
+#[derive(Debug, Clone, Subcommand)]
+pub enum SnapshotCommand {
+    /// Verify a backup and print its hash (HashKV), revision, keys and size.
+    Status(SnapshotStatusFlags),
+    /// Create a member's data dir from a backup, as a member of a new cluster (new cluster id
+    /// and membership; keys, history, revision and leases kept). Run it for every member with
+    /// the same file, `--initial-cluster` and `--initial-cluster-token`, then start them.
+    Restore(SnapshotRestoreFlags),
+}
+
+/// How `snapshot status` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusFormat {
+    Simple,
+    Table,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SnapshotStatusFlags {
+    /// The backup file.
+    pub file: PathBuf,
+    /// Output format.
+    #[arg(short = 'w', long = "write-out", value_enum, default_value = "simple")]
+    pub write_out: StatusFormat,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SnapshotRestoreFlags {
+    /// The backup file.
+    pub file: PathBuf,
+    /// This member's name in `--initial-cluster`.
+    #[arg(long, default_value = "default")]
+    pub name: String,
+    /// Data dir to create (must not exist or be empty); defaults to `<name>.kvnode`.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// The restored cluster's members: `name1=http://host1:2380,...`.
+    #[arg(long, default_value = "default=http://127.0.0.1:2380")]
+    pub initial_cluster: String,
+    /// The restored cluster's token (give it a new one: the restored cluster is a new cluster).
+    #[arg(long, default_value = "raftkv-cluster")]
+    pub initial_cluster_token: String,
+    /// This member's peer URLs (must match its `--initial-cluster` entry).
+    #[arg(long, default_value = "http://127.0.0.1:2380", value_delimiter = ',')]
+    pub initial_advertise_peer_urls: Vec<String>,
 }
 
 /// The `kvnode` command line.

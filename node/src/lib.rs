@@ -1,7 +1,9 @@
 //! raftkv's node: a Raft-replicated key-value store on redb that serves the etcd v3 API.
 //!
 //! Layers, each depending only on the ones below it:
-//! - [`member`]: one member's lifecycle (start, identity, joining, publishing, stop; `dev`);
+//! - [`offline`]: commands on files rather than a running member (`kvnode snapshot ...`);
+//! - [`member`]: one member's lifecycle (start, identity, joining, publishing, stop; `dev`,
+//!   and a data dir restored from a backup);
 //! - [`api`]: the etcd v3 services, one file each, and etcd's errors;
 //! - [`http`]: `/metrics`, `/health`, `/livez`, `/readyz`;
 //! - [`watch`]: watchers and the hub feeding them from the key space's history;
@@ -20,6 +22,7 @@ pub mod http;
 pub mod lease;
 pub mod member;
 pub mod metrics;
+pub mod offline;
 pub mod proto;
 /// The consensus core (crate `raft`), re-exported so `kvnode::raft` names it.
 pub use raft;

@@ -52,11 +52,21 @@ enum RunError {
     /// The member stopped itself: serving on would serve wrong or stale data.
     #[error("member failed: {0}")]
     Failed(std::sync::Arc<kvnode::driver::FatalError>),
+    /// An offline command (`kvnode snapshot ...`) failed.
+    #[error(transparent)]
+    Snapshot(#[from] kvnode::offline::snapshot::SnapshotError),
+    #[error("the command's thread failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
 }
 
 async fn run(cli: Cli) -> Result<(), RunError> {
     match cli.command {
         Some(Command::Dev(dev_flags)) => Ok(dev::run(dev_flags, cli.node).await?),
+        Some(Command::Snapshot(command)) => {
+            let out = tokio::task::spawn_blocking(move || kvnode::offline::snapshot::run(&command)).await??;
+            print!("{out}");
+            Ok(())
+        }
         None => {
             let listeners = member::Listeners::bind(&cli.node).await?;
             let running = member::start(cli.node, listeners).await?;

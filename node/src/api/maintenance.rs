@@ -4,11 +4,9 @@
 //! RPCs raftkv does not implement yet answer `Unimplemented` with etcd's "not capable" text, so
 //! a client learns plainly that the feature is absent rather than receiving made-up data.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::driver::DriverError;
@@ -16,9 +14,10 @@ use crate::proto::etcdserverpb::maintenance_server::Maintenance;
 use crate::proto::etcdserverpb::{
     AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, DowngradeRequest, DowngradeResponse,
     HashKvRequest, HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse,
-    SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse, alarm_request,
+    SnapshotRequest, StatusRequest, StatusResponse, alarm_request,
 };
 
+use super::backup_stream;
 use super::context::ApiContext;
 use super::errors::EtcdError;
 
@@ -37,8 +36,6 @@ impl MaintenanceService {
         Self { ctx }
     }
 }
-
-type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
@@ -94,10 +91,19 @@ impl Maintenance for MaintenanceService {
         }))
     }
 
-    type SnapshotStream = SnapshotStream;
+    type SnapshotStream = backup_stream::SnapshotStream;
 
+    /// A backup of this member's state as of now (`etcdctl snapshot save`; restore it with
+    /// `kvnode snapshot restore`). Served locally, as etcd does: ask a member that is caught up.
     async fn snapshot(&self, _: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(Status::unimplemented(EtcdError::NotCapable.to_string()))
+        let estimate = self.ctx.store.file_size().unwrap_or(0);
+        Ok(Response::new(backup_stream::stream(
+            self.ctx.kv.clone(),
+            self.ctx.member_id,
+            ETCD_API_VERSION,
+            self.ctx.current_header(),
+            estimate,
+        )))
     }
 
     async fn move_leader(

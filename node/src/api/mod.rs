@@ -4,6 +4,7 @@
 //! Services never talk to other members: every request is served by this member through its
 //! driver (proposals and read index requests of a follower travel to the leader inside Raft).
 
+pub mod backup_stream;
 pub mod cluster;
 pub mod context;
 pub mod election;

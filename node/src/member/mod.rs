@@ -8,6 +8,7 @@ pub mod identity;
 mod join;
 mod peer_service;
 mod publish;
+pub mod restore;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -271,9 +272,26 @@ fn raft_config(flags: &NodeFlags, id: u64, applied: u64) -> Result<RaftConfig, C
     })
 }
 
+/// What makes a founding member's identity: its name, `--initial-cluster` and the token.
+pub(crate) struct Founding<'a> {
+    pub name: &'a str,
+    pub initial_cluster: &'a str,
+    pub token: &'a str,
+}
+
+impl<'a> Founding<'a> {
+    fn of(flags: &'a NodeFlags) -> Self {
+        Self {
+            name: &flags.name,
+            initial_cluster: &flags.initial_cluster,
+            token: &flags.initial_cluster_token,
+        }
+    }
+}
+
 /// The founding members named by `--initial-cluster`, with their derived ids, sorted by id.
-fn founding_members(flags: &NodeFlags) -> Result<Vec<Member>, ConfigError> {
-    let pairs = parse_initial_cluster(&flags.initial_cluster)?;
+fn founding_members(founding: &Founding<'_>) -> Result<Vec<Member>, ConfigError> {
+    let pairs = parse_initial_cluster(founding.initial_cluster)?;
     let mut members: Vec<Member> = Vec::new();
     for (name, url) in pairs {
         match members.iter_mut().find(|m| m.name == name) {
@@ -288,7 +306,7 @@ fn founding_members(flags: &NodeFlags) -> Result<Vec<Member>, ConfigError> {
         }
     }
     for m in &mut members {
-        m.id = identity::member_id(&m.peer_urls, &flags.initial_cluster_token, None);
+        m.id = identity::member_id(&m.peer_urls, founding.token, None);
     }
     members.sort_by_key(|m| m.id);
     Ok(members)
@@ -299,6 +317,23 @@ fn open_store(flags: &NodeFlags) -> Result<Store, StartError> {
     std::fs::create_dir_all(&flags.data_dir)
         .map_err(|source| StartError::DataDir { path: flags.data_dir.clone(), source })?;
     Ok(Store::open(Path::new(&flags.data_dir))?)
+}
+
+/// Writes the log of a founding member of the cluster in `--initial-cluster` (its first
+/// entries add every founding member, with its name and peer URLs: the same bytes on every
+/// founding member) and returns the member's identity, which the caller records.
+fn bootstrap_log(founding: &Founding<'_>, store: &Store) -> Result<Identity, StartError> {
+    let members = founding_members(founding)?;
+    let me = members
+        .iter()
+        .find(|m| m.name == founding.name)
+        .ok_or_else(|| ConfigError::NameNotInCluster(founding.name.to_string()))?;
+    let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+    let identity = Identity { member_id: me.id, cluster_id: identity::cluster_id(&ids) };
+    let contexts: Vec<(u64, Vec<u8>)> = members.iter().map(|m| (m.id, m.encode_to_vec())).collect();
+    let boot = bootstrap_with_context(&contexts)?;
+    store.raft().persist(Some(&boot.hard_state), &boot.entries)?;
+    Ok(identity)
 }
 
 /// Settles who this member is, bootstrapping a new cluster if asked. Also returns the peers a
@@ -316,21 +351,7 @@ async fn identify(
     }
     let mut discovered = Vec::new();
     let identity = match flags.initial_cluster_state {
-        InitialClusterState::New => {
-            let members = founding_members(flags)?;
-            let me = members
-                .iter()
-                .find(|m| m.name == flags.name)
-                .ok_or_else(|| ConfigError::NameNotInCluster(flags.name.clone()))?;
-            let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
-            let identity = Identity { member_id: me.id, cluster_id: identity::cluster_id(&ids) };
-            // The founding membership is the first entries of the log, with every member's
-            // name and peer URLs, the same bytes on every founding member.
-            let contexts: Vec<(u64, Vec<u8>)> = members.iter().map(|m| (m.id, m.encode_to_vec())).collect();
-            let boot = bootstrap_with_context(&contexts)?;
-            store.raft().persist(Some(&boot.hard_state), &boot.entries)?;
-            identity
-        }
+        InitialClusterState::New => bootstrap_log(&Founding::of(flags), store)?,
         InitialClusterState::Existing => {
             let (identity, peers) = join::discover_identity(flags, tls).await?;
             discovered = peers;

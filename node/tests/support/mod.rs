@@ -67,6 +67,16 @@ impl TestCluster {
 
     /// Starts `n` founding members, letting the caller adjust each member's flags.
     pub async fn start_with(n: usize, adjust: impl Fn(&mut NodeFlags)) -> Self {
+        let mut cluster = Self::prepare(n, adjust).await;
+        for i in 0..n {
+            cluster.start_member(i).await;
+        }
+        cluster
+    }
+
+    /// The slots of `n` founding members (ports, data dirs, `--initial-cluster`), none
+    /// started: for tests that make the data dirs themselves first.
+    pub async fn prepare(n: usize, adjust: impl Fn(&mut NodeFlags)) -> Self {
         init_logging();
         let dir = tempfile::tempdir().expect("tempdir");
         let mut slots = Vec::new();
@@ -87,11 +97,7 @@ impl TestCluster {
             s.flags.initial_cluster_token = token.clone();
             s.flags.initial_cluster_state = InitialClusterState::New;
         }
-        let mut cluster = Self { dir, slots, token };
-        for i in 0..n {
-            cluster.start_member(i).await;
-        }
-        cluster
+        Self { dir, slots, token }
     }
 
     /// (Re)starts member `i` from its data dir.
