@@ -11,19 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use etcd_client::{GetOptions, PutOptions};
-use support::TestCluster;
-
-fn etcdctl_available() -> bool {
-    let found = Command::new("etcdctl").arg("version").output().is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var_os("RAFTKV_REQUIRE_ETCDCTL").is_none(),
-            "etcdctl is required (RAFTKV_REQUIRE_ETCDCTL is set) but was not found"
-        );
-        eprintln!("SKIPPED: etcdctl not installed (apt-get install etcd-client)");
-    }
-    found
-}
+use support::{TestCluster, etcdctl_available};
 
 /// Runs `kvnode snapshot ...`; returns (success, stdout, stderr).
 fn kvnode_snapshot(args: &[&str]) -> (bool, String, String) {

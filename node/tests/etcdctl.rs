@@ -10,19 +10,7 @@ mod support;
 use std::process::Command;
 
 use support::pki::{TestPki, TlsMode, use_tls};
-use support::{TestCluster, eventually};
-
-fn etcdctl_available() -> bool {
-    let found = Command::new("etcdctl").arg("version").output().is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var_os("RAFTKV_REQUIRE_ETCDCTL").is_none(),
-            "etcdctl is required (RAFTKV_REQUIRE_ETCDCTL is set) but was not found"
-        );
-        eprintln!("SKIPPED: etcdctl not installed (apt-get install etcd-client)");
-    }
-    found
-}
+use support::{TestCluster, etcdctl_available, eventually};
 
 /// Runs etcdctl against `endpoints`, feeding `stdin`; returns (success, stdout+stderr).
 async fn etcdctl(endpoints: &[String], args: &[&str], stdin: Option<&str>) -> (bool, String) {

@@ -194,6 +194,21 @@ impl TestCluster {
     }
 }
 
+/// Whether the real `etcdctl` is installed. `scripts/test.sh` installs it and sets
+/// `RAFTKV_REQUIRE_ETCDCTL=1`, making its absence a failure; without it, tests say they skipped.
+pub fn etcdctl_available() -> bool {
+    let found =
+        std::process::Command::new("etcdctl").arg("version").output().is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("RAFTKV_REQUIRE_ETCDCTL").is_none(),
+            "etcdctl is required (RAFTKV_REQUIRE_ETCDCTL is set) but was not found"
+        );
+        eprintln!("SKIPPED: etcdctl not installed (apt-get install etcd-client)");
+    }
+    found
+}
+
 /// The code and message of a call etcd-client saw fail with a gRPC status.
 pub fn refusal(e: etcd_client::Error) -> (tonic::Code, String) {
     match e {
