@@ -9,7 +9,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::driver::{DriverError, NodeHandle};
-use crate::proto::etcdserverpb::ResponseHeader;
+use crate::proto::etcdserverpb::alarm_request::AlarmAction;
+use crate::proto::etcdserverpb::{AlarmRequest, AlarmType, ResponseHeader};
 use crate::proto::kvserverpb::{InternalRequest, internal_request};
 use crate::proto::raftpb::ConfChange;
 use crate::storage::{ApplyResult, KvStore, Store};
@@ -77,9 +78,24 @@ impl ApiContext {
 
     /// Refuses writes that add data once the database is over `--quota-backend-bytes`, as
     /// etcd does (deletes and compactions stay allowed so space can be freed).
-    pub fn check_quota(&self) -> Result<(), EtcdError> {
+    pub async fn check_quota(&self) -> Result<(), EtcdError> {
+        if self.kv.active_alarms().nospace() {
+            return Err(EtcdError::NoSpace);
+        }
         match self.store.file_size() {
-            Ok(size) if size > self.limits.quota_backend_bytes => Err(EtcdError::NoSpace),
+            Ok(size) if size > self.limits.quota_backend_bytes => {
+                // As etcd: the member that finds the database full raises NOSPACE through the
+                // log, so every member refuses what would add data until it is disarmed.
+                let raise = AlarmRequest {
+                    action: AlarmAction::Activate as i32,
+                    member_id: self.member_id,
+                    alarm: AlarmType::Nospace as i32,
+                };
+                if let Err(e) = self.propose(internal_request::Request::Alarm(raise)).await {
+                    tracing::warn!(error = %e, "could not raise the NOSPACE alarm");
+                }
+                Err(EtcdError::NoSpace)
+            }
             _ => Ok(()),
         }
     }

@@ -72,6 +72,8 @@ pub enum EtcdError {
     NotCapable,
     #[error("etcdserver: mvcc: database space exceeded")]
     NoSpace,
+    #[error("etcdserver: corrupt cluster")]
+    Corrupt,
     #[error("etcdserver: too many requests")]
     TooManyRequests,
     /// The Lock and Election services' own errors carry no `etcdserver:` prefix and no code
@@ -107,6 +109,7 @@ impl EtcdError {
             NotLeader | PeerUrlExists | MemberExists | MemberNotLearner | LearnerNotReady
             | BadLeaderTransferee | TransferInProgress | ConfChangePending => Code::FailedPrecondition,
             NotCapable => Code::Unimplemented,
+            Corrupt => Code::DataLoss,
             ElectionNotLeader | ElectionNoLeader | MissingLeaderKey | SessionExpired => Code::Unknown,
             NoSpace | TooManyRequests => Code::ResourceExhausted,
             Internal(_) => Code::Internal,
@@ -156,6 +159,8 @@ impl From<&KvError> for EtcdError {
             KvError::InvalidSortOption => EtcdError::InvalidArgument("invalid sort option".into()),
             KvError::Compacted { .. } => EtcdError::Compacted,
             KvError::FutureRevision => EtcdError::FutureRevision,
+            KvError::NoSpace => EtcdError::NoSpace,
+            KvError::Corrupt => EtcdError::Corrupt,
             KvError::Store(s) => EtcdError::Internal(s.to_string()),
         }
     }

@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 use crate::proto::etcdserverpb::kv_server::Kv;
 use crate::proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse, request_op,
+    RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
 };
 use crate::proto::kvserverpb::internal_request::Request as Write;
 use crate::storage::kv::validate;
@@ -75,21 +75,17 @@ fn reject(e: KvError) -> Status {
     EtcdError::from(&e).into()
 }
 
-/// Whether any branch of a txn (nested ones included) puts a key.
-fn txn_writes(txn: &TxnRequest) -> bool {
-    txn.success.iter().chain(&txn.failure).any(|op| match &op.request {
-        Some(request_op::Request::RequestPut(_)) => true,
-        Some(request_op::Request::RequestTxn(t)) => txn_writes(t),
-        _ => false,
-    })
-}
-
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
         let req = request.into_inner();
         validate::check_range(&req).map_err(reject)?;
         self.ctx.check_size(req.encoded_len())?;
+        // Under a CORRUPT alarm nothing is served that might be wrong (writes are refused
+        // where they are applied).
+        if self.ctx.kv.active_alarms().corrupt() {
+            return Err(EtcdError::Corrupt.into());
+        }
         if !req.serializable {
             self.ctx.linearizable_barrier().await?;
         }
@@ -102,7 +98,7 @@ impl Kv for KvService {
         let req = request.into_inner();
         validate::check_put(&req).map_err(reject)?;
         self.ctx.check_size(req.encoded_len())?;
-        self.ctx.check_quota()?;
+        self.ctx.check_quota().await?;
         self.write(Write::Put(req), |o| match o {
             Outcome::Put(r) => Some(r),
             _ => None,
@@ -128,8 +124,8 @@ impl Kv for KvService {
         let req = request.into_inner();
         validate::check_txn(&req, self.ctx.limits.max_txn_ops).map_err(reject)?;
         self.ctx.check_size(req.encoded_len())?;
-        if txn_writes(&req) {
-            self.ctx.check_quota()?;
+        if validate::txn_puts(&req) {
+            self.ctx.check_quota().await?;
         }
         self.write(Write::Txn(req), |o| match o {
             Outcome::Txn(r) => Some(r),

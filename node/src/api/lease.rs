@@ -66,6 +66,7 @@ impl LeaseService {
         if req.ttl > MAX_TTL {
             return Err(EtcdError::LeaseTtlTooLarge);
         }
+        self.ctx.check_quota().await?;
         req.ttl = req.ttl.max(self.min_ttl);
         let chosen = req.id == 0;
         for _ in 0..ID_ATTEMPTS {

@@ -12,10 +12,13 @@ use tonic::{Request, Response, Status};
 use crate::driver::DriverError;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
 use crate::proto::etcdserverpb::{
-    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, DowngradeRequest, DowngradeResponse,
-    HashKvRequest, HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse,
-    SnapshotRequest, StatusRequest, StatusResponse, alarm_request,
+    AlarmRequest, AlarmResponse, AlarmType, DefragmentRequest, DefragmentResponse, DowngradeRequest,
+    DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest,
+    MoveLeaderResponse, SnapshotRequest, StatusRequest, StatusResponse, alarm_request,
 };
+
+use crate::proto::kvserverpb::internal_request::Request as Write;
+use crate::storage::Outcome;
 
 use super::backup_stream;
 use super::context::ApiContext;
@@ -35,17 +38,42 @@ impl MaintenanceService {
     pub fn new(ctx: Arc<ApiContext>) -> Self {
         Self { ctx }
     }
+
+    /// Status's `errors`: one line per raised alarm, in etcd's text form
+    /// (`memberID:<id> alarm:NOSPACE `), which `etcdctl endpoint status` shows.
+    fn alarm_errors(&self) -> Vec<String> {
+        let alarms = self.ctx.kv.alarms().unwrap_or_default();
+        alarms
+            .iter()
+            .map(|a| {
+                let name = AlarmType::try_from(a.alarm).map_or("UNKNOWN", |t| t.as_str_name());
+                format!("memberID:{} alarm:{name} ", a.member_id)
+            })
+            .collect()
+    }
 }
 
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
+    /// Lists, raises or clears alarms. Raising and clearing go through the log (every member
+    /// then refuses the same requests); a list is read after a read-index barrier, so it shows
+    /// every alarm raised before it was asked.
     async fn alarm(&self, request: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
-        // raftkv raises no alarms yet (space quota is enforced per request), so the list is
-        // truly empty; activating or clearing one is not supported.
-        if request.get_ref().action() != alarm_request::AlarmAction::Get {
-            return Err(EtcdError::NotCapable.into());
+        let req = request.into_inner();
+        if req.action() == alarm_request::AlarmAction::Get {
+            self.ctx.linearizable_barrier().await?;
+            let alarms = self.ctx.kv.alarms().map_err(|e| EtcdError::Internal(e.to_string()))?;
+            return Ok(Response::new(AlarmResponse { header: Some(self.ctx.current_header()), alarms }));
         }
-        Ok(Response::new(AlarmResponse { header: Some(self.ctx.current_header()), alarms: Vec::new() }))
+        let applied = self.ctx.propose(Write::Alarm(req)).await?;
+        match applied.outcome {
+            Outcome::Alarm(mut resp) => {
+                resp.header = Some(self.ctx.header(applied.revision));
+                Ok(Response::new(resp))
+            }
+            Outcome::Rejected(e) => Err(EtcdError::from(&e).into()),
+            _ => Err(EtcdError::Internal("unexpected apply result".into()).into()),
+        }
     }
 
     async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
@@ -59,7 +87,7 @@ impl Maintenance for MaintenanceService {
             raft_index: st.commit,
             raft_term: st.term,
             raft_applied_index: st.applied,
-            errors: Vec::new(),
+            errors: self.alarm_errors(),
             db_size_in_use: db_size,
             is_learner: st.learners.contains(&st.id),
             ..Default::default()

@@ -59,7 +59,7 @@ impl Recipes {
 
     /// Runs a transaction as the KV service would, header included.
     pub async fn txn(&self, txn: TxnRequest) -> Result<TxnResponse, EtcdError> {
-        self.ctx.check_quota()?;
+        self.ctx.check_quota().await?;
         let applied = self.ctx.propose(Write::Txn(txn)).await?;
         match applied.outcome {
             Outcome::Txn(mut resp) => {

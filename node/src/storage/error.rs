@@ -162,6 +162,12 @@ pub enum KvError {
     /// The revision asked for does not exist yet.
     #[error("etcdserver: mvcc: required revision is a future revision")]
     FutureRevision,
+    /// A NOSPACE alarm is raised: writes that add data are refused until it is disarmed.
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
+    /// A CORRUPT alarm is raised: the cluster serves nothing it might have wrong.
+    #[error("etcdserver: corrupt cluster")]
+    Corrupt,
     /// The store failed while serving the request.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -33,7 +33,7 @@ pub use kv::{
 pub use raft_log::RedbRaftStorage;
 
 use tables::{
-    KEY_REVS, KV, LEASE_KEYS, LEASES, LOG_META, MEMBERS, MEMBERSHIP, META, META_REVISION, RAFT_LOG,
+    ALARMS, KEY_REVS, KV, LEASE_KEYS, LEASES, LOG_META, MEMBERS, MEMBERSHIP, META, META_REVISION, RAFT_LOG,
     RAFT_STATE, REVS,
 };
 
@@ -122,6 +122,7 @@ fn init_tables(db: &Database, part: Part) -> Result<(), StoreError> {
             txn.open_table(MEMBERS)?;
             txn.open_table(LEASES)?;
             txn.open_table(LEASE_KEYS)?;
+            txn.open_table(ALARMS)?;
         }
     }
     txn.commit()?;

@@ -4,13 +4,14 @@
 use prost::Message;
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 
+use crate::proto::etcdserverpb::AlarmMember;
 use crate::proto::kvserverpb::{HistoryEntry, LeaseRecord, Member, SnapshotData};
 use crate::proto::mvccpb::event::EventType;
 
 use super::codec::{KvRef, decode_event};
 use super::error::StoreError;
 use super::tables::{
-    KEY_REVS, KV, LEASE_KEYS, LEASES, MEMBERS, META, META_APPLIED_INDEX, META_CLUSTER_ID,
+    ALARMS, KEY_REVS, KV, LEASE_KEYS, LEASES, MEMBERS, META, META_APPLIED_INDEX, META_CLUSTER_ID,
     META_COMPACT_REVISION, META_REVISION, REVS, get_compact_rev, get_rev, get_u64, set_rev,
 };
 
@@ -37,6 +38,10 @@ pub(crate) fn build(txn: &ReadTransaction) -> Result<SnapshotData, StoreError> {
     for item in txn.open_table(LEASES)?.iter()? {
         data.leases.push(LeaseRecord::decode(item?.1.value()).map_err(|e| StoreError::decode("leases", e))?);
     }
+    for item in txn.open_table(ALARMS)?.iter()? {
+        let (member_id, alarm) = item?.0.value();
+        data.alarms.push(AlarmMember { member_id, alarm });
+    }
     Ok(data)
 }
 
@@ -49,6 +54,11 @@ pub(crate) fn restore(txn: &WriteTransaction, data: &SnapshotData) -> Result<(),
     txn.delete_table(MEMBERS)?;
     txn.delete_table(LEASES)?;
     txn.delete_table(LEASE_KEYS)?;
+    txn.delete_table(ALARMS)?;
+    let mut alarms = txn.open_table(ALARMS)?;
+    for a in &data.alarms {
+        alarms.insert((a.member_id, a.alarm), ())?;
+    }
     let mut meta = txn.open_table(META)?;
     meta.insert(META_APPLIED_INDEX, data.applied_index)?;
     meta.insert(META_CLUSTER_ID, data.cluster_id)?;

@@ -50,6 +50,9 @@ pub(crate) const LEASES: TableDefinition<i64, &[u8]> = TableDefinition::new("lea
 /// The keys attached to each lease, by (lease, key): what a revoke deletes.
 pub(crate) const LEASE_KEYS: TableDefinition<(i64, &[u8]), ()> = TableDefinition::new("lease_keys");
 
+/// Raised alarms: (member id, `etcdserverpb::AlarmType`) -> ().
+pub(crate) const ALARMS: TableDefinition<(u64, i32), ()> = TableDefinition::new("alarms");
+
 pub(crate) const CONF_STATE: &str = "conf_state";
 
 /// Index of the last entry applied to the state machine. etcd calls the same number the

@@ -5,6 +5,7 @@
 //! after a crash an entry is either fully applied (and its index recorded) or not at all, and
 //! replaying the log from the recorded index applies each entry exactly once.
 
+mod alarm;
 mod compact;
 mod hash;
 mod keys;
@@ -22,8 +23,8 @@ use prost::Message;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 
 use crate::proto::etcdserverpb::{
-    CompactionResponse, DeleteRangeResponse, LeaseGrantResponse, LeaseRevokeResponse, PutResponse,
-    RangeRequest, RangeResponse, TxnResponse,
+    AlarmMember, AlarmResponse, CompactionResponse, DeleteRangeResponse, LeaseGrantResponse,
+    LeaseRevokeResponse, PutResponse, RangeRequest, RangeResponse, TxnResponse,
 };
 use crate::proto::kvserverpb::{InternalRequest, LeaseRecord, Member, SnapshotData, internal_request};
 use crate::proto::mvccpb;
@@ -32,7 +33,7 @@ use crate::proto::raftpb::{ConfState, SnapshotMetadata};
 use super::error::{KvError, StoreError};
 use super::snapshot;
 use super::tables::{
-    CONF_STATE, KEY_REVS, KV, LEASE_KEYS, LEASES, MEMBERS, MEMBERSHIP, META, META_APPLIED_INDEX,
+    ALARMS, CONF_STATE, KEY_REVS, KV, LEASE_KEYS, LEASES, MEMBERS, MEMBERSHIP, META, META_APPLIED_INDEX,
     META_CLUSTER_ID, META_INSTALLED_SNAPSHOT_INDEX, META_INSTALLED_SNAPSHOT_TERM, META_LOCAL_MEMBER_ID,
     META_REVISION, REVS, get_compact_rev, get_msg, get_rev, get_u64, put_msg,
 };
@@ -40,6 +41,8 @@ use keys::{KeyRange, event_kv};
 use range::ReadView;
 use write::Writer;
 
+pub use alarm::ActiveAlarms;
+use alarm::AlarmState;
 pub use hash::KvHash;
 pub use lease::{AttachedKeys, LeaseChange};
 
@@ -100,6 +103,8 @@ pub enum Outcome {
     LeaseGrant(LeaseGrantResponse),
     /// A lease was revoked, its keys deleted at one new revision (if it had any).
     LeaseRevoke(LeaseRevokeResponse),
+    /// An alarm request was applied: the alarms it raised or cleared (all of them for GET).
+    Alarm(AlarmResponse),
     /// The request was refused (with etcd's reason); the state is unchanged but the entry
     /// counts as applied.
     Rejected(KvError),
@@ -136,6 +141,8 @@ pub struct KvStore {
     durable_applied: Arc<AtomicU64>,
     /// Where lease changes go once applied (the lessor), if anyone listens.
     lease_feed: Arc<Mutex<Option<mpsc::UnboundedSender<LeaseChange>>>>,
+    /// The alarm kinds raised as of the last committed apply.
+    alarm_state: Arc<AlarmState>,
 }
 
 impl KvStore {
@@ -146,7 +153,30 @@ impl KvStore {
             let txn = db.begin_read()?;
             get_u64(&txn.open_table(META)?, META_APPLIED_INDEX)?
         };
-        Ok(KvStore { db, durable_applied: Arc::new(AtomicU64::new(applied)), lease_feed: Arc::default() })
+        let store = KvStore {
+            db,
+            durable_applied: Arc::new(AtomicU64::new(applied)),
+            lease_feed: Arc::default(),
+            alarm_state: Arc::default(),
+        };
+        store.alarm_state.set(ActiveAlarms::of(&store.alarms()?));
+        Ok(store)
+    }
+
+    /// Every raised alarm, as of the last committed apply.
+    pub fn alarms(&self) -> Result<Vec<AlarmMember>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let mut out = Vec::new();
+        for item in txn.open_table(ALARMS)?.iter()? {
+            let (member_id, alarm) = item?.0.value();
+            out.push(AlarmMember { member_id, alarm });
+        }
+        Ok(out)
+    }
+
+    /// The alarm kinds raised, without reading the database (for every read request).
+    pub fn active_alarms(&self) -> ActiveAlarms {
+        self.alarm_state.get()
     }
 
     /// Makes every earlier apply durable (one fsync of the state-machine database) and returns
@@ -214,6 +244,7 @@ impl KvStore {
         }
         txn.commit()?;
         self.note_durable(meta.index);
+        self.alarm_state.set(ActiveAlarms::of(&data.alarms));
         self.tell_lessor(vec![LeaseChange::Reset]);
         Ok(())
     }
@@ -365,7 +396,7 @@ impl KvStore {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::None)?;
         let mut results = Vec::with_capacity(cmds.len());
-        let lease_changes;
+        let (lease_changes, alarms);
         {
             let mut w = Writer::open(&txn)?;
             for &(index, cmd) in cmds {
@@ -408,8 +439,10 @@ impl KvStore {
             }
             w.save_meta()?;
             lease_changes = std::mem::take(&mut w.lease_changes);
+            alarms = w.active_alarms;
         }
         txn.commit()?;
+        self.alarm_state.set(alarms);
         self.tell_lessor(lease_changes);
         Ok(results)
     }
@@ -534,8 +567,13 @@ fn request_id(cmd: Command<'_>) -> u64 {
 /// Applies one client request; a refusal is an outcome, a store failure is an error.
 fn apply_request(w: &mut Writer<'_>, req: &InternalRequest) -> Result<Outcome, StoreError> {
     use internal_request::Request;
+    let Some(request) = &req.request else { return Ok(Outcome::Applied) };
+    if let Some(refused) = w.active_alarms.refusal(request) {
+        return Ok(Outcome::Rejected(refused));
+    }
     let result = match &req.request {
         None => return Ok(Outcome::Applied),
+        Some(Request::Alarm(a)) => return w.alarm(a).map(Outcome::Alarm),
         Some(Request::Put(p)) => w.put(p).map(Outcome::Put),
         Some(Request::DeleteRange(d)) => w.delete_range(d).map(Outcome::DeleteRange),
         Some(Request::Txn(t)) => w.txn(t).map(Outcome::Txn),

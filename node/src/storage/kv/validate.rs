@@ -259,3 +259,13 @@ mod tests {
         assert!(matches!(check_txn(&marked, 128), Err(KvError::TooManyOps)));
     }
 }
+
+/// Whether any branch of a transaction (nested ones included) puts a key: what a space quota
+/// must refuse.
+pub fn txn_puts(txn: &TxnRequest) -> bool {
+    txn.success.iter().chain(&txn.failure).any(|op| match &op.request {
+        Some(request_op::Request::RequestPut(_)) => true,
+        Some(request_op::Request::RequestTxn(t)) => txn_puts(t),
+        _ => false,
+    })
+}

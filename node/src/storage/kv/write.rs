@@ -4,17 +4,19 @@
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use crate::proto::etcdserverpb::{
-    Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
-    RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse, compare, request_op, response_op,
+    AlarmMember, Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest,
+    RangeResponse, RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse, compare, request_op,
+    response_op,
 };
 use crate::proto::mvccpb::{KeyValue, event::EventType};
 use crate::storage::codec::{KvRef, decode_kv};
 use crate::storage::error::{KvError, StoreError};
 use crate::storage::tables::{
-    KEY_REVS, KV, LEASE_KEYS, LEASES, META, META_APPLIED_INDEX, META_COMPACT_REVISION, META_REVISION, REVS,
-    get_compact_rev, get_rev, get_u64, set_rev,
+    ALARMS, KEY_REVS, KV, LEASE_KEYS, LEASES, META, META_APPLIED_INDEX, META_COMPACT_REVISION, META_REVISION,
+    REVS, get_compact_rev, get_rev, get_u64, set_rev,
 };
 
+use super::alarm::ActiveAlarms;
 use super::lease::LeaseChange;
 
 use super::keys::{KeyRange, scan_current};
@@ -30,6 +32,9 @@ pub(crate) struct Writer<'t> {
     pub meta: Table<'t, &'static str, u64>,
     pub leases: Table<'t, i64, &'static [u8]>,
     pub lease_keys: Table<'t, (i64, &'static [u8]), ()>,
+    pub alarms: Table<'t, (u64, i32), ()>,
+    /// The alarm kinds raised, as of the request being applied.
+    pub active_alarms: ActiveAlarms,
     /// Leases granted, revoked or checkpointed by this transaction, for the lessor.
     pub lease_changes: Vec<LeaseChange>,
     /// Revision of the last request that changed something.
@@ -48,6 +53,12 @@ impl<'t> Writer<'t> {
         let revision = get_rev(&meta, META_REVISION)?;
         let compact_revision = get_compact_rev(&meta)?;
         let applied_index = get_u64(&meta, META_APPLIED_INDEX)?;
+        let alarms = txn.open_table(ALARMS)?;
+        let mut raised = Vec::new();
+        for item in alarms.iter()? {
+            let (member_id, alarm) = item?.0.value();
+            raised.push(AlarmMember { member_id, alarm });
+        }
         Ok(Writer {
             kv: txn.open_table(KV)?,
             key_revs: txn.open_table(KEY_REVS)?,
@@ -55,6 +66,8 @@ impl<'t> Writer<'t> {
             meta,
             leases: txn.open_table(LEASES)?,
             lease_keys: txn.open_table(LEASE_KEYS)?,
+            alarms,
+            active_alarms: ActiveAlarms::of(&raised),
             lease_changes: Vec::new(),
             revision,
             compact_revision,
