@@ -142,6 +142,16 @@ fn branch_writes(ops: &[RequestOp]) -> Result<(Vec<&[u8]>, Vec<Interval<'_>>), K
     Ok((puts, dels))
 }
 
+/// Whether any branch of a transaction (nested ones included) puts a key: what a space quota
+/// must refuse.
+pub fn txn_puts(txn: &TxnRequest) -> bool {
+    txn.success.iter().chain(&txn.failure).any(|op| match &op.request {
+        Some(request_op::Request::RequestPut(_)) => true,
+        Some(request_op::Request::RequestTxn(t)) => txn_puts(t),
+        _ => false,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,14 +268,4 @@ mod tests {
         let marked = TxnRequest { too_deep: true, ..txn(vec![], vec![]) };
         assert!(matches!(check_txn(&marked, 128), Err(KvError::TooManyOps)));
     }
-}
-
-/// Whether any branch of a transaction (nested ones included) puts a key: what a space quota
-/// must refuse.
-pub fn txn_puts(txn: &TxnRequest) -> bool {
-    txn.success.iter().chain(&txn.failure).any(|op| match &op.request {
-        Some(request_op::Request::RequestPut(_)) => true,
-        Some(request_op::Request::RequestTxn(t)) => txn_puts(t),
-        _ => false,
-    })
 }
