@@ -4,8 +4,8 @@
 //! RPCs raftkv does not implement yet answer `Unimplemented` with etcd's "not capable" text, so
 //! a client learns plainly that the feature is absent rather than receiving made-up data.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use tonic::{Request, Response, Status};
 
@@ -32,11 +32,36 @@ pub const ETCD_API_VERSION: &str = "3.5.13";
 /// The Maintenance service of one member.
 pub struct MaintenanceService {
     ctx: Arc<ApiContext>,
+    /// The last measure of the database's bytes in use, and when it was taken.
+    in_use: Mutex<Option<(Instant, u64)>>,
 }
+
+/// How long a measure of the bytes in use is reused (measuring walks the whole database
+/// while applies wait).
+const IN_USE_FRESH: Duration = Duration::from_secs(60);
 
 impl MaintenanceService {
     pub fn new(ctx: Arc<ApiContext>) -> Self {
-        Self { ctx }
+        Self { ctx, in_use: Mutex::new(None) }
+    }
+
+    /// Bytes of the database in use, measured at most once a minute; the file size when it
+    /// cannot be measured.
+    async fn size_in_use(&self, file_size: u64) -> u64 {
+        let cached = *self.in_use.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((at, bytes)) = cached
+            && at.elapsed() < IN_USE_FRESH
+        {
+            return bytes;
+        }
+        let store = self.ctx.store.clone();
+        match tokio::task::spawn_blocking(move || store.measure_size_in_use()).await {
+            Ok(Ok(bytes)) => {
+                *self.in_use.lock().unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), bytes));
+                bytes
+            }
+            _ => file_size,
+        }
     }
 
     /// Status's `errors`: one line per raised alarm, in etcd's text form
@@ -78,7 +103,9 @@ impl Maintenance for MaintenanceService {
 
     async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let st = self.ctx.node.status();
-        let db_size = self.ctx.store.file_size().unwrap_or(0) as i64;
+        let file_size = self.ctx.store.file_size().unwrap_or(0);
+        let db_size = file_size as i64;
+        let db_size_in_use = self.size_in_use(file_size).await as i64;
         Ok(Response::new(StatusResponse {
             header: Some(self.ctx.current_header()),
             version: ETCD_API_VERSION.to_string(),
@@ -88,7 +115,7 @@ impl Maintenance for MaintenanceService {
             raft_term: st.term,
             raft_applied_index: st.applied,
             errors: self.alarm_errors(),
-            db_size_in_use: db_size,
+            db_size_in_use,
             is_learner: st.learners.contains(&st.id),
             ..Default::default()
         }))
@@ -98,7 +125,13 @@ impl Maintenance for MaintenanceService {
         &self,
         _: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
-        Err(Status::unimplemented(EtcdError::NotCapable.to_string()))
+        let store = self.ctx.store.clone();
+        let done = tokio::task::spawn_blocking(move || store.defragment())
+            .await
+            .map_err(|e| EtcdError::Internal(e.to_string()))?
+            .map_err(|e| EtcdError::Internal(format!("defragment: {e}")))?;
+        *self.in_use.lock().unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), done.size_after));
+        Ok(Response::new(DefragmentResponse { header: Some(self.ctx.current_header()) }))
     }
 
     /// This member's hash of its whole replicated state (no barrier: it is a question about

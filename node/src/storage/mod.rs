@@ -15,6 +15,7 @@
 
 pub mod backup;
 mod codec;
+mod defrag;
 mod error;
 pub mod kv;
 mod raft_log;
@@ -26,6 +27,7 @@ use std::sync::Arc;
 
 use redb::{Database, Durability, ReadableTable, StorageBackend};
 
+pub use defrag::Defragmented;
 pub use error::{KvError, StoreError};
 pub use kv::{
     ApplyResult, AttachedKeys, Changes, Command, KvHash, KvStore, LeaseChange, MemberChange, Outcome,
@@ -144,6 +146,10 @@ fn open_file(dir: &Path, part: Part, options: StoreOptions) -> Result<(Database,
     if !exists {
         create_atomically(dir, &path, part, options).map_err(wrap)?;
     }
+    if part == Part::StateMachine {
+        // A copy left by a defragmentation that did not finish; the original is intact.
+        defrag::remove_if_present(&defrag::copy_path(&path)).map_err(wrap)?;
+    }
     let db = builder(options, part).open(&path).map_err(|e| wrap(e.into()))?;
     Ok((db, path))
 }
@@ -154,6 +160,7 @@ pub struct Store {
     raft: Arc<RedbRaftStorage>,
     kv: KvStore,
     path: Option<PathBuf>,
+    options: StoreOptions,
 }
 
 impl Store {
@@ -176,7 +183,7 @@ impl Store {
         std::fs::create_dir_all(dir).map_err(|e| wrap_dir(StoreError::from_io(e)))?;
         let (kv_db, path) = open_file(dir, Part::StateMachine, options)?;
         let (log_db, _) = open_file(dir, Part::Log, options)?;
-        let mut store = Self::init(log_db, kv_db).map_err(wrap_dir)?;
+        let mut store = Self::init(log_db, kv_db, options).map_err(wrap_dir)?;
         store.path = Some(path);
         Ok(store)
     }
@@ -190,7 +197,7 @@ impl Store {
     ) -> Result<Store, StoreError> {
         let log = builder(options, Part::Log).create_with_backend(log)?;
         let kv = builder(options, Part::StateMachine).create_with_backend(state_machine)?;
-        Self::init(log, kv)
+        Self::init(log, kv, options)
     }
 
     /// An empty store in memory.
@@ -203,12 +210,12 @@ impl Store {
     }
 
     /// Creates any missing table, reconciles the two databases and loads the log bounds.
-    fn init(log: Database, kv: Database) -> Result<Store, StoreError> {
+    fn init(log: Database, kv: Database, options: StoreOptions) -> Result<Store, StoreError> {
         init_tables(&log, Part::Log)?;
         init_tables(&kv, Part::StateMachine)?;
-        let kv = KvStore::new(Arc::new(kv))?;
+        let kv = KvStore::new(kv)?;
         let raft = Arc::new(RedbRaftStorage::open(Arc::new(log), kv.clone())?);
-        Ok(Store { kv, raft, path: None })
+        Ok(Store { kv, raft, path: None, options })
     }
 
     /// The Raft log side, shared with the consensus core.

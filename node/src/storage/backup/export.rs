@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use prost::Message;
-use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use redb::{ReadableTable, ReadableTableMetadata};
 
 use crate::proto::kvserverpb::backup_frame::Frame;
 use crate::proto::kvserverpb::{
@@ -36,7 +36,7 @@ impl KvStore {
         server_version: &str,
         out: W,
     ) -> Result<(W, BackupSummary), BackupError> {
-        let txn = self.database().begin_read().map_err(StoreError::from)?;
+        let txn = self.slot().read()?;
         let meta = txn.open_table(META).map_err(StoreError::from)?;
         let revs = txn.open_table(REVS).map_err(StoreError::from)?;
         let leases = txn.open_table(LEASES).map_err(StoreError::from)?;

@@ -4,7 +4,7 @@ use std::io::BufReader;
 use std::path::Path;
 
 use prost::Message;
-use redb::{Durability, ReadableDatabase, ReadableTableMetadata};
+use redb::{Durability, ReadableTableMetadata};
 
 use crate::proto::kvserverpb::backup_frame::Frame;
 use crate::proto::kvserverpb::{BackupEnd, BackupHeader};
@@ -121,9 +121,9 @@ impl KvStore {
         mut progress: impl FnMut(Phase, u64, u64),
     ) -> Result<Restored, BackupError> {
         let size = verify_file(path, |done| progress(Phase::Verifying, done, 0))?;
-        let db = self.database();
+        let db = self.slot();
         {
-            let txn = db.begin_read().map_err(StoreError::from)?;
+            let txn = db.read()?;
             let keys = txn.open_table(KV).map_err(StoreError::from)?.len().map_err(StoreError::from)?;
             let history = txn.open_table(REVS).map_err(StoreError::from)?.len().map_err(StoreError::from)?;
             if keys + history > 0 {
@@ -132,7 +132,7 @@ impl KvStore {
         }
         let mut reader = FrameReader::new(BufReader::new(std::fs::File::open(path)?))?;
         let (mut header, mut end, mut count, mut crc) = (None, None, 0u64, crc32c::crc32c(b"revs"));
-        let mut txn = db.begin_write().map_err(StoreError::from)?;
+        let mut txn = db.write()?;
         txn.set_durability(Durability::None).map_err(StoreError::from)?;
         let mut pending = 0usize;
         while let Some(frame) = reader.next_frame()? {
@@ -164,8 +164,8 @@ impl KvStore {
                     count += h.entries.len() as u64;
                     pending += h.entries.len();
                     if pending >= COMMIT_EVERY {
-                        txn.commit().map_err(StoreError::from)?;
-                        txn = db.begin_write().map_err(StoreError::from)?;
+                        txn.commit()?;
+                        txn = db.write()?;
                         txn.set_durability(Durability::None).map_err(StoreError::from)?;
                         pending = 0;
                     }
@@ -177,7 +177,7 @@ impl KvStore {
             progress(Phase::Reading, reader.position, size);
         }
         txn.set_durability(Durability::Immediate).map_err(StoreError::from)?;
-        txn.commit().map_err(StoreError::from)?;
+        txn.commit()?;
         let summary = summarize(header, end, count, crc, size)?;
         // What was written must hash as what was read.
         let written = self.hash_kv(0).map_err(|e| BackupError::Corrupt(e.to_string()))?;

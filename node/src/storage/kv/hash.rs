@@ -5,7 +5,7 @@
 //! comparable with etcd's (the storage layouts differ); they are equal on every raftkv member
 //! that applied the same entries, which is what they are for.
 
-use redb::{ReadTransaction, ReadableDatabase, ReadableTable};
+use redb::{ReadTransaction, ReadableTable};
 
 use crate::storage::error::{KvError, StoreError};
 use crate::storage::tables::{
@@ -31,7 +31,7 @@ impl KvStore {
     /// The hash of the key space's history up to `revision` (0: the current revision), as
     /// etcd's HashKV: every change kept by compaction, with its revision, in revision order.
     pub fn hash_kv(&self, revision: i64) -> Result<KvHash, KvError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.read()?;
         hash_history(&txn, revision)
     }
 
@@ -39,7 +39,7 @@ impl KvStore {
     /// space with its history and indexes, leases, membership and the applied index, but not
     /// what is local to a member (its own id, where it installed a snapshot from).
     pub fn hash_all(&self) -> Result<u32, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.read()?;
         let meta = txn.open_table(META)?;
         let mut crc = 0;
         for key in [META_APPLIED_INDEX, META_CLUSTER_ID, META_REVISION] {

@@ -11,6 +11,7 @@ mod hash;
 mod keys;
 mod lease;
 mod range;
+mod slot;
 pub mod validate;
 mod write;
 
@@ -45,6 +46,7 @@ pub use alarm::ActiveAlarms;
 use alarm::AlarmState;
 pub use hash::KvHash;
 pub use lease::{AttachedKeys, LeaseChange};
+pub(crate) use slot::DbSlot;
 
 /// What one log entry asks of the state machine.
 #[derive(Debug, Clone, Copy)]
@@ -135,7 +137,7 @@ pub(crate) struct InstalledPoint {
 /// on any thread concurrently with apply (redb's snapshot-isolated read transactions).
 #[derive(Debug, Clone)]
 pub struct KvStore {
-    db: Arc<Database>,
+    db: Arc<DbSlot>,
     /// The applied index as of the last durable commit: the log must keep every entry above
     /// it, because a crash takes the state machine back to it.
     durable_applied: Arc<AtomicU64>,
@@ -148,13 +150,13 @@ pub struct KvStore {
 impl KvStore {
     /// Wraps an open database. Whatever it holds on open is durable (redb recovers to its last
     /// durable commit), so that is where the durable applied index starts.
-    pub(crate) fn new(db: Arc<Database>) -> Result<Self, StoreError> {
+    pub(crate) fn new(db: Database) -> Result<Self, StoreError> {
         let applied = {
             let txn = db.begin_read()?;
             get_u64(&txn.open_table(META)?, META_APPLIED_INDEX)?
         };
         let store = KvStore {
-            db,
+            db: Arc::new(DbSlot::new(db)),
             durable_applied: Arc::new(AtomicU64::new(applied)),
             lease_feed: Arc::default(),
             alarm_state: Arc::default(),
@@ -165,7 +167,7 @@ impl KvStore {
 
     /// Every raised alarm, as of the last committed apply.
     pub fn alarms(&self) -> Result<Vec<AlarmMember>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.read()?;
         let mut out = Vec::new();
         for item in txn.open_table(ALARMS)?.iter()? {
             let (member_id, alarm) = item?.0.value();
@@ -183,7 +185,7 @@ impl KvStore {
     /// the applied index that is now durable. The Raft loop calls it every so often and before
     /// compacting the log past the previous durable point.
     pub fn sync(&self) -> Result<u64, StoreError> {
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.db.write()?;
         txn.set_durability(Durability::Immediate)?;
         let applied = get_u64(&txn.open_table(META)?, META_APPLIED_INDEX)?;
         txn.commit()?;
@@ -196,8 +198,9 @@ impl KvStore {
         self.durable_applied.load(Ordering::Acquire)
     }
 
-    /// The database, for the storage modules that read or write it whole (backups).
-    pub(crate) fn database(&self) -> &Database {
+    /// The database slot, for the storage modules that read or write it whole (backups,
+    /// defragmentation).
+    pub(crate) fn slot(&self) -> &DbSlot {
         &self.db
     }
 
@@ -208,7 +211,7 @@ impl KvStore {
     /// Where a snapshot installation recorded its point (index, term; 0 if none) and the
     /// applied index: what the log must be made to match when the store opens.
     pub(crate) fn installed_snapshot_point(&self) -> Result<InstalledPoint, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.read()?;
         let meta = txn.open_table(META)?;
         Ok(InstalledPoint {
             index: get_u64(&meta, META_INSTALLED_SNAPSHOT_INDEX)?,
@@ -225,7 +228,7 @@ impl KvStore {
         meta: &SnapshotMetadata,
         data: &SnapshotData,
     ) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.db.write()?;
         txn.set_durability(Durability::Immediate)?;
         {
             let applied = get_u64(&txn.open_table(META)?, META_APPLIED_INDEX)?;
@@ -252,7 +255,7 @@ impl KvStore {
     /// The whole state machine and its membership, from one read transaction (a consistent
     /// point), for a Raft snapshot.
     pub(crate) fn snapshot_data(&self) -> Result<(SnapshotData, ConfState), StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.read()?;
         let data = snapshot::build(&txn)?;
         let conf_state = get_msg(&txn.open_table(MEMBERSHIP)?, CONF_STATE)?;
         Ok((data, conf_state))
@@ -260,13 +263,13 @@ impl KvStore {
 
     /// The membership as of the applied index.
     pub fn conf_state(&self) -> Result<ConfState, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.read()?;
         get_msg(&txn.open_table(MEMBERSHIP)?, CONF_STATE)
     }
 
     /// Records the initial membership of a new cluster (before any entry is applied), durably.
     pub fn bootstrap_conf_state(&self, conf_state: &ConfState) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.db.write()?;
         txn.set_durability(Durability::Immediate)?;
         let applied = get_u64(&txn.open_table(META)?, META_APPLIED_INDEX)?;
         put_msg(&mut txn.open_table(MEMBERSHIP)?, CONF_STATE, conf_state)?;
@@ -279,7 +282,7 @@ impl KvStore {
     /// linearizable if it had to).
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, KvError> {
         validate::check_range(req)?;
-        let txn = self.db.begin_read()?;
+        let txn = self.db.read()?;
         let meta = txn.open_table(META)?;
         let (kv, key_revs, revs) = (txn.open_table(KV)?, txn.open_table(KEY_REVS)?, txn.open_table(REVS)?);
         let view = ReadView {
@@ -304,7 +307,7 @@ impl KvStore {
 
     /// The revision history was last compacted at (-1 if never, as etcd reports it).
     pub fn compact_revision(&self) -> Result<i64, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.read()?;
         get_compact_rev(&txn.open_table(META)?)
     }
 
@@ -316,7 +319,7 @@ impl KvStore {
     /// Records the cluster id, durably. Called once when a new cluster is bootstrapped; it is
     /// part of the snapshot so members that join later learn it.
     pub fn set_cluster_id(&self, id: u64) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db.write()?;
         txn.open_table(META)?.insert(META_CLUSTER_ID, id)?;
         txn.commit()?;
         Ok(())
@@ -329,7 +332,7 @@ impl KvStore {
 
     /// Records this member's id and its cluster's id, durably, before it first starts Raft.
     pub fn set_identity(&self, member_id: u64, cluster_id: u64) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.db.write()?;
         txn.set_durability(Durability::Immediate)?;
         {
             let mut meta = txn.open_table(META)?;
@@ -341,13 +344,13 @@ impl KvStore {
     }
 
     fn read_meta(&self, key: &str) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.read()?;
         get_u64(&txn.open_table(META)?, key)
     }
 
     /// The membership table, ordered by member id.
     pub fn members(&self) -> Result<Vec<Member>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.read()?;
         let mut out = Vec::new();
         for item in txn.open_table(MEMBERS)?.iter()? {
             let (_, v) = item?;
@@ -393,7 +396,7 @@ impl KvStore {
     /// belongs to, and replay re-applies exactly the lost entries. Writes thus cost one fsync
     /// of the small log database, not of the key space.
     pub fn apply_batch(&self, cmds: &[(u64, Command<'_>)]) -> Result<Vec<ApplyResult>, StoreError> {
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.db.write()?;
         txn.set_durability(Durability::None)?;
         let mut results = Vec::with_capacity(cmds.len());
         let (lease_changes, alarms);
@@ -473,7 +476,7 @@ impl KvStore {
 
     /// Every lease, by id.
     pub fn leases(&self) -> Result<Vec<LeaseRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.read()?;
         let mut out = Vec::new();
         for item in txn.open_table(LEASES)?.iter()? {
             out.push(lease::decode_lease(item?.1.value())?);
@@ -483,7 +486,7 @@ impl KvStore {
 
     /// One lease and, with `keys`, the keys attached to it (in key order).
     pub fn lease(&self, id: i64, keys: bool) -> Result<Option<AttachedKeys>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.read()?;
         let Some(stored) = txn.open_table(LEASES)?.get(id)? else { return Ok(None) };
         let record = lease::decode_lease(stored.value())?;
         let mut attached = Vec::new();
@@ -510,7 +513,7 @@ impl KvStore {
         max_events: usize,
         prev_kv: bool,
     ) -> Result<Changes, KvError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.read()?;
         let meta = txn.open_table(META)?;
         let revision = get_rev(&meta, META_REVISION)?;
         let compact_revision = get_compact_rev(&meta)?;
@@ -546,7 +549,7 @@ impl KvStore {
     /// Number of keys currently live in `[key, range_end)` (etcd's range convention); a cheap
     /// helper for the server's quota and status reporting.
     pub fn count(&self, key: &[u8], range_end: &[u8]) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.read()?;
         let kv = txn.open_table(KV)?;
         let mut n = 0;
         keys::scan_current(&kv, KeyRange::new(key, range_end), |_, _| {
