@@ -429,3 +429,59 @@ async fn etcdctl_lock_and_elect_interoperate_with_the_lock_and_election_services
     assert!(out.contains("from-etcdctl"), "{out}");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn etcdctl_defrag_hashkv_and_a_nospace_alarm_cycle() {
+    if !etcdctl_available() {
+        return;
+    }
+    // A quota a little above an empty member's database, so a few megabytes of values fill it.
+    let cluster = TestCluster::start_with(3, |f| f.quota_backend_bytes = 6 * 1024 * 1024).await;
+    cluster.wait_leader().await;
+    let eps: Vec<String> =
+        cluster.endpoints().iter().map(|e| e.trim_start_matches("http://").to_string()).collect();
+    let mut c = cluster.client().await;
+    let value = "v".repeat(64 * 1024);
+    let mut refused = None;
+    for i in 0..400 {
+        match c.put(format!("fill/{}", i % 20), value.clone(), None).await {
+            Ok(_) => {}
+            Err(e) => {
+                refused = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    let refused = refused.expect("the quota is reached");
+    assert!(refused.contains("database space exceeded"), "{refused}");
+    let out = ok(&eps, &["alarm", "list"]).await;
+    assert!(out.contains("alarm:NOSPACE"), "{out}");
+    // Every member refuses writes now, also those whose own file is below the quota; reads
+    // and deletes work.
+    for ep in &eps {
+        let (success, out) = etcdctl(std::slice::from_ref(ep), &["put", "more", "x"], None).await;
+        assert!(!success && out.contains("database space exceeded"), "{ep}: {out}");
+    }
+    assert_eq!(ok(&eps, &["get", "fill/0", "--print-value-only"]).await.trim().len(), value.len());
+    let out = ok(&eps, &["endpoint", "status"]).await;
+    assert!(out.contains("memberID:") && out.contains("alarm:NOSPACE"), "status lists the alarm: {out}");
+
+    // The way out, as with etcd: delete, compact, defragment, disarm.
+    ok(&eps, &["del", "fill/", "--prefix"]).await;
+    let rev = c.get("any", None).await.expect("get").header().expect("header").revision();
+    ok(&eps, &["compact", &rev.to_string(), "--physical"]).await;
+    let out = ok(&eps, &["defrag"]).await;
+    assert_eq!(out.matches("Finished defragmenting etcd member").count(), 3, "{out}");
+    let out = ok(&eps, &["alarm", "disarm"]).await;
+    assert!(out.contains("alarm:NOSPACE"), "{out}");
+    assert_eq!(ok(&eps, &["alarm", "list"]).await.trim(), "");
+    assert_eq!(ok(&eps, &["put", "more", "x"]).await.trim(), "OK");
+
+    // Every member holds the same history.
+    let out = ok(&eps, &["endpoint", "hashkv", "-w", "json"]).await;
+    let hashes: Vec<&str> =
+        out.split("\"hash\":").skip(1).map(|r| r.split(',').next().unwrap_or_default()).collect();
+    assert_eq!(hashes.len(), 3, "{out}");
+    assert!(hashes.iter().all(|h| *h == hashes[0] && *h != "0"), "{out}");
+    cluster.shutdown().await;
+}
