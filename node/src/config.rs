@@ -135,6 +135,11 @@ pub struct NodeFlags {
     )]
     pub experimental_lease_checkpoint_interval: Duration,
 
+    /// Verify every page checksum of both databases on every start (a full read of them), not
+    /// only after an unclean shutdown, when it always happens.
+    #[arg(long, env = "KVNODE_VERIFY_DB_ON_OPEN", default_value_t = false)]
+    pub verify_db_on_open: bool,
+
     /// Path to the client server TLS certificate file; `--listen-client-urls` must then be https://.
     #[arg(long, env = "KVNODE_CERT_FILE")]
     pub cert_file: Option<PathBuf>,

@@ -7,7 +7,7 @@ use common::*;
 use kvnode::proto::kvserverpb::{InternalRequest, Member, SnapshotData, internal_request::Request};
 use kvnode::proto::raftpb::{ConfState, Entry, EntryType, HardState};
 use kvnode::raft::storage::{Storage, StorageError};
-use kvnode::storage::{MemberChange, Store, StoreError};
+use kvnode::storage::{MemberChange, Store, StoreError, StoreOptions};
 use prost::Message;
 
 fn entry(index: u64, term: u64) -> Entry {
@@ -311,9 +311,12 @@ fn a_damaged_database_file_is_reported_not_panicked_on() {
             damaged.push((format!("{file}: page {p}"), one));
         }
         let mut refused = 0;
+        // Members verify only after an unclean shutdown (redb's repair does) unless told to
+        // on every start (`--verify-db-on-open`); this is that option.
+        let verifying = StoreOptions { verify_on_open: true, ..StoreOptions::default() };
         for (what, bytes) in &damaged {
             std::fs::write(&path, bytes).unwrap();
-            match Store::open(dir.path()) {
+            match Store::open_with(dir.path(), verifying) {
                 Err(err) => {
                     let StoreError::Open { source, .. } = &err else { panic!("{what}: {err}") };
                     assert!(matches!(**source, StoreError::Corrupt(_)), "{what}: {err}");

@@ -53,7 +53,7 @@ use crate::proto::peerpb::raft_transport_server::RaftTransportServer;
 use crate::proto::v3electionpb::election_server::ElectionServer;
 use crate::proto::v3lockpb::lock_server::LockServer;
 use crate::raft::{Config as RaftConfig, RaftError, RawNode, bootstrap_with_context};
-use crate::storage::{KvError, Store, StoreError};
+use crate::storage::{KvError, Store, StoreError, StoreOptions};
 use crate::tls::{NodeTls, PeerTls, TlsError};
 use crate::watch::WatchHub;
 
@@ -316,7 +316,8 @@ fn founding_members(founding: &Founding<'_>) -> Result<Vec<Member>, ConfigError>
 fn open_store(flags: &NodeFlags) -> Result<Store, StartError> {
     std::fs::create_dir_all(&flags.data_dir)
         .map_err(|source| StartError::DataDir { path: flags.data_dir.clone(), source })?;
-    Ok(Store::open(Path::new(&flags.data_dir))?)
+    let options = StoreOptions { verify_on_open: flags.verify_db_on_open, ..StoreOptions::default() };
+    Ok(Store::open_with(Path::new(&flags.data_dir), options)?)
 }
 
 /// Writes the log of a founding member of the cluster in `--initial-cluster` (its first
