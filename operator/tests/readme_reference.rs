@@ -82,18 +82,28 @@ fn field_rows(path: &str, schema: &Value, out: &mut String) {
     }
 }
 
+/// A subcommand's flags, or those of each of its own subcommands (`kvnode snapshot restore`).
+fn subcommand_rows(path: &str, sub: &clap::Command, out: &mut String) {
+    if sub.has_subcommands() {
+        for inner in sub.get_subcommands() {
+            subcommand_rows(&format!("{path} {}", inner.get_name()), inner, out);
+        }
+        return;
+    }
+    out.push_str(&format!(
+        "\n`{path}` ({}):\n\n",
+        cell(&sub.get_about().map(|a| a.to_string()).unwrap_or_default())
+    ));
+    flag_rows(sub, out);
+}
+
 /// The generated section, markers included.
 fn reference() -> String {
     let mut out = format!("{BEGIN}\n\n### kvnode flags\n\n");
     let cmd = Cli::command();
     flag_rows(&cmd, &mut out);
     for sub in cmd.get_subcommands() {
-        out.push_str(&format!(
-            "\n`kvnode {}` ({}):\n\n",
-            sub.get_name(),
-            cell(&sub.get_about().map(|a| a.to_string()).unwrap_or_default())
-        ));
-        flag_rows(sub, &mut out);
+        subcommand_rows(&format!("kvnode {}", sub.get_name()), sub, &mut out);
     }
     let crd = serde_json::to_value(KVCluster::crd()).unwrap();
     let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
@@ -132,8 +142,10 @@ fn every_flag_and_every_crd_field_is_in_the_reference() {
     let generated = reference();
     let cmd = Cli::command();
     let mut flags: Vec<String> = cmd.get_arguments().filter_map(|a| a.get_long()).map(String::from).collect();
-    for sub in cmd.get_subcommands() {
+    let mut subs: Vec<&clap::Command> = cmd.get_subcommands().collect();
+    while let Some(sub) = subs.pop() {
         flags.extend(sub.get_arguments().filter_map(|a| a.get_long()).map(String::from));
+        subs.extend(sub.get_subcommands());
     }
     for flag in flags.iter().filter(|f| !matches!(f.as_str(), "help" | "version")) {
         assert!(generated.contains(&format!("| `--{flag}` |")), "--{flag} missing");
