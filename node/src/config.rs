@@ -135,6 +135,21 @@ pub struct NodeFlags {
     )]
     pub experimental_lease_checkpoint_interval: Duration,
 
+    /// Before serving, compare this member's history with every reachable peer's (HashKV) and
+    /// refuse to start if one differs.
+    #[arg(long, env = "KVNODE_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", default_value_t = false)]
+    pub experimental_initial_corrupt_check: bool,
+
+    /// How often the leader compares every member's history with its own (HashKV) and raises a
+    /// CORRUPT alarm for one that differs (`0` turns it off)
+    #[arg(
+        long,
+        env = "KVNODE_EXPERIMENTAL_CORRUPT_CHECK_TIME",
+        default_value = "0s",
+        value_parser = parse_duration
+    )]
+    pub experimental_corrupt_check_time: Duration,
+
     /// Verify every page checksum of both databases on every start (a full read of them), not
     /// only after an unclean shutdown, when it always happens.
     #[arg(long, env = "KVNODE_VERIFY_DB_ON_OPEN", default_value_t = false)]

@@ -12,6 +12,7 @@
 //!   the wait registry, apply, compaction and the peer transport;
 //! - [`storage`]: the member's redb databases (Raft log; MVCC key space and membership);
 //! - [`raft`]: the consensus core, a deterministic state machine with no I/O (its own crate);
+//! - [`peer_client`]: dialling other members' Peer service (lease time, hash checks);
 //! - [`proto`], [`config`], [`metrics`], [`tls`]: wire types, flags, metrics and TLS settings
 //!   shared by the layers above.
 
@@ -23,6 +24,7 @@ pub mod lease;
 pub mod member;
 pub mod metrics;
 pub mod offline;
+pub mod peer_client;
 pub mod proto;
 /// The consensus core (crate `raft`), re-exported so `kvnode::raft` names it.
 pub use raft;

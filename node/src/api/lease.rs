@@ -17,6 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::lease::{LeaseError, Lessor, MAX_TTL};
+use crate::peer_client::{DialError, PeerDialer};
 use crate::proto::etcdserverpb::lease_server::Lease;
 use crate::proto::etcdserverpb::{
     LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseLeasesRequest,
@@ -29,7 +30,6 @@ use crate::storage::{KvError, Outcome};
 
 use super::context::ApiContext;
 use super::errors::EtcdError;
-use super::leader_peer::LeaderPeer;
 
 /// Pause before asking again while leadership moves.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
@@ -40,7 +40,7 @@ const ID_ATTEMPTS: usize = 3;
 pub struct LeaseService {
     ctx: Arc<ApiContext>,
     lessor: Lessor,
-    leader: Arc<LeaderPeer>,
+    leader: Arc<PeerDialer>,
     /// Smallest TTL granted (one and a half election timeouts, as etcd).
     min_ttl: i64,
     /// Next server-chosen lease id: the member id in the high bits and a clock-seeded counter,
@@ -49,7 +49,7 @@ pub struct LeaseService {
 }
 
 impl LeaseService {
-    pub fn new(ctx: Arc<ApiContext>, lessor: Lessor, leader: Arc<LeaderPeer>, min_ttl: i64) -> Self {
+    pub fn new(ctx: Arc<ApiContext>, lessor: Lessor, leader: Arc<PeerDialer>, min_ttl: i64) -> Self {
         let now =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_millis());
         let seed = ((ctx.member_id as i64 & 0x7fff) << 47) | (now as i64 & ((1 << 47) - 1));
@@ -97,7 +97,7 @@ impl LeaseService {
                 Err(LeaseError::NotPrimary) => {}
                 Err(e) => return Err(lease_error(e)),
             }
-            let mut leader = self.leader.client(deadline).await?;
+            let mut leader = self.leader.leader(deadline).await.map_err(dial_error)?;
             match timeout_at(deadline, leader.lease_renew(LeaseRenewRequest { id })).await {
                 Err(_) => return Err(EtcdError::Timeout),
                 Ok(Ok(answer)) => return Ok(answer.into_inner().ttl),
@@ -122,7 +122,7 @@ impl LeaseService {
                 Err(LeaseError::NotPrimary) => {}
                 Err(e) => return Err(lease_error(e)),
             }
-            let mut leader = self.leader.client(deadline).await?;
+            let mut leader = self.leader.leader(deadline).await.map_err(dial_error)?;
             match timeout_at(deadline, leader.lease_time_to_live(*request)).await {
                 Err(_) => return Err(EtcdError::Timeout),
                 Ok(Ok(answer)) => return Ok(Some(answer.into_inner())),
@@ -145,6 +145,14 @@ async fn pause(deadline: Instant) -> Result<(), EtcdError> {
     }
     tokio::time::sleep(RETRY_PAUSE).await;
     Ok(())
+}
+
+fn dial_error(e: DialError) -> EtcdError {
+    match e {
+        DialError::NoLeader => EtcdError::NoLeader,
+        DialError::Stopped => EtcdError::Stopped,
+        other => EtcdError::Internal(other.to_string()),
+    }
 }
 
 fn lease_error(e: LeaseError) -> EtcdError {

@@ -11,7 +11,6 @@ pub mod election;
 pub mod errors;
 pub mod grpc_status;
 pub mod kv;
-pub mod leader_peer;
 pub mod lease;
 pub mod lock;
 pub mod maintenance;

@@ -3,6 +3,7 @@
 //! gRPC, HTTP), publish its attributes, and stop it all — gracefully, or because the driver
 //! failed.
 
+pub mod corruption;
 pub mod dev;
 pub mod identity;
 mod join;
@@ -26,7 +27,6 @@ use crate::api::cluster::ClusterService;
 use crate::api::election::ElectionService;
 use crate::api::grpc_status::EtcdStatusLayer;
 use crate::api::kv::KvService;
-use crate::api::leader_peer::LeaderPeer;
 use crate::api::lease::{LeaseApi, LeaseService};
 use crate::api::lock::LockService;
 use crate::api::maintenance::MaintenanceService;
@@ -42,6 +42,7 @@ use crate::driver::{
 use crate::http::{self, health::MemberHealth};
 use crate::lease::{Lessor, LessorConfig, min_ttl};
 use crate::metrics::{Metrics, MetricsError};
+use crate::peer_client::PeerDialer;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::lease_server::LeaseServer;
@@ -101,6 +102,8 @@ pub enum StartError {
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("cannot join the cluster: {0}")]
     Join(#[from] JoinError),
+    #[error(transparent)]
+    Corrupt(#[from] corruption::CorruptionError),
     #[error(
         "member {0:x} has been removed from the cluster; wipe its data dir and add it again with MemberAdd"
     )]
@@ -456,9 +459,17 @@ pub async fn start_on_store(
             tick: LEASE_TICK,
         },
     )?;
-    let leader_peer = Arc::new(LeaderPeer::new(handle.clone(), kv.clone(), tls.peer_client.clone()));
+    let peers_dialer = Arc::new(PeerDialer::new(handle.clone(), kv.clone(), tls.peer_client.clone()));
     let lease_service =
-        Arc::new(LeaseService::new(ctx.clone(), lessor.clone(), leader_peer, min_ttl(election)));
+        Arc::new(LeaseService::new(ctx.clone(), lessor.clone(), peers_dialer.clone(), min_ttl(election)));
+    if flags.experimental_initial_corrupt_check
+        && let Err(e) = corruption::initial_check(&ctx, &peers_dialer).await
+    {
+        // Stop the loop and wait for it, so the store is released as it would be by an exit.
+        handle.stop();
+        let _ = tokio::task::spawn_blocking(move || started.thread.join()).await;
+        return Err(e.into());
+    }
     let recipes = Arc::new(Recipes::new(ctx.clone(), hub.clone(), lease_service.clone()));
     let (shutdown, shutdown_rx) = watch::channel(false);
     let client_addr = listeners.client.local_addr()?;
@@ -512,6 +523,14 @@ pub async fn start_on_store(
             }
         }),
     ];
+    if !flags.experimental_corrupt_check_time.is_zero() {
+        servers.push(tokio::spawn(corruption::run_periodic(
+            ctx.clone(),
+            peers_dialer.clone(),
+            flags.experimental_corrupt_check_time,
+            shutdown_rx.clone(),
+        )));
+    }
     servers.push(tokio::spawn(publish::publish_attributes(
         ctx.clone(),
         flags.name.clone(),

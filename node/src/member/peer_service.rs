@@ -6,7 +6,9 @@ use tonic::{Request, Response, Status};
 
 use crate::api::EtcdError;
 use crate::lease::{LeaseError, Lessor};
-use crate::proto::etcdserverpb::{LeaseTimeToLiveRequest, LeaseTimeToLiveResponse};
+use crate::proto::etcdserverpb::{
+    HashKvRequest, HashKvResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+};
 use crate::proto::peerpb::peer_server::Peer;
 use crate::proto::peerpb::{LeaseRenewRequest, LeaseRenewResponse, MembersRequest, MembersResponse};
 use crate::storage::KvStore;
@@ -56,5 +58,15 @@ impl Peer for PeerService {
         let answer =
             self.lessor.time_to_live_response(&self.kv, request.get_ref()).await.map_err(lease_status)?;
         Ok(Response::new(answer))
+    }
+
+    async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        let h = self.kv.hash_kv(request.get_ref().revision).map_err(|e| Status::from(EtcdError::from(&e)))?;
+        Ok(Response::new(HashKvResponse {
+            header: None,
+            hash: h.hash,
+            compact_revision: h.compact_revision,
+            hash_revision: h.hash_revision,
+        }))
     }
 }

@@ -102,22 +102,35 @@ impl TestCluster {
 
     /// (Re)starts member `i` from its data dir.
     pub async fn start_member(&mut self, i: usize) {
+        self.try_start_member(i).await.expect("member starts");
+    }
+
+    /// (Re)starts member `i`, or says why it would not start.
+    pub async fn try_start_member(&mut self, i: usize) -> Result<(), kvnode::member::StartError> {
         let flags = self.slots[i].flags.clone();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("member runtime");
-        let m = runtime
+        let started = runtime
             .spawn(async move {
                 let listeners = bind_exact(&flags).await;
                 member::start(flags, listeners).await
             })
             .await
-            .expect("start task")
-            .expect("member starts");
-        self.slots[i].member = Some(m);
-        self.slots[i].runtime = Some(runtime);
+            .expect("start task");
+        match started {
+            Ok(m) => {
+                self.slots[i].member = Some(m);
+                self.slots[i].runtime = Some(runtime);
+                Ok(())
+            }
+            Err(e) => {
+                shut_down(runtime);
+                Err(e)
+            }
+        }
     }
 
     /// Crashes member `i`: no leadership hand-off, nothing flushed beyond what Raft fsync'd.
