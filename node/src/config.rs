@@ -13,6 +13,13 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// How `--auto-compaction-retention` is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AutoCompactionMode {
+    Periodic,
+    Revision,
+}
+
 /// Whether this member bootstraps a new cluster or joins one that already exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum InitialClusterState {
@@ -134,6 +141,16 @@ pub struct NodeFlags {
         value_parser = parse_duration
     )]
     pub experimental_lease_checkpoint_interval: Duration,
+
+    /// `periodic` (keep `--auto-compaction-retention` worth of time) or `revision` (keep that
+    /// many revisions) of history; the leader compacts the rest.
+    #[arg(long, env = "KVNODE_AUTO_COMPACTION_MODE", value_enum, default_value = "periodic")]
+    pub auto_compaction_mode: AutoCompactionMode,
+
+    /// History to keep: for `periodic` a duration (`30m`) or a number of hours (`1`), for
+    /// `revision` a number of revisions; `0` turns auto-compaction off.
+    #[arg(long, env = "KVNODE_AUTO_COMPACTION_RETENTION", default_value = "0")]
+    pub auto_compaction_retention: String,
 
     /// Before serving, compare this member's history with every reachable peer's (HashKV) and
     /// refuse to start if one differs.

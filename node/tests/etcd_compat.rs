@@ -134,3 +134,35 @@ async fn a_graceful_stop_does_not_wait_for_peer_streams() {
     }
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn periodic_auto_compaction_keeps_the_retention_of_history() {
+    let cluster = TestCluster::start_with(3, |f| {
+        f.auto_compaction_mode = kvnode::config::AutoCompactionMode::Periodic;
+        f.auto_compaction_retention = "1s".into();
+    })
+    .await;
+    cluster.wait_leader().await;
+    let mut c = cluster.client().await;
+    let first = c.put("k", "0", None).await.expect("put").header().expect("header").revision();
+    // Keep writing until the leader compacted past the first write (a second later, sampled
+    // every 100 ms).
+    let mut n = 1;
+    let compacted = loop {
+        c.put("k", n.to_string(), None).await.expect("put");
+        n += 1;
+        let at_first = c.get("k", Some(etcd_client::GetOptions::new().with_revision(first))).await;
+        if let Err(e) = at_first {
+            break e.to_string();
+        }
+        assert!(n < 100_000, "history was never compacted");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(compacted.contains("required revision has been compacted"), "{compacted}");
+    // Recent history is kept: the revision of now minus a few writes still reads.
+    let now = c.get("k", None).await.expect("get").header().expect("header").revision();
+    c.get("k", Some(etcd_client::GetOptions::new().with_revision(now - 2)))
+        .await
+        .expect("recent history kept");
+    cluster.shutdown().await;
+}

@@ -3,6 +3,7 @@
 //! gRPC, HTTP), publish its attributes, and stop it all — gracefully, or because the driver
 //! failed.
 
+pub mod compactor;
 pub mod corruption;
 pub mod dev;
 pub mod identity;
@@ -77,6 +78,8 @@ pub enum ConfigError {
     InitialCluster(#[from] InitialClusterError),
     #[error("--members must be 1..=9")]
     DevMembers,
+    #[error(transparent)]
+    Retention(#[from] compactor::RetentionError),
 }
 
 /// Why a member could not start. Each says what to do about it.
@@ -385,6 +388,8 @@ pub async fn start_on_store(
     store: Store,
 ) -> Result<RunningMember, StartError> {
     let (client_builder, peer_builder) = (tls.client_server()?, tls.peer_server()?);
+    let retention = compactor::parse_retention(flags.auto_compaction_mode, &flags.auto_compaction_retention)
+        .map_err(ConfigError::from)?;
     let (identity, discovered) = identify(&flags, &store, &tls.peer_client).await?;
     let id = identity.member_id;
     let kv = store.kv().clone();
@@ -523,6 +528,9 @@ pub async fn start_on_store(
             }
         }),
     ];
+    if let Some(retention) = retention {
+        servers.push(tokio::spawn(compactor::run(ctx.clone(), retention, shutdown_rx.clone())));
+    }
     if !flags.experimental_corrupt_check_time.is_zero() {
         servers.push(tokio::spawn(corruption::run_periodic(
             ctx.clone(),
