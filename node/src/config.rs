@@ -152,6 +152,12 @@ pub struct NodeFlags {
     #[arg(long, env = "KVNODE_AUTO_COMPACTION_RETENTION", default_value = "0")]
     pub auto_compaction_retention: String,
 
+    /// Restart this member, with its data, as the only member of its cluster (etcd's
+    /// meaning): for a cluster that lost its quorum for good. Entries not known committed are
+    /// discarded. Remove the flag once the other members are added back.
+    #[arg(long, env = "KVNODE_FORCE_NEW_CLUSTER", default_value_t = false)]
+    pub force_new_cluster: bool,
+
     /// Before serving, compare this member's history with every reachable peer's (HashKV) and
     /// refuse to start if one differs.
     #[arg(long, env = "KVNODE_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", default_value_t = false)]

@@ -394,13 +394,22 @@ pub async fn start_on_store(
     let id = identity.member_id;
     let kv = store.kv().clone();
     let raft_storage = store.raft().clone();
-    let members = kv.members()?;
+    let mut members = kv.members()?;
     let applied = kv.applied_index()?;
     // A member that applied its own removal must not come back under the same identity.
     if applied > 0 && !members.is_empty() && !members.iter().any(|m| m.id == id) {
         return Err(StartError::Removed(id));
     }
-    if applied > 0 {
+    if applied > 0 && flags.force_new_cluster {
+        let forced = store.force_new_cluster(id)?;
+        warn!(
+            removed = ?forced.removed.iter().map(|m| format!("{m:x}")).collect::<Vec<_>>(),
+            discarded_entries = forced.discarded,
+            "--force-new-cluster: this member is now the only member of its cluster, with its data; \
+             add the others back with MemberAdd (fresh data dirs) and restart it without the flag"
+        );
+        members = kv.members()?;
+    } else if applied > 0 {
         join::check_still_member(identity, &members, &tls.peer_client).await?;
     }
     let config = raft_config(&flags, id, applied)?;

@@ -157,6 +157,15 @@ fn open_file(dir: &Path, part: Part, options: StoreOptions) -> Result<(Database,
     Ok((db, path))
 }
 
+/// What `--force-new-cluster` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForcedCluster {
+    /// Members removed from the membership.
+    pub removed: Vec<u64>,
+    /// Log entries discarded past the commit index.
+    pub discarded: u64,
+}
+
 /// A member's open storage: the log and the state machine.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -243,6 +252,15 @@ impl Store {
             Some(p) => Ok(std::fs::metadata(p).map_err(StoreError::from_io)?.len()),
             None => Ok(0),
         }
+    }
+
+    /// etcd's `--force-new-cluster` on this member's data: the entries not known committed are
+    /// discarded and the member becomes the only member of its cluster (same cluster id, same
+    /// data), so it can elect itself and the others can be added back with MemberAdd.
+    pub fn force_new_cluster(&self, member_id: u64) -> Result<ForcedCluster, StoreError> {
+        let discarded = self.raft.discard_uncommitted()?;
+        let removed = self.kv.force_single_member(member_id)?;
+        Ok(ForcedCluster { removed, discarded })
     }
 
     /// Makes every earlier (non-durable) commit of both databases durable now. The driver

@@ -266,6 +266,34 @@ impl RedbRaftStorage {
         Ok(())
     }
 
+    /// Removes every entry after the commit index, durably; returns how many (for
+    /// `--force-new-cluster`: what was not known committed may never have been, and a
+    /// one-member cluster must not commit it on its own authority).
+    pub fn discard_uncommitted(&self) -> Result<u64, StoreError> {
+        let hs = self.lock_writer();
+        let mut b = self.bounds();
+        let commit = hs.latest.commit.max(b.snapshot_index);
+        if b.last_index <= commit {
+            return Ok(0);
+        }
+        let discarded = b.last_index - commit;
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        let last_term = {
+            let mut log = txn.open_table(RAFT_LOG)?;
+            log.retain_in(commit + 1.., |_, _| false)?;
+            match log.get(commit)? {
+                Some(v) => decode_entry(v.value())?.term,
+                None => b.snapshot_term,
+            }
+        };
+        txn.commit()?;
+        b.last_index = commit;
+        b.last_term = last_term;
+        self.set_bounds(b);
+        Ok(discarded)
+    }
+
     /// Makes the log database durable with the latest hard state: the commit index waiting
     /// for a write, and compactions, which are written without an fsync. Called on a clean
     /// stop, so a restart starts from the commit index it stopped at.

@@ -278,6 +278,32 @@ impl KvStore {
         Ok(())
     }
 
+    /// Makes `member_id` the only member, in the membership table and the applied Raft
+    /// configuration, durably; returns the members removed (`--force-new-cluster`).
+    pub fn force_single_member(&self, member_id: u64) -> Result<Vec<u64>, StoreError> {
+        let mut txn = self.db.write()?;
+        txn.set_durability(Durability::Immediate)?;
+        let applied = get_u64(&txn.open_table(META)?, META_APPLIED_INDEX)?;
+        let mut removed = Vec::new();
+        {
+            let mut members = txn.open_table(MEMBERS)?;
+            for item in members.iter()? {
+                let id = item?.0.value();
+                if id != member_id {
+                    removed.push(id);
+                }
+            }
+            for id in &removed {
+                members.remove(id)?;
+            }
+            let alone = ConfState { voters: vec![member_id], learners: Vec::new() };
+            put_msg(&mut txn.open_table(MEMBERSHIP)?, CONF_STATE, &alone)?;
+        }
+        txn.commit()?;
+        self.note_durable(applied);
+        Ok(removed)
+    }
+
     /// Serves a Range request from the applied state (the caller has made the read
     /// linearizable if it had to).
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, KvError> {
