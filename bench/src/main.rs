@@ -17,6 +17,7 @@ mod proto;
 mod ready;
 mod record;
 mod report;
+mod rss;
 mod runner;
 mod stats;
 mod watch;
