@@ -21,7 +21,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use clap::ValueEnum;
 use etcd_client::{Client, Event, EventType, KvClient, WatchOptions, WatchResponse, WatchStream};
@@ -256,12 +256,6 @@ fn decode_event(event: &Event) -> Option<(u64, u64)> {
         return None;
     }
     decode(event.kv()?.value())
-}
-
-/// A prefix no earlier run wrote to, so the watchers see this run's puts only.
-fn run_prefix(seed: u64) -> Vec<u8> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-    format!("w/{:016x}/", now ^ seed.rotate_left(17)).into_bytes()
 }
 
 /// The key of put `seq` under `prefix`.
@@ -550,7 +544,8 @@ pub async fn run(endpoints: &[String], plan: &WatchPlan) -> Result<WatchStats, B
     let timeout = plan.request_timeout;
     let leader = conn::leader(endpoints, timeout).await?;
     let members = watch_members(endpoints, &leader, plan.placement)?;
-    let prefix = run_prefix(plan.seed);
+    // A prefix no earlier run wrote to, so the watchers see this run's puts only.
+    let prefix = keys::run_prefix("w", plan.seed);
     let memory = RssSampler::start(&plan.server_pids);
     let (stop, stopped) = signal::channel(false);
     let readers = open_readers(&members, plan, &prefix).await?;
@@ -693,7 +688,6 @@ mod tests {
     fn keys_cycle_under_the_prefix() {
         assert_eq!(key(b"w/1/", 7), b"w/1/0007".to_vec());
         assert_eq!(key(b"w/1/", KEYS_PER_RUN + 7), key(b"w/1/", 7));
-        assert!(run_prefix(1).starts_with(b"w/") && run_prefix(1).ends_with(b"/"));
     }
 
     #[test]
