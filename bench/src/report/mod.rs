@@ -305,6 +305,74 @@ fn verdict(ratio: Option<f64>, met: impl Fn(f64) -> bool) -> String {
     }
 }
 
+/// The candidate's `figure` over the baseline's, where both systems ran and have it.
+fn ratio_of<F>(cand: Option<&F>, base: Option<&F>, figure: impl Fn(&F) -> Option<f64>) -> Option<f64> {
+    match (cand.and_then(&figure), base.and_then(&figure)) {
+        (Some(x), Some(y)) if y > 0.0 => Some(x / y),
+        _ => None,
+    }
+}
+
+/// A table of the targets, one row per target and run: the ratio each is judged on
+/// and the verdict.
+struct Targets<'a> {
+    out: &'a mut String,
+}
+
+impl<'a> Targets<'a> {
+    /// Writes the title and the head of the table.
+    fn start(out: &'a mut String, title: &str, systems: &Systems) -> Self {
+        let (b, c) = (&systems.baseline, &systems.candidate);
+        let _ = writeln!(out, "{title}:\n");
+        let _ = writeln!(out, "| target | run | {c}/{b} | verdict |");
+        let _ = writeln!(out, "|---|---|---|---|");
+        Self { out }
+    }
+
+    /// One target of one run: its ratio (`pending` without one) and the verdict.
+    fn row(&mut self, target: &str, run: &str, ratio: Option<f64>, verdict: &str) {
+        let ratio = ratio.map_or("pending".to_string(), |r| format!("{r:.2}"));
+        let _ = writeln!(self.out, "| {target} | {run} | {ratio} | {verdict} |");
+    }
+
+    /// Closes the table with a blank line.
+    fn end(self) {
+        self.out.push('\n');
+    }
+}
+
+/// The servers' memory over the rounds of one run shape, read as [`crate::rss`] does: the
+/// median of the readings before the runs, the highest peak of any round.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Memory {
+    before_kib: Option<f64>,
+    peak_kib: Option<u64>,
+}
+
+impl Memory {
+    /// Folds the (before, peak) readings of `runs`.
+    fn fold<R>(runs: &[&R], reading: impl Fn(&R) -> (Option<u64>, Option<u64>)) -> Self {
+        Self {
+            before_kib: median_of_known(runs.iter().map(|r| reading(r).0.map(|k| k as f64))),
+            peak_kib: runs.iter().filter_map(|r| reading(r).1).max(),
+        }
+    }
+
+    /// `before → peak` in MiB, `–` where a reading is missing.
+    fn cell(&self) -> String {
+        format!(
+            "{} → {}",
+            self.before_kib.map_or("–".to_string(), |k| mib_of_kib(k as u64)),
+            self.peak_kib.map_or("–".to_string(), mib_of_kib)
+        )
+    }
+
+    /// The peak, for ratios.
+    fn peak(&self) -> Option<f64> {
+        self.peak_kib.map(|k| k as f64)
+    }
+}
+
 fn restart_section(out: &mut String, records: &[Record], systems: &Systems) {
     let restarts: Vec<&RestartRecord> =
         records.iter().filter_map(|r| if let Record::Restart(r) = r { Some(r) } else { None }).collect();
@@ -507,6 +575,19 @@ mod tests {
         assert!(text.contains("| etcd | 100000 | 400 | 100.0 | 120.0 |"), "{text}");
         assert!(text.contains("| raftkv | – | pending | pending | pending |"), "{text}");
         assert!(text.contains("| raftkv/etcd | | pending | pending | |"), "{text}");
+    }
+
+    #[test]
+    fn memory_folds_the_median_before_and_the_highest_peak() {
+        let readings = [(Some(1024), Some(3072)), (None, Some(5120)), (Some(3072), None)];
+        let refs: Vec<&(Option<u64>, Option<u64>)> = readings.iter().collect();
+        let memory = Memory::fold(&refs, |r| *r);
+        assert_eq!(memory, Memory { before_kib: Some(2048.0), peak_kib: Some(5120) });
+        assert_eq!((memory.cell(), memory.peak()), ("2 → 5".to_string(), Some(5120.0)));
+        assert_eq!(Memory::fold(&[], |r: &(Option<u64>, Option<u64>)| *r).cell(), "– → –");
+        assert_eq!(ratio_of(Some(&3.0), Some(&2.0), |f| Some(*f)), Some(1.5));
+        assert_eq!(ratio_of(Some(&3.0), None, |f: &f64| Some(*f)), None);
+        assert_eq!(ratio_of(Some(&3.0), Some(&0.0), |f| Some(*f)), None, "no ratio to nothing");
     }
 
     #[test]

@@ -3,8 +3,8 @@
 use std::fmt::Write;
 
 use super::{
-    Pair, Systems, first_seen, median_by, median_of_known, mib_of_kib, micros, ms, ratio, ratio_or_pending,
-    verdict,
+    Memory, Pair, Systems, Targets, first_seen, median_by, median_of_known, micros, ms, ratio, ratio_of,
+    ratio_or_pending, verdict,
 };
 use crate::record::{Record, WatchRecord};
 use crate::watch::{Placement, WatchWorkload};
@@ -65,8 +65,7 @@ struct WatchFolded {
     missing: u64,
     duplicates: u64,
     errors: u64,
-    rss_before_kib: Option<f64>,
-    rss_peak_kib: Option<u64>,
+    memory: Memory,
     server_cpu_us: Option<f64>,
     client_cpu_us: Option<f64>,
 }
@@ -87,8 +86,7 @@ fn fold_watch(runs: &[&WatchRecord]) -> Option<WatchFolded> {
         missing: runs.iter().map(|r| r.missing).sum(),
         duplicates: runs.iter().map(|r| r.duplicates).sum(),
         errors: runs.iter().map(|r| r.errors).sum(),
-        rss_before_kib: median_of_known(runs.iter().map(|r| r.server_rss_before_kib.map(|k| k as f64))),
-        rss_peak_kib: runs.iter().filter_map(|r| r.server_peak_rss_kib).max(),
+        memory: Memory::fold(runs, |r| (r.server_rss_before_kib, r.server_peak_rss_kib)),
         server_cpu_us: median_of_known(runs.iter().map(|r| r.server_cpu_us_per_event)),
         client_cpu_us: median_of_known(runs.iter().map(|r| r.client_cpu_us_per_event)),
     })
@@ -130,7 +128,7 @@ pub(super) fn section(out: &mut String, records: &[Record], systems: &Systems) {
         );
         let cells = |f: &WatchFolded| {
             format!(
-                "| {} | {:.0} | {:.0} | {:.1} % | {} | {} | {} | {} | {} | {} | {} → {} | {} | {} ",
+                "| {} | {:.0} | {:.0} | {:.1} % | {} | {} | {} | {} | {} | {} | {} | {} | {} ",
                 f.rounds,
                 f.puts_per_s,
                 f.events_per_s,
@@ -141,8 +139,7 @@ pub(super) fn section(out: &mut String, records: &[Record], systems: &Systems) {
                 f.missing,
                 f.duplicates,
                 f.errors,
-                f.rss_before_kib.map_or("–".to_string(), |k| mib_of_kib(k as u64)),
-                f.rss_peak_kib.map_or("–".to_string(), mib_of_kib),
+                f.memory.cell(),
                 micros(f.server_cpu_us),
                 micros(f.client_cpu_us),
             )
@@ -152,7 +149,7 @@ pub(super) fn section(out: &mut String, records: &[Record], systems: &Systems) {
             vec![
                 ratio(f.events_per_s, base.events_per_s),
                 ratio(f.p99, base.p99),
-                ratio_or_pending(f.rss_peak_kib.map(|k| k as f64), base.rss_peak_kib.map(|k| k as f64)),
+                ratio_or_pending(f.memory.peak(), base.memory.peak()),
             ]
         };
         let pair = Pair { systems, base: base.as_ref(), cand: cand.as_ref() };
@@ -164,26 +161,16 @@ pub(super) fn section(out: &mut String, records: &[Record], systems: &Systems) {
 
 /// The watch targets, each against the candidate/baseline ratio of the runs it is about.
 fn watch_targets(out: &mut String, runs: &[&WatchRecord], shapes: &[WatchShape], systems: &Systems) {
-    let (b, c) = (&systems.baseline, &systems.candidate);
-    let _ = writeln!(out, "Watch targets:\n");
-    let _ = writeln!(out, "| target | run | {c}/{b} | verdict |");
-    let _ = writeln!(out, "|---|---|---|---|");
+    let b = &systems.baseline;
+    let mut table = Targets::start(out, "Watch targets", systems);
     for shape in shapes {
-        let (base, cand) = (shape.folded(runs, b), shape.folded(runs, c));
-        let of =
-            |f: fn(&WatchFolded) -> Option<f64>| match (cand.as_ref().and_then(f), base.as_ref().and_then(f))
-            {
-                (Some(x), Some(y)) if y > 0.0 => Some(x / y),
-                _ => None,
-            };
-        let mut row = |target: &str, value: Option<f64>, verdict: String| {
-            let value = value.map_or("pending".to_string(), |r| format!("{r:.2}"));
-            let _ = writeln!(out, "| {target} | {} | {value} | {verdict} |", shape.name());
-        };
+        let (base, cand) = (shape.folded(runs, b), shape.folded(runs, &systems.candidate));
+        let of = |figure: fn(&WatchFolded) -> Option<f64>| ratio_of(cand.as_ref(), base.as_ref(), figure);
+        let run = shape.name();
         match shape.workload {
             WatchWorkload::WatchLatency => {
                 let p99 = of(|f| Some(f.p99));
-                row(&format!("event latency p99 ≤ {b}'s"), p99, verdict(p99, |r| r <= 1.0));
+                table.row(&format!("event latency p99 ≤ {b}'s"), &run, p99, &verdict(p99, |r| r <= 1.0));
             }
             WatchWorkload::WatchFanout => {
                 let events = of(|f| Some(f.events_per_s));
@@ -196,13 +183,18 @@ fn watch_targets(out: &mut String, runs: &[&WatchRecord], shapes: &[WatchShape],
                 } else {
                     verdict(events, |r| r >= FANOUT_TARGET)
                 };
-                row(&format!("events delivered/s ≥ {FANOUT_TARGET}× {b}'s"), events, events_verdict);
-                let rss = of(|f| f.rss_peak_kib.map(|k| k as f64));
-                row(&format!("servers' peak RSS ≤ {b}'s"), rss, verdict(rss, |r| r <= 1.0));
+                table.row(
+                    &format!("events delivered/s ≥ {FANOUT_TARGET}× {b}'s"),
+                    &run,
+                    events,
+                    &events_verdict,
+                );
+                let rss = of(|f| f.memory.peak());
+                table.row(&format!("servers' peak RSS ≤ {b}'s"), &run, rss, &verdict(rss, |r| r <= 1.0));
             }
         }
     }
-    out.push('\n');
+    table.end();
 }
 
 #[cfg(test)]
