@@ -185,7 +185,8 @@ fn every_workload_runs_against_etcd_and_reports() {
     let report = kvbench(&["report", "--input", results.path().to_str().unwrap()]);
     let text = String::from_utf8(report.stdout).unwrap();
     let etcd_rows = text.lines().filter(|l| l.contains("| etcd |") && l.starts_with("| ")).count();
-    assert_eq!(etcd_rows, 10, "{text}"); // six workloads, put@all, two watch runs + the restart row
+    // Six workloads, put@all, three lease runs, two watch runs + the restart row.
+    assert_eq!(etcd_rows, 13, "{text}");
     assert!(text.lines().any(|l| l.starts_with("| put@all | 3/2 | round-robin | etcd | 1 |")), "{text}");
     assert!(text.lines().any(|l| l.starts_with("| watch-fanout | 20/4 | all | 200 | etcd | 1 |")), "{text}");
     assert!(
@@ -197,6 +198,15 @@ fn every_workload_runs_against_etcd_and_reports() {
         "{text}"
     );
     assert!(text.lines().any(|l| l.starts_with("| range | 4/2 | all | raftkv | 0 | pending")), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("| lease-keepalive | 4/2 | round-robin | 100 | etcd | 1 |")),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("| lease-cycle | 3/2 | round-robin | 60 | etcd | 1 |")),
+        "{text}"
+    );
+    assert!(text.contains("| cycles/s ≥ 1.5× etcd's | lease-cycle 3/2 | pending | pending |"), "{text}");
 }
 
 #[test]

@@ -8,7 +8,7 @@
 //! a summary compares it with the same workload sent to the leader only.
 //!
 //! The workloads with a record kind of their own have their tables in a module each
-//! ([`watch`]); what folding, ratios and verdicts mean is shared from here.
+//! ([`lease`], [`watch`]); what folding, ratios and verdicts mean is shared from here.
 
 use std::fmt::Write;
 
@@ -16,6 +16,7 @@ use crate::conn::Target;
 use crate::record::{DiskRecord, FloorRecord, Record, RestartRecord, RunRecord};
 use crate::workload::Workload;
 
+mod lease;
 mod watch;
 
 /// The systems compared: ratios are `candidate / baseline`.
@@ -33,6 +34,7 @@ pub fn render(records: &[Record], systems: &Systems) -> String {
     floor_section(&mut out, records);
     runs_section(&mut out, records, systems);
     all_members_section(&mut out, records, systems);
+    lease::section(&mut out, records, systems);
     watch::section(&mut out, records, systems);
     restart_section(&mut out, records, systems);
     out
