@@ -171,6 +171,14 @@ fn every_workload_runs_against_etcd_and_reports() {
         assert_eq!(record["ttl"].as_i64(), Some(if cycle { 60 } else { 100 }), "{record}");
         lines.push(line);
     }
+    // Leases the server refuses stop a keep-alive run before it measures anything.
+    let refused = Command::new(KVBENCH)
+        .args(["lease", "--endpoints", ep, "--workload", "lease-keepalive", "--clients", "2"])
+        .args(["--ttl", "99999999999", "--duration", "0.2"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("too large lease TTL"), "{refused:?}");
     // A restart-style probe of a loaded key, and one of a key that was never written.
     let ready =
         kvbench(&["wait-ready", "--endpoints", ep, "--key-index", "1499", "--json", "--label", "etcd"]);

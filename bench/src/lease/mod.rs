@@ -21,6 +21,8 @@ mod keepalive;
 use std::time::Duration;
 
 use clap::ValueEnum;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
@@ -179,12 +181,24 @@ async fn keep_alives(
         let clients = pool.clients_for(i)?;
         granting.spawn(within(timeout, KeepAliveWorker::grant(clients, ttl, stream)));
     }
-    let workers = joined(granting).await.into_iter().collect::<Result<Vec<_>, BenchError>>()?;
+    let (granted, failed): (Vec<_>, Vec<_>) = joined(granting).await.into_iter().partition(Result::is_ok);
+    let workers: Vec<KeepAliveWorker> = granted.into_iter().flatten().collect();
+    if let Some(Err(e)) = failed.into_iter().next() {
+        // The leases already granted would outlive the run by their TTL, in the next runs.
+        revoke_all(workers, timeout).await;
+        return Err(e);
+    }
     let runner_plan = plan.runner_plan();
     let workers = runner::warm_up(workers, &runner_plan).await?;
     let (run, cpu, workers) = runner::measure_with_cpu(workers, &runner_plan, &plan.server_pids).await?;
     let memory = memory.finish().await?;
+    let cleanup = revoke_all(workers, timeout).await;
+    Ok(LeaseStats { run, steps: None, cleanup, cpu, memory })
+}
 
+/// Closes every client's stream and revokes its lease, so nothing of the run stays in the
+/// servers; what failed.
+async fn revoke_all(workers: Vec<KeepAliveWorker>, timeout: Duration) -> Cleanup {
     let mut revoking = JoinSet::new();
     for worker in workers {
         revoking.spawn(within(timeout, worker.revoke()));
@@ -195,7 +209,7 @@ async fn keep_alives(
         cleanup.errors += 1;
         cleanup.first_error.get_or_insert_with(|| failed.to_string());
     }
-    Ok(LeaseStats { run, steps: None, cleanup, cpu, memory })
+    cleanup
 }
 
 /// `fut`, or a timeout error once `timeout` has passed.
@@ -218,7 +232,7 @@ async fn joined<T: 'static>(mut set: JoinSet<Result<T, BenchError>>) -> Vec<Resu
 /// Runs the grant → put → revoke cycles, each client on a key of its own.
 async fn cycles(pool: &Pool, plan: &LeasePlan, memory: RssSampler) -> Result<LeaseStats, BenchError> {
     let prefix = keys::run_prefix("l", plan.seed);
-    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(plan.seed);
+    let mut rng = StdRng::seed_from_u64(plan.seed);
     let workers = (0..plan.clients)
         .map(|i| {
             let mut key = prefix.clone();
