@@ -10,15 +10,22 @@
 # report (see BENCHMARKS.md). Writes go to the leader; put and mixed also run as put@all and
 # mixed@all, each request sent to the next member round-robin as clientv3 balances. Every run
 # records the servers' and kvbench's own CPU time per operation (utime+stime from /proc).
-# Two watch runs close the list: watch-latency (puts on the leader, one watcher on a follower:
-# put → event latency) and watch-fanout (1,000 watchers of one prefix over 30 streams, 10 per
-# member, puts at a fixed rate: events delivered per second, missing and duplicated events, the
-# servers' RSS during the run).
+# The lease runs follow (kvbench lease): lease-keepalive (one lease per client renewed over a
+# stream the client keeps open, 16/64 clients spread over every member, and 1/64 to the leader
+# only as lease-keepalive@leader: one client's one stream is on one member, and spread it would
+# be on the leader or not by chance), lease-keepalive-once (a new stream per keep-alive, as etcd's
+# `benchmark lease-keepalive` does, 64 clients) and lease-cycle (grant → put a key attached →
+# revoke, 16 and 64 clients): keep-alives or cycles per second, latency, the servers' RSS during
+# the run. Two watch runs close the list: watch-latency (puts on the leader, one watcher on a
+# follower: put → event latency) and watch-fanout (1,000 watchers of one prefix over 30 streams,
+# 10 per member, puts at a fixed rate: events delivered per second, missing and duplicated
+# events, the servers' RSS during the run).
 #
 # Usage: scripts/bench.sh [options]
 #   --smoke              ~1 s per workload with tiny counts (50 fan-out watchers); exits non-zero
-#                        if any workload has errors or zero throughput, or a watch run misses or
-#                        repeats an event (what CI runs). Also BENCH_SMOKE=1.
+#                        if any workload has errors or zero throughput, a watch run misses or
+#                        repeats an event, or a lease run cannot revoke its leases (what CI runs).
+#                        Also BENCH_SMOKE=1.
 #   --big                restart/disk-size test with 1,000,000 keys instead of 100,000 (slow).
 #                        Also BENCH_BIG=1.
 #   --raftkv-bin PATH    kvnode binary (default: target/release/kvnode, built by this script).
@@ -35,8 +42,11 @@
 #   --only LIST          run only these runs, comma-separated, each "NAME" or "NAME:clients"
 #                        (e.g. put:64,put@all:64,get-serial); for quick iterations. Names:
 #                        put, put@all, get-linear, get-serial, mixed, mixed@all, txn-cas, range,
-#                        watch-latency, watch-fanout (NAME@all = NAME sent to all members
-#                        round-robin; for the watch runs "clients" is the number of watchers).
+#                        lease-keepalive, lease-keepalive@leader, lease-keepalive-once,
+#                        lease-cycle, watch-latency, watch-fanout (NAME@all = NAME sent to all
+#                        members round-robin; the lease runs go to all members unless
+#                        @leader; for the watch runs "clients" is the number of watchers),
+#                        e.g. lease-keepalive:64,lease-cycle:16.
 #   --no-restart         skip the restart/disk-size test.
 # Environment: BENCH_DIR (parent of the work dir, default $TMPDIR or /tmp; must not be tmpfs
 # for a real run), BENCH_ETCD_ARGS / BENCH_RAFTKV_ARGS (extra flags for one system's members),
@@ -112,7 +122,10 @@ FANOUT_RATE=${BENCH_FANOUT_RATE:-200}
 # application's requests), which the name marks as WORKLOAD@all. An @all run follows its
 # leader-only twin so that the two are measured close in time. A watch run (kvbench watch) reads
 # the same fields as: watchers, watch streams (one connection each, spread over the members in
-# turn), the members the watchers are on (followers or all); its writer puts to the leader.
+# turn), the members the watchers are on (followers or all); its writer puts to the leader. A
+# lease run (kvbench lease) reads them as clients, connections, target; round-robin starts
+# client i on member i mod 3, so keep-alive streams spread evenly over the members; a lease run
+# named NAME@leader sends everything to the leader.
 RUNS=(
     "put 1 1 leader"
     "put@all 1 1 round-robin"
@@ -128,6 +141,13 @@ RUNS=(
     "mixed@all 64 8 round-robin"
     "txn-cas 64 8 leader"
     "range 16 2 all"
+    "lease-keepalive@leader 1 1 leader"
+    "lease-keepalive 16 2 round-robin"
+    "lease-keepalive 64 8 round-robin"
+    "lease-keepalive@leader 64 8 leader"
+    "lease-keepalive-once 64 8 round-robin"
+    "lease-cycle 16 2 round-robin"
+    "lease-cycle 64 8 round-robin"
     "watch-latency 1 1 followers"
     "watch-fanout $FANOUT_WATCHERS $FANOUT_STREAMS all"
 )
@@ -357,6 +377,14 @@ for spec in "${RUNS[@]}"; do
                     --rate "$(watch_rate "$name")" --duration "$DURATION" --warmup "$WARMUP" \
                     --drain-timeout "$WATCH_DRAIN" --value-size "$VALUE_SIZE" --server-pids "$(pids_of "$sys")" \
                     "${CHECK[@]}"
+                continue
+            fi
+            if [[ $name == lease-* ]]; then
+                measure "$sys $name c=$clients round $round" lease \
+                    --endpoints "$(endpoints_of "$sys")" --label "$sys" --round "$round" \
+                    --workload "${name%@leader}" --clients "$clients" --connections "$conns" --target "$target" \
+                    --duration "$DURATION" --warmup "$WARMUP" --value-size "$VALUE_SIZE" \
+                    --server-pids "$(pids_of "$sys")" "${CHECK[@]}"
                 continue
             fi
             measure "$sys $name c=$clients round $round" run \

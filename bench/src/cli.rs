@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::conn::Target;
+use crate::lease::LeaseWorkload;
 use crate::watch::{Placement, WatchWorkload};
 use crate::workload::Workload;
 
@@ -31,6 +32,8 @@ pub enum Command {
     Run(RunArgs),
     /// Run a watch workload: put → event latency, or events delivered to many watchers.
     Watch(WatchArgs),
+    /// Run a lease workload: keep-alives answered per second, or grant → put → revoke cycles.
+    Lease(LeaseArgs),
     /// Preload keys 0..N (batched txns) so reads find data.
     Load(LoadArgs),
     /// Print the endpoint of the current leader.
@@ -123,19 +126,20 @@ pub struct RunArgs {
     pub session: SessionArgs,
 }
 
-/// What a benchmark session tells a measured run, shared by `run` and `watch`.
+/// What a benchmark session tells a measured run, shared by `run`, `watch` and `lease`.
 #[derive(Debug, Clone, Args)]
 pub struct SessionArgs {
     /// Round number, recorded so a report can fold alternating repetitions.
     #[arg(long, default_value_t = 1)]
     pub round: u32,
     /// PIDs of the server processes, comma-separated: their memory (`run`: peak RSS after the
-    /// run; `watch`: RSS before the watchers and its peak during the run) and the CPU time they
-    /// use during the measured phase are summed into the record.
+    /// run; `watch`, `lease`: RSS before the set-up and its peak during the run) and the CPU
+    /// time they use during the measured phase are summed into the record.
     #[arg(long, value_delimiter = ',')]
     pub server_pids: Vec<u32>,
     /// Exit non-zero if the run had any error or no successful operation (`watch`: also any
-    /// missing or duplicated event, or no event delivered).
+    /// missing or duplicated event, or no event delivered; `lease`: also a lease of the run
+    /// not revoked at its end).
     #[arg(long)]
     pub check: bool,
 }
@@ -189,6 +193,50 @@ pub struct WatchArgs {
     #[arg(long, default_value_t = 256)]
     pub value_size: usize,
     /// Seed of the values' filler bytes and of the run's key prefix.
+    #[arg(long, default_value_t = 0x6b76_6265_6e63_68)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub session: SessionArgs,
+}
+
+/// `kvbench lease`. The TTL's default depends on `--workload`.
+#[derive(Debug, Clone, Args)]
+pub struct LeaseArgs {
+    #[command(flatten)]
+    pub endpoints: EndpointArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// `lease-keepalive`: one lease per client, renewed over a stream the client keeps open.
+    /// `lease-keepalive-once`: the same, a new stream per keep-alive (etcd's benchmark tool).
+    /// `lease-cycle`: grant a lease, put a key attached to it, revoke it.
+    #[arg(long, value_enum)]
+    pub workload: LeaseWorkload,
+    /// Concurrent clients, each with one keep-alive or cycle in flight.
+    #[arg(long, default_value_t = 1)]
+    pub clients: u64,
+    /// gRPC connections shared by the clients (client i uses connection i mod M); with
+    /// `--target round-robin` each connection holds one channel per member.
+    #[arg(long, default_value_t = 1)]
+    pub connections: u64,
+    /// Which members to talk to: `round-robin` (client i starts on member i mod n and turns
+    /// over every member; a keep-alive client's stream stays on one member), `leader` or `all`
+    /// (each connection to one member, in turn).
+    #[arg(long, value_enum, default_value = "round-robin")]
+    pub target: Target,
+    /// TTL of the leases granted, seconds (the keep-alive workloads 100, as etcd's benchmark
+    /// tool grants; lease-cycle 60).
+    #[arg(long, default_value = "100", default_value_ifs = [("workload", "lease-cycle", "60")])]
+    pub ttl: i64,
+    /// Measured seconds.
+    #[arg(long, default_value = "10", value_parser = seconds)]
+    pub duration: Duration,
+    /// Seconds of the workload before the measured window.
+    #[arg(long, default_value = "0", value_parser = seconds)]
+    pub warmup: Duration,
+    /// Bytes of the value a cycle puts.
+    #[arg(long, default_value_t = 256)]
+    pub value_size: usize,
+    /// Seed of the values and of the run's key prefix.
     #[arg(long, default_value_t = 0x6b76_6265_6e63_68)]
     pub seed: u64,
     #[command(flatten)]
@@ -359,6 +407,24 @@ mod tests {
         let small = parse("--workload=watch-fanout", &["--watchers=50", "--streams=6", "--rate=50"]);
         assert_eq!((small.watchers, small.streams, small.rate), (50, 6, 50.0));
         assert_eq!(small.drain_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn lease_defaults_follow_the_workload() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["kvbench", "lease", "--endpoints=a:1"];
+            args.extend(extra);
+            let Command::Lease(l) = Cli::try_parse_from(args).unwrap().command else { panic!("not lease") };
+            l
+        };
+        let keepalive = parse(&["--workload=lease-keepalive", "--clients=64", "--connections=8"]);
+        assert_eq!((keepalive.ttl, keepalive.target), (100, Target::RoundRobin));
+        assert_eq!((keepalive.clients, keepalive.connections), (64, 8));
+        assert_eq!(parse(&["--workload=lease-keepalive-once"]).ttl, 100);
+        let cycle = parse(&["--workload=lease-cycle", "--target=leader", "--server-pids=4,5"]);
+        assert_eq!((cycle.ttl, cycle.target, cycle.duration), (60, Target::Leader, Duration::from_secs(10)));
+        assert_eq!(cycle.session.server_pids, vec![4, 5]);
+        assert_eq!(parse(&["--workload=lease-cycle", "--ttl=5"]).ttl, 5);
     }
 
     #[test]

@@ -5,20 +5,21 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::cli::{
-    DiskUsageArgs, EndpointArgs, FsyncProbeArgs, LoadArgs, PingArgs, ReportArgs, RunArgs, WaitReadyArgs,
-    WatchArgs,
+    DiskUsageArgs, EndpointArgs, FsyncProbeArgs, LeaseArgs, LoadArgs, PingArgs, ReportArgs, RunArgs,
+    WaitReadyArgs, WatchArgs,
 };
 use crate::conn::Pool;
 use crate::error::BenchError;
+use crate::lease::{LeasePlan, Steps};
 use crate::load::{LoadSpec, LoadWorker};
-use crate::procfs::CpuSample;
 use crate::record::{
-    self, DiskRecord, FloorRecord, LoadRecord, Record, RestartRecord, RunRecord, WatchRecord,
+    self, DiskRecord, FloorRecord, LeaseRecord, LoadRecord, Record, RestartRecord, RunRecord, StepLatencies,
+    WatchRecord,
 };
 use crate::runner::{self, Plan, Stop};
 use crate::watch::WatchPlan;
 use crate::workload::{EtcdWorker, Shape};
-use crate::{conn, disk, fsync_probe, keys, ping, procfs, ready, report, watch};
+use crate::{conn, disk, fsync_probe, keys, lease, ping, procfs, ready, report, watch};
 
 /// Default measured time when neither `--ops` nor `--duration` is given.
 const DEFAULT_DURATION: Duration = Duration::from_secs(10);
@@ -54,9 +55,7 @@ pub async fn run(args: RunArgs) -> Result<(), BenchError> {
     };
     let plan = Plan { warmup: args.warmup, stop, op_timeout: timeout, max_duration: args.max_duration };
     let workers = runner::warm_up(workers, &plan).await?;
-    let cpu_start = CpuSample::take(&args.session.server_pids);
-    let stats = runner::measure(workers, &plan).await?;
-    let cpu = cpu_start.until(&CpuSample::take(&args.session.server_pids));
+    let (stats, cpu, _) = runner::measure_with_cpu(workers, &plan, &args.session.server_pids).await?;
     let rss = if args.session.server_pids.is_empty() {
         None
     } else {
@@ -87,10 +86,9 @@ pub async fn run(args: RunArgs) -> Result<(), BenchError> {
         first_error: stats.first_error.clone(),
     };
     let l = rec.latency;
-    let per_op = |what: &str, us: Option<f64>| cpu_note(what, us, "op");
     let human = format!(
         "{} {} clients={} conns={} target={}: {:.0} ops/s, p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, \
-         {} ops, {} errors, {} conflicts in {:.2} s{}{}{}{}",
+         {} ops, {} errors, {} conflicts in {:.2} s{}{}",
         rec.system,
         rec.workload.name(),
         rec.clients,
@@ -105,18 +103,35 @@ pub async fn run(args: RunArgs) -> Result<(), BenchError> {
         rec.conflicts,
         rec.elapsed_s,
         rss.map_or(String::new(), |k| format!(", servers' peak RSS {} MiB", k / 1024)),
-        per_op("servers'", rec.server_cpu_us_per_op),
-        per_op("client", rec.client_cpu_us_per_op),
-        rec.first_error.as_ref().map_or(String::new(), |e| format!(" (first error: {e})")),
+        cpu_and_error_notes(
+            rec.server_cpu_us_per_op,
+            rec.client_cpu_us_per_op,
+            "op",
+            rec.first_error.as_deref()
+        ),
     );
     let failed = check(&rec);
     output(args.output.json, human, Record::Run(rec))?;
     checked(args.session.check, failed)
 }
 
-/// `, WHAT CPU N µs/UNIT`, or nothing without a reading.
-fn cpu_note(what: &str, us: Option<f64>, unit: &str) -> String {
-    us.map_or(String::new(), |us| format!(", {what} CPU {us:.0} µs/{unit}"))
+/// The end of a summary line: the servers' and kvbench's CPU per `unit` (each left out
+/// without a reading), then the first error, if any.
+fn cpu_and_error_notes(
+    servers_us: Option<f64>,
+    client_us: Option<f64>,
+    unit: &str,
+    first_error: Option<&str>,
+) -> String {
+    let cpu = |what: &str, us: Option<f64>| {
+        us.map_or(String::new(), |us| format!(", {what} CPU {us:.0} µs/{unit}"))
+    };
+    format!(
+        "{}{}{}",
+        cpu("servers'", servers_us),
+        cpu("client", client_us),
+        first_error.map_or(String::new(), |e| format!(" (first error: {e})"))
+    )
 }
 
 /// The run's result under `--check`: an error if the check found something and was asked for.
@@ -173,16 +188,10 @@ pub async fn watch(args: WatchArgs) -> Result<(), BenchError> {
         client_cpu_us_per_event: procfs::micros_per_op(stats.cpu.client, stats.events),
         first_error: stats.first_error,
     };
-    let (l, mib) = (rec.latency, |kib: u64| kib as f64 / 1024.0);
-    let rss = match (rec.server_rss_before_kib, rec.server_peak_rss_kib) {
-        (Some(before), Some(peak)) => {
-            format!(", servers' RSS {:.0} → peak {:.0} MiB", mib(before), mib(peak))
-        }
-        _ => String::new(),
-    };
+    let l = rec.latency;
     let human = format!(
         "{} {} watchers={} streams={} on={}: {:.0} puts/s (asked {}), {:.0} events/s ({:.1} % of offered), \
-         event p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, {} missing, {} duplicates, {} errors in {:.2} s{}{}{}{}",
+         event p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, {} missing, {} duplicates, {} errors in {:.2} s{}{}",
         rec.system,
         rec.workload.name(),
         rec.watchers,
@@ -199,10 +208,13 @@ pub async fn watch(args: WatchArgs) -> Result<(), BenchError> {
         rec.duplicates,
         rec.errors,
         rec.elapsed_s,
-        rss,
-        cpu_note("servers'", rec.server_cpu_us_per_event, "event"),
-        cpu_note("client", rec.client_cpu_us_per_event, "event"),
-        rec.first_error.as_ref().map_or(String::new(), |e| format!(" (first error: {e})")),
+        rss_note(rec.server_rss_before_kib, rec.server_peak_rss_kib),
+        cpu_and_error_notes(
+            rec.server_cpu_us_per_event,
+            rec.client_cpu_us_per_event,
+            "event",
+            rec.first_error.as_deref()
+        ),
     );
     let failed = check_watch(&rec);
     output(args.output.json, human, Record::Watch(rec))?;
@@ -226,12 +238,111 @@ fn check_watch(rec: &WatchRecord) -> Option<String> {
 
 /// Why a run fails `--check`, if it does.
 fn check(rec: &RunRecord) -> Option<String> {
-    if rec.errors > 0 {
-        Some(format!("{} {}: {} errors", rec.system, rec.workload.name(), rec.errors))
-    } else if rec.ops == 0 || rec.throughput <= 0.0 {
-        Some(format!("{} {}: zero throughput", rec.system, rec.workload.name()))
+    check_ops(&format!("{} {}", rec.system, rec.workload.name()), rec.errors, rec.ops, rec.throughput)
+}
+
+/// Why `what`, which had `errors` and completed `ops` at `per_s`, fails `--check`: any error,
+/// or nothing done.
+fn check_ops(what: &str, errors: u64, ops: u64, per_s: f64) -> Option<String> {
+    if errors > 0 {
+        Some(format!("{what}: {errors} errors"))
+    } else if ops == 0 || per_s <= 0.0 {
+        Some(format!("{what}: zero throughput"))
     } else {
         None
+    }
+}
+
+/// `kvbench lease`.
+pub async fn lease(args: LeaseArgs) -> Result<(), BenchError> {
+    let plan = LeasePlan {
+        workload: args.workload,
+        clients: args.clients,
+        connections: args.connections,
+        target: args.target,
+        ttl: args.ttl,
+        value_size: args.value_size,
+        warmup: args.warmup,
+        duration: args.duration,
+        request_timeout: args.endpoints.request_timeout,
+        server_pids: args.session.server_pids.clone(),
+        seed: args.seed,
+    };
+    let stats = lease::run(&args.endpoints.endpoints, &plan).await?;
+    let (run, cpu, memory) = (&stats.run, stats.cpu, stats.memory);
+    let rec = LeaseRecord {
+        system: args.output.label.clone(),
+        workload: args.workload,
+        clients: args.clients,
+        connections: args.connections,
+        target: args.target,
+        ttl: args.ttl,
+        value_size: args.value_size as u64,
+        round: args.session.round,
+        elapsed_s: run.elapsed.as_secs_f64(),
+        ops: run.ops,
+        ops_per_s: run.throughput(),
+        latency: run.latencies.summary(),
+        steps: stats.steps.as_ref().map(step_latencies),
+        errors: run.errors + stats.cleanup.errors,
+        server_rss_before_kib: memory.before_kib,
+        server_peak_rss_kib: memory.peak_kib,
+        server_cpu_s: cpu.servers.map(|d| d.as_secs_f64()),
+        server_cpu_us_per_op: procfs::micros_per_op(cpu.servers, run.ops),
+        client_cpu_s: cpu.client.map(|d| d.as_secs_f64()),
+        client_cpu_us_per_op: procfs::micros_per_op(cpu.client, run.ops),
+        first_error: run.first_error.clone().or(stats.cleanup.first_error),
+    };
+    let (l, unit) = (rec.latency, rec.workload.ops());
+    let steps = rec.steps.map_or(String::new(), |s| {
+        format!(
+            " (grant p50 {:.3} / p99 {:.3}, put {:.3} / {:.3}, revoke {:.3} / {:.3} ms)",
+            s.grant.p50_ms, s.grant.p99_ms, s.put.p50_ms, s.put.p99_ms, s.revoke.p50_ms, s.revoke.p99_ms
+        )
+    });
+    let human = format!(
+        "{} {} clients={} conns={} target={} ttl={}: {:.0} {unit}/s, p50 {:.3} ms, p99 {:.3} ms, \
+         p99.9 {:.3} ms{steps}, {} {unit}, {} errors in {:.2} s{}{}",
+        rec.system,
+        rec.workload.name(),
+        rec.clients,
+        rec.connections,
+        rec.target.name(),
+        rec.ttl,
+        rec.ops_per_s,
+        l.p50_ms,
+        l.p99_ms,
+        l.p999_ms,
+        rec.ops,
+        rec.errors,
+        rec.elapsed_s,
+        rss_note(rec.server_rss_before_kib, rec.server_peak_rss_kib),
+        cpu_and_error_notes(
+            rec.server_cpu_us_per_op,
+            rec.client_cpu_us_per_op,
+            "op",
+            rec.first_error.as_deref()
+        ),
+    );
+    let failed =
+        check_ops(&format!("{} {}", rec.system, rec.workload.name()), rec.errors, rec.ops, rec.ops_per_s);
+    output(args.output.json, human, Record::Lease(rec))?;
+    checked(args.session.check, failed)
+}
+
+/// The percentiles of each step of the cycles.
+fn step_latencies(steps: &Steps) -> StepLatencies {
+    StepLatencies { grant: steps.grant.summary(), put: steps.put.summary(), revoke: steps.revoke.summary() }
+}
+
+/// `, servers' RSS B → peak P MiB`, or nothing without both readings.
+fn rss_note(before_kib: Option<u64>, peak_kib: Option<u64>) -> String {
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    match (before_kib, peak_kib) {
+        (Some(before), Some(peak)) => {
+            format!(", servers' RSS {:.0} → peak {:.0} MiB", mib(before), mib(peak))
+        }
+        _ => String::new(),
     }
 }
 
@@ -440,5 +551,26 @@ mod tests {
         assert_eq!(check(&rec(10, 0)), None);
         assert!(check(&rec(10, 1)).unwrap().contains("1 errors"));
         assert!(check(&rec(0, 0)).unwrap().contains("zero throughput"));
+        assert_eq!(check_ops("raftkv lease-cycle", 0, 10, 5.0), None);
+        assert_eq!(
+            check_ops("raftkv lease-cycle", 2, 10, 5.0).as_deref(),
+            Some("raftkv lease-cycle: 2 errors")
+        );
+        assert!(check_ops("etcd lease-keepalive", 0, 10, 0.0).unwrap().contains("zero throughput"));
+    }
+
+    #[test]
+    fn summaries_end_with_the_cpu_readings_there_are_and_the_first_error() {
+        assert_eq!(
+            cpu_and_error_notes(Some(150.4), Some(20.0), "op", Some("boom")),
+            ", servers' CPU 150 µs/op, client CPU 20 µs/op (first error: boom)"
+        );
+        assert_eq!(cpu_and_error_notes(None, Some(2.0), "event", None), ", client CPU 2 µs/event");
+    }
+
+    #[test]
+    fn memory_notes_need_both_readings() {
+        assert_eq!(rss_note(Some(2048), Some(3584)), ", servers' RSS 2 → peak 4 MiB");
+        assert_eq!(rss_note(None, Some(3584)), "");
     }
 }

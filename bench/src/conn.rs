@@ -104,11 +104,25 @@ impl Pool {
     /// that the clients of one connection do not all start on the same member.
     pub fn kv_for(&self, index: u64) -> Result<Turns<KvClient>, BenchError> {
         let n = self.groups.len() as u64;
-        let group = usize::try_from(index % n.max(1))
+        Turns::new(self.group(index)?.iter().map(Client::kv_client).collect(), index / n.max(1))
+    }
+
+    /// The whole clients (every service) client `index` sends through, its first turn on member
+    /// `index mod members`. The lease workloads hold a keep-alive stream per client on its first
+    /// turn's member, so the start, not the turning, is what spreads them: starting at the index
+    /// puts exactly every n-th client on each member, whatever the number of connections.
+    pub fn clients_for(&self, index: u64) -> Result<Turns<Client>, BenchError> {
+        Turns::new(self.group(index)?.to_vec(), index)
+    }
+
+    /// The members' clients of the connection client `index` uses (connection `index mod M`).
+    fn group(&self, index: u64) -> Result<&[Client], BenchError> {
+        let n = self.groups.len() as u64;
+        usize::try_from(index % n.max(1))
             .ok()
             .and_then(|g| self.groups.get(g))
-            .ok_or_else(|| BenchError::Config("no connection opened".into()))?;
-        Turns::new(group.iter().map(Client::kv_client).collect(), index / n.max(1))
+            .map(Vec::as_slice)
+            .ok_or_else(|| BenchError::Config("no connection opened".into()))
     }
 }
 

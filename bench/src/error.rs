@@ -27,6 +27,11 @@ pub enum BenchError {
     #[error("unexpected response: {0}")]
     Unexpected(String),
 
+    /// A keep-alive was answered with no time left: the lease the client kept alive expired or
+    /// was revoked under it, so the run no longer measures renewals.
+    #[error("lease {0:x} is gone (a keep-alive answered TTL <= 0)")]
+    LeaseGone(i64),
+
     /// The flags given cannot describe a meaningful run.
     #[error("invalid arguments: {0}")]
     Config(String),

@@ -4,6 +4,8 @@
 //! and a range `[key(i), key(i + n))` holds exactly `n` keys once `0..key_space` is loaded.
 //! Both systems therefore serve byte-for-byte the same requests.
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use rand::{Rng, RngCore};
 
 /// Width of the numeric part; 10 digits hold any `u32` index and more than any run loads.
@@ -20,6 +22,14 @@ pub fn random_value(rng: &mut impl RngCore, size: usize) -> Vec<u8> {
     let mut value = vec![0u8; size];
     rng.fill_bytes(&mut value);
     value
+}
+
+/// A prefix `TAG/<16 hex digits>/` no earlier run wrote under (the clock mixed with `seed`),
+/// for the workloads that must see or own their keys alone: watchers that must receive this
+/// run's puts only, leases whose keys no other run deletes.
+pub fn run_prefix(tag: &str, seed: u64) -> Vec<u8> {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    format!("{tag}/{:016x}/", now ^ seed.rotate_left(17)).into_bytes()
 }
 
 /// A uniformly chosen key index below `key_space` (which must be > 0).
@@ -50,6 +60,14 @@ mod tests {
         let b = random_value(&mut rng, 256);
         assert_eq!(a.len(), 256);
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn run_prefixes_carry_their_tag_and_stay_apart_from_the_key_space() {
+        let prefix = run_prefix("w", 1);
+        assert!(prefix.starts_with(b"w/") && prefix.ends_with(b"/"), "{prefix:?}");
+        assert_eq!(prefix.len(), "w/".len() + 16 + 1);
+        assert!(!prefix.starts_with(b"k"), "preloaded keys start with k");
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod disk;
 mod error;
 mod fsync_probe;
 mod keys;
+mod lease;
 mod load;
 mod ping;
 mod ports;
@@ -17,6 +18,7 @@ mod proto;
 mod ready;
 mod record;
 mod report;
+mod rss;
 mod runner;
 mod stats;
 mod watch;
@@ -55,6 +57,7 @@ fn dispatch(command: Command) -> Result<(), BenchError> {
         Command::Report(args) => commands::report(args),
         Command::Run(args) => runtime()?.block_on(commands::run(args)),
         Command::Watch(args) => runtime()?.block_on(commands::watch(args)),
+        Command::Lease(args) => runtime()?.block_on(commands::lease(args)),
         Command::Load(args) => runtime()?.block_on(commands::load(args)),
         Command::Leader(args) => runtime()?.block_on(commands::leader(args)),
         Command::WaitReady(args) => runtime()?.block_on(commands::wait_ready(args)),

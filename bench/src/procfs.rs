@@ -3,8 +3,9 @@
 //! Memory is the peak resident set (`VmHWM`) of each server process: a high-water mark over
 //! the process's life, so sampling it once after a run gives the peak reached so far without
 //! polling during the run (which would cost CPU the servers need on a small machine). The watch
-//! workloads also read the current resident set (`VmRSS`), a few times a second, to tell what
-//! the watchers themselves cost rather than the session's high-water mark.
+//! and lease workloads also read the current resident set (`VmRSS`), a few times a second
+//! ([`crate::rss`]), to tell what their watchers or leases cost rather than the session's
+//! high-water mark.
 //!
 //! CPU time is `utime + stime` of `/proc/PID/stat` (every thread of the process, user and
 //! kernel), read at the start and the end of a measured run: the difference divided by the

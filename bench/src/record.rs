@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::conn::Target;
 use crate::error::BenchError;
+use crate::lease::LeaseWorkload;
 use crate::stats::LatencySummary;
 use crate::watch::{Placement, WatchWorkload};
 use crate::workload::Workload;
@@ -22,6 +23,8 @@ pub enum Record {
     Run(RunRecord),
     /// One watch workload run against one system.
     Watch(WatchRecord),
+    /// One lease workload run against one system.
+    Lease(LeaseRecord),
     /// One preload.
     Load(LoadRecord),
     /// The data disk's fdatasync latency.
@@ -200,6 +203,101 @@ impl WatchRecord {
     }
 }
 
+/// Result of one lease workload run (`kvbench lease`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaseRecord {
+    /// The system under test, as given by `--label`.
+    pub system: String,
+    /// The workload.
+    pub workload: LeaseWorkload,
+    /// Concurrent clients.
+    pub clients: u64,
+    /// Connections shared by the clients.
+    pub connections: u64,
+    /// Which members the clients talked to.
+    pub target: Target,
+    /// TTL of the leases granted, seconds.
+    pub ttl: i64,
+    /// Bytes of the value a cycle puts.
+    pub value_size: u64,
+    /// Repetition number given by `--round`.
+    pub round: u32,
+    /// Wall time of the measured window, seconds.
+    pub elapsed_s: f64,
+    /// Keep-alives answered, or cycles completed, in the window.
+    pub ops: u64,
+    /// `ops` per second.
+    pub ops_per_s: f64,
+    /// One keep-alive sent → its answer read, or one whole cycle.
+    pub latency: LatencySummary,
+    /// Each step of the cycles completed (lease-cycle only).
+    pub steps: Option<StepLatencies>,
+    /// Failed or timed-out operations in the window, and revocations of the run's leases that
+    /// failed at its end.
+    pub errors: u64,
+    /// The servers' summed `VmRSS` before the run connected, KiB.
+    pub server_rss_before_kib: Option<u64>,
+    /// The highest summed `VmRSS` read (every 100 ms) from then to the end of the window, KiB.
+    pub server_peak_rss_kib: Option<u64>,
+    /// CPU seconds the server processes used during the window.
+    pub server_cpu_s: Option<f64>,
+    /// `server_cpu_s` per operation, microseconds.
+    pub server_cpu_us_per_op: Option<f64>,
+    /// CPU seconds kvbench used during the window.
+    pub client_cpu_s: Option<f64>,
+    /// `client_cpu_s` per operation, microseconds.
+    pub client_cpu_us_per_op: Option<f64>,
+    /// The first error seen, if any.
+    pub first_error: Option<String>,
+}
+
+/// The latency of each step of a lease cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StepLatencies {
+    /// LeaseGrant.
+    pub grant: LatencySummary,
+    /// Put of the key attached to the lease.
+    pub put: LatencySummary,
+    /// LeaseRevoke.
+    pub revoke: LatencySummary,
+}
+
+#[cfg(test)]
+impl LeaseRecord {
+    /// A record of a clean run of `workload` against `system` at 64 clients, for tests to vary.
+    pub fn example(system: &str, workload: LeaseWorkload) -> Self {
+        let latency = LatencySummary { p50_ms: 1.0, p99_ms: 2.0, p999_ms: 3.0, mean_ms: 1.0, max_ms: 4.0 };
+        let steps = (workload == LeaseWorkload::Cycle).then_some(StepLatencies {
+            grant: latency,
+            put: latency,
+            revoke: latency,
+        });
+        LeaseRecord {
+            system: system.into(),
+            workload,
+            clients: 64,
+            connections: 8,
+            target: Target::RoundRobin,
+            ttl: 60,
+            value_size: 256,
+            round: 1,
+            elapsed_s: 10.0,
+            ops: 100_000,
+            ops_per_s: 10_000.0,
+            latency,
+            steps,
+            errors: 0,
+            server_rss_before_kib: Some(100 * 1024),
+            server_peak_rss_kib: Some(120 * 1024),
+            server_cpu_s: Some(5.0),
+            server_cpu_us_per_op: Some(50.0),
+            client_cpu_s: Some(2.0),
+            client_cpu_us_per_op: Some(20.0),
+            first_error: None,
+        }
+    }
+}
+
 /// Result of `kvbench load`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoadRecord {
@@ -276,6 +374,8 @@ mod tests {
         let records = vec![
             Record::Restart(RestartRecord { system: "etcd".into(), keys: 10, ready_ms: 12.5 }),
             Record::Watch(WatchRecord::example("raftkv", WatchWorkload::WatchFanout)),
+            Record::Lease(LeaseRecord::example("etcd", LeaseWorkload::Cycle)),
+            Record::Lease(LeaseRecord::example("raftkv", LeaseWorkload::Keepalive)),
             Record::Fsync(FloorRecord {
                 subject: "/tmp".into(),
                 samples: 3,
@@ -289,6 +389,12 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("\"watch_on\":\"all\""), "{text}");
+        assert!(
+            text.contains("{\"kind\":\"lease\",\"system\":\"etcd\",\"workload\":\"lease-cycle\""),
+            "{text}"
+        );
+        assert!(text.contains("\"steps\":{\"grant\":{\"p50_ms\":1.0"), "{text}");
+        assert!(text.contains("\"workload\":\"lease-keepalive\",\"clients\":64"), "{text}");
         assert_eq!(read_all(text.as_bytes()).unwrap(), records);
     }
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 
 use crate::error::BenchError;
+use crate::procfs::CpuSample;
 use crate::stats::Latencies;
 
 /// What one finished operation amounted to.
@@ -112,7 +113,7 @@ impl Budget {
 /// Runs the warm-up, then the measured phase, with one task per worker.
 pub async fn run<W: Worker>(workers: Vec<W>, plan: Plan) -> Result<RunStats, BenchError> {
     let workers = warm_up(workers, &plan).await?;
-    measure(workers, &plan).await
+    Ok(measure(workers, &plan).await?.0)
 }
 
 /// Runs the workload for `plan.warmup`, recording nothing, and hands the workers back so the
@@ -126,8 +127,9 @@ pub async fn warm_up<W: Worker>(workers: Vec<W>, plan: &Plan) -> Result<Vec<W>, 
 }
 
 /// The measured phase: every worker runs until `plan.stop`; no request is in flight when it
-/// returns, so readings taken right after it cover exactly the operations counted.
-pub async fn measure<W: Worker>(workers: Vec<W>, plan: &Plan) -> Result<RunStats, BenchError> {
+/// returns, so readings taken right after it cover exactly the operations counted. The workers
+/// come back too, for what they kept themselves (the steps of an operation, state to clean up).
+pub async fn measure<W: Worker>(workers: Vec<W>, plan: &Plan) -> Result<(RunStats, Vec<W>), BenchError> {
     if workers.is_empty() {
         return Err(BenchError::Config("at least one client is needed".into()));
     }
@@ -146,6 +148,7 @@ pub async fn measure<W: Worker>(workers: Vec<W>, plan: &Plan) -> Result<RunStats
         latencies: Latencies::new()?,
         first_error: None,
     };
+    let mut workers = Vec::with_capacity(tallies.len());
     for t in tallies {
         stats.ops += t.ops;
         stats.errors += t.errors;
@@ -154,8 +157,21 @@ pub async fn measure<W: Worker>(workers: Vec<W>, plan: &Plan) -> Result<RunStats
         if stats.first_error.is_none() {
             stats.first_error = t.first_error;
         }
+        workers.push(t.worker);
     }
-    Ok(stats)
+    Ok((stats, workers))
+}
+
+/// [`measure`] between two readings of the CPU time of `server_pids` and of kvbench: what the
+/// servers and the client spent on exactly the operations counted.
+pub async fn measure_with_cpu<W: Worker>(
+    workers: Vec<W>,
+    plan: &Plan,
+    server_pids: &[u32],
+) -> Result<(RunStats, CpuSample, Vec<W>), BenchError> {
+    let start = CpuSample::take(server_pids);
+    let (stats, workers) = measure(workers, plan).await?;
+    Ok((stats, start.until(&CpuSample::take(server_pids)), workers))
 }
 
 /// Runs every worker until the budget is spent; returns the tallies and the phase's wall time.
@@ -312,8 +328,11 @@ mod tests {
         p.warmup = Duration::from_millis(30);
         let workers = warm_up((0..3).map(|_| fake(1, 0, 0)).collect(), &p).await.unwrap();
         assert_eq!(workers.len(), 3);
-        let stats = measure(workers, &p).await.unwrap();
+        let warmed: u64 = workers.iter().map(|w| w.n).sum();
+        let (stats, workers) = measure(workers, &p).await.unwrap();
         assert_eq!(stats.ops, 12);
+        assert_eq!(workers.len(), 3, "measure hands the workers back");
+        assert_eq!(workers.iter().map(|w| w.n).sum::<u64>(), warmed + 12);
     }
 
     #[tokio::test]

@@ -15,12 +15,13 @@
 //! has stopped; kvbench waits up to `--drain-timeout` for the events still on their way) is a
 //! missing event. Events per second are those received during the measured window, across all
 //! watchers; latencies are those of the puts sent in it. The servers' resident memory is read
-//! every [`RSS_INTERVAL`] from the creation of the watchers to the end of the drain.
+//! every [`RSS_INTERVAL`](crate::rss::RSS_INTERVAL) from the creation of the watchers to the end
+//! of the drain.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use clap::ValueEnum;
 use etcd_client::{Client, Event, EventType, KvClient, WatchOptions, WatchResponse, WatchStream};
@@ -33,11 +34,10 @@ use tokio::task::JoinSet;
 use crate::conn;
 use crate::error::BenchError;
 use crate::keys;
-use crate::procfs::{self, CpuSample};
+use crate::procfs::CpuSample;
+use crate::rss::RssSampler;
 use crate::stats::Latencies;
 
-/// How often the servers' resident memory is read during a watch run.
-pub const RSS_INTERVAL: Duration = Duration::from_millis(100);
 /// Bytes of a value that carry the put's identity: sequence number and send time.
 pub const HEADER_BYTES: usize = 16;
 /// Distinct keys the writer cycles through under the run's prefix.
@@ -256,12 +256,6 @@ fn decode_event(event: &Event) -> Option<(u64, u64)> {
         return None;
     }
     decode(event.kv()?.value())
-}
-
-/// A prefix no earlier run wrote to, so the watchers see this run's puts only.
-fn run_prefix(seed: u64) -> Vec<u8> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-    format!("w/{:016x}/", now ^ seed.rotate_left(17)).into_bytes()
 }
 
 /// The key of put `seq` under `prefix`.
@@ -544,33 +538,16 @@ async fn read(mut r: Reader, shared: Arc<Shared>, mut stop: signal::Receiver<boo
     r
 }
 
-/// The highest summed resident memory of `pids` read until `stop` turns true.
-async fn peak_rss(pids: Vec<u32>, mut stop: signal::Receiver<bool>) -> Option<u64> {
-    if pids.is_empty() {
-        return None;
-    }
-    let mut peak = None;
-    let mut tick = tokio::time::interval(RSS_INTERVAL);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => peak = peak.max(procfs::total_rss_kib(&pids)),
-            _ = stop.wait_for(|s| *s) => break,
-        }
-    }
-    peak.max(procfs::total_rss_kib(&pids))
-}
-
 /// Runs one watch workload against the cluster at `endpoints`.
 pub async fn run(endpoints: &[String], plan: &WatchPlan) -> Result<WatchStats, BenchError> {
     plan.validate()?;
     let timeout = plan.request_timeout;
     let leader = conn::leader(endpoints, timeout).await?;
     let members = watch_members(endpoints, &leader, plan.placement)?;
-    let prefix = run_prefix(plan.seed);
-    let rss_before_kib =
-        if plan.server_pids.is_empty() { None } else { procfs::total_rss_kib(&plan.server_pids) };
+    // A prefix no earlier run wrote to, so the watchers see this run's puts only.
+    let prefix = keys::run_prefix("w", plan.seed);
+    let memory = RssSampler::start(&plan.server_pids);
     let (stop, stopped) = signal::channel(false);
-    let rss = tokio::spawn(peak_rss(plan.server_pids.clone(), stopped.clone()));
     let readers = open_readers(&members, plan, &prefix).await?;
     let streams = readers.len() as u64;
     let writer = Client::connect([conn::url(&leader)], Some(conn::options(timeout))).await?;
@@ -609,6 +586,7 @@ pub async fn run(endpoints: &[String], plan: &WatchPlan) -> Result<WatchStats, B
         tokio::time::sleep(DRAIN_POLL).await;
     }
     let _ = stop.send(true);
+    let memory = memory.finish().await?;
 
     let (mut latencies, mut missing, mut duplicates, mut errors) = (Latencies::new()?, 0, 0, written.errors);
     while let Some(joined) = reading.join_next().await {
@@ -618,12 +596,6 @@ pub async fn run(endpoints: &[String], plan: &WatchPlan) -> Result<WatchStats, B
         latencies.merge(&r.latencies);
         errors.absorb(r.errors);
     }
-    // The peak covers the reading before the watchers too: memory the servers hand back while
-    // the watchers are created does not make the peak look lower than the start.
-    let rss_peak_kib = rss
-        .await
-        .map_err(|e| BenchError::Unexpected(format!("memory task failed: {e}")))?
-        .max(rss_before_kib);
     Ok(WatchStats {
         streams,
         elapsed: window.elapsed,
@@ -636,8 +608,8 @@ pub async fn run(endpoints: &[String], plan: &WatchPlan) -> Result<WatchStats, B
         errors: errors.count,
         first_error: errors.first,
         cpu: window.cpu,
-        rss_before_kib,
-        rss_peak_kib,
+        rss_before_kib: memory.before_kib,
+        rss_peak_kib: memory.peak_kib,
     })
 }
 
@@ -716,7 +688,6 @@ mod tests {
     fn keys_cycle_under_the_prefix() {
         assert_eq!(key(b"w/1/", 7), b"w/1/0007".to_vec());
         assert_eq!(key(b"w/1/", KEYS_PER_RUN + 7), key(b"w/1/", 7));
-        assert!(run_prefix(1).starts_with(b"w/") && run_prefix(1).ends_with(b"/"));
     }
 
     #[test]

@@ -150,6 +150,35 @@ fn every_workload_runs_against_etcd_and_reports() {
         .unwrap();
     assert!(!no_follower.status.success());
     assert!(String::from_utf8_lossy(&no_follower.stderr).contains("no member to watch on"));
+    // The lease workloads over the one member named twice (so round-robin turns between two
+    // channels), with the server's memory and CPU time: --check fails on any error, a lease
+    // the run could not revoke at its end included.
+    for (workload, clients) in [("lease-keepalive", "4"), ("lease-keepalive-once", "3"), ("lease-cycle", "3")]
+    {
+        let mut args = vec!["lease", "--endpoints", &both, "--workload", workload, "--clients", clients];
+        args.extend(["--connections", "2", "--duration", "0.5", "--warmup", "0.1", "--server-pids", &pid]);
+        args.extend(["--check", "--json", "--label", "etcd"]);
+        let line = String::from_utf8(kvbench(&args).stdout).unwrap();
+        let record: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+        assert_eq!((record["kind"].as_str(), record["workload"].as_str()), (Some("lease"), Some(workload)));
+        assert_eq!(record["errors"], 0, "{record}");
+        assert!(record["ops"].as_u64().is_some_and(|n| n > 0), "{record}");
+        assert!(record["latency"]["p99_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{record}");
+        assert!(record["server_peak_rss_kib"].as_u64().is_some_and(|kib| kib > 0), "{record}");
+        assert!(record["server_cpu_us_per_op"].as_f64().is_some(), "{record}");
+        let cycle = workload == "lease-cycle";
+        assert_eq!(record["steps"]["revoke"]["p50_ms"].as_f64().is_some(), cycle, "{record}");
+        assert_eq!(record["ttl"].as_i64(), Some(if cycle { 60 } else { 100 }), "{record}");
+        lines.push(line);
+    }
+    // Leases the server refuses stop a keep-alive run before it measures anything.
+    let refused = Command::new(KVBENCH)
+        .args(["lease", "--endpoints", ep, "--workload", "lease-keepalive", "--clients", "2"])
+        .args(["--ttl", "99999999999", "--duration", "0.2"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("too large lease TTL"), "{refused:?}");
     // A restart-style probe of a loaded key, and one of a key that was never written.
     let ready =
         kvbench(&["wait-ready", "--endpoints", ep, "--key-index", "1499", "--json", "--label", "etcd"]);
@@ -164,7 +193,8 @@ fn every_workload_runs_against_etcd_and_reports() {
     let report = kvbench(&["report", "--input", results.path().to_str().unwrap()]);
     let text = String::from_utf8(report.stdout).unwrap();
     let etcd_rows = text.lines().filter(|l| l.contains("| etcd |") && l.starts_with("| ")).count();
-    assert_eq!(etcd_rows, 10, "{text}"); // six workloads, put@all, two watch runs + the restart row
+    // Six workloads, put@all, three lease runs, two watch runs + the restart row.
+    assert_eq!(etcd_rows, 13, "{text}");
     assert!(text.lines().any(|l| l.starts_with("| put@all | 3/2 | round-robin | etcd | 1 |")), "{text}");
     assert!(text.lines().any(|l| l.starts_with("| watch-fanout | 20/4 | all | 200 | etcd | 1 |")), "{text}");
     assert!(
@@ -176,6 +206,15 @@ fn every_workload_runs_against_etcd_and_reports() {
         "{text}"
     );
     assert!(text.lines().any(|l| l.starts_with("| range | 4/2 | all | raftkv | 0 | pending")), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("| lease-keepalive | 4/2 | round-robin | 100 | etcd | 1 |")),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("| lease-cycle | 3/2 | round-robin | 60 | etcd | 1 |")),
+        "{text}"
+    );
+    assert!(text.contains("| cycles/s ≥ 1.5× etcd's | lease-cycle 3/2 | pending | pending |"), "{text}");
 }
 
 #[test]

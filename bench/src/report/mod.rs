@@ -6,18 +6,18 @@
 //! shown as `pending`, never as a number. A workload sent to every member request by request
 //! (target `round-robin`) is named `WORKLOAD@all`, as `scripts/bench.sh --only` names it, and
 //! a summary compares it with the same workload sent to the leader only.
+//!
+//! The workloads with a record kind of their own have their tables in a module each
+//! ([`lease`], [`watch`]); what folding, ratios and verdicts mean is shared from here.
 
 use std::fmt::Write;
 
 use crate::conn::Target;
-use crate::record::{DiskRecord, FloorRecord, Record, RestartRecord, RunRecord, WatchRecord};
-use crate::watch::{Placement, WatchWorkload};
+use crate::record::{DiskRecord, FloorRecord, Record, RestartRecord, RunRecord};
 use crate::workload::Workload;
 
-/// The issue's fan-out target: events delivered per second, raftkv over etcd.
-const FANOUT_TARGET: f64 = 1.5;
-/// A system that delivered this share of the offered events kept up with the writer.
-const KEPT_UP: f64 = 0.99;
+mod lease;
+mod watch;
 
 /// The systems compared: ratios are `candidate / baseline`.
 #[derive(Debug, Clone)]
@@ -34,7 +34,8 @@ pub fn render(records: &[Record], systems: &Systems) -> String {
     floor_section(&mut out, records);
     runs_section(&mut out, records, systems);
     all_members_section(&mut out, records, systems);
-    watch_section(&mut out, records, systems);
+    lease::section(&mut out, records, systems);
+    watch::section(&mut out, records, systems);
     restart_section(&mut out, records, systems);
     out
 }
@@ -297,203 +298,80 @@ fn all_members_section(out: &mut String, records: &[Record], systems: &Systems) 
     out.push('\n');
 }
 
-/// A watch run's shape: rows are grouped by it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct WatchShape {
-    workload: WatchWorkload,
-    watchers: u64,
-    streams: u64,
-    watch_on: Placement,
-    rate: f64,
-}
-
-impl WatchShape {
-    fn of(r: &WatchRecord) -> Self {
-        Self {
-            workload: r.workload,
-            watchers: r.watchers,
-            streams: r.streams,
-            watch_on: r.watch_on,
-            rate: r.rate,
-        }
-    }
-
-    /// `system`'s runs of this shape, folded.
-    fn folded(&self, runs: &[&WatchRecord], system: &str) -> Option<WatchFolded> {
-        fold_watch(
-            &runs
-                .iter()
-                .copied()
-                .filter(|r| WatchShape::of(r) == *self && r.system == system)
-                .collect::<Vec<_>>(),
-        )
-    }
-
-    /// How the targets table names the run.
-    fn name(&self) -> String {
-        format!("{} {}/{} at {} puts/s", self.workload.name(), self.watchers, self.streams, self.rate)
-    }
-}
-
-/// One system's folded figures for one watch shape.
-#[derive(Debug, Clone, Copy)]
-struct WatchFolded {
-    rounds: usize,
-    puts_per_s: f64,
-    events_per_s: f64,
-    delivered: f64,
-    p50: f64,
-    p99: f64,
-    p999: f64,
-    missing: u64,
-    duplicates: u64,
-    errors: u64,
-    rss_before_kib: Option<f64>,
-    rss_peak_kib: Option<u64>,
-    server_cpu_us: Option<f64>,
-    client_cpu_us: Option<f64>,
-}
-
-fn fold_watch(runs: &[&WatchRecord]) -> Option<WatchFolded> {
-    if runs.is_empty() {
-        return None;
-    }
-    let med = |f: fn(&WatchRecord) -> f64| median_by(runs, f);
-    Some(WatchFolded {
-        rounds: runs.len(),
-        puts_per_s: med(|r| r.puts_per_s),
-        events_per_s: med(|r| r.events_per_s),
-        delivered: med(WatchRecord::delivered_share),
-        p50: med(|r| r.latency.p50_ms),
-        p99: med(|r| r.latency.p99_ms),
-        p999: med(|r| r.latency.p999_ms),
-        missing: runs.iter().map(|r| r.missing).sum(),
-        duplicates: runs.iter().map(|r| r.duplicates).sum(),
-        errors: runs.iter().map(|r| r.errors).sum(),
-        rss_before_kib: median_of_known(runs.iter().map(|r| r.server_rss_before_kib.map(|k| k as f64))),
-        rss_peak_kib: runs.iter().filter_map(|r| r.server_peak_rss_kib).max(),
-        server_cpu_us: median_of_known(runs.iter().map(|r| r.server_cpu_us_per_event)),
-        client_cpu_us: median_of_known(runs.iter().map(|r| r.client_cpu_us_per_event)),
-    })
-}
-
-/// The watch runs: one row per shape and system, then the issue's targets against the ratios.
-fn watch_section(out: &mut String, records: &[Record], systems: &Systems) {
-    let runs: Vec<&WatchRecord> =
-        records.iter().filter_map(|r| if let Record::Watch(w) = r { Some(w) } else { None }).collect();
-    if runs.is_empty() {
-        return;
-    }
-    let (b, c) = (&systems.baseline, &systems.candidate);
-    let _ = writeln!(
-        out,
-        "Watch: puts to the leader at a fixed rate; event latency from the put leaving the writer to the event \
-         reaching a watcher; events/s received over all watchers in the window, *delivered* their share of \
-         watchers × puts/s; RSS the servers' summed VmRSS before the watchers were created → its peak during \
-         the run; CPU per event received.\n"
-    );
-    let _ = writeln!(
-        out,
-        "| workload | watchers/streams | watchers on | puts/s asked | system | rounds | puts/s | events/s | \
-         delivered | event p50 ms | event p99 ms | event p99.9 ms | missing | duplicates | errors | \
-         servers' RSS MiB before → peak | servers' CPU µs/event | client CPU µs/event | \
-         {c}/{b} events/s | {c}/{b} event p99 | {c}/{b} peak RSS |"
-    );
-    let _ = writeln!(out, "|{}", "---|".repeat(21));
-    let shapes = first_seen(&runs, |r| WatchShape::of(r));
-    for shape in &shapes {
-        let (base, cand) = (shape.folded(&runs, b), shape.folded(&runs, c));
-        let lead = format!(
-            "| {} | {}/{} | {} | {} ",
-            shape.workload.name(),
-            shape.watchers,
-            shape.streams,
-            shape.watch_on.name(),
-            shape.rate
-        );
-        let cells = |f: &WatchFolded| {
-            format!(
-                "| {} | {:.0} | {:.0} | {:.1} % | {} | {} | {} | {} | {} | {} | {} → {} | {} | {} ",
-                f.rounds,
-                f.puts_per_s,
-                f.events_per_s,
-                100.0 * f.delivered,
-                ms(f.p50),
-                ms(f.p99),
-                ms(f.p999),
-                f.missing,
-                f.duplicates,
-                f.errors,
-                f.rss_before_kib.map_or("–".to_string(), |k| mib_of_kib(k as u64)),
-                f.rss_peak_kib.map_or("–".to_string(), mib_of_kib),
-                micros(f.server_cpu_us),
-                micros(f.client_cpu_us),
-            )
-        };
-        let pending = format!("| 0 {}| – | – | – | – → – | pending | pending ", "| pending ".repeat(6));
-        let ratios = |f: &WatchFolded, base: &WatchFolded| {
-            vec![
-                ratio(f.events_per_s, base.events_per_s),
-                ratio(f.p99, base.p99),
-                ratio_or_pending(f.rss_peak_kib.map(|k| k as f64), base.rss_peak_kib.map(|k| k as f64)),
-            ]
-        };
-        let pair = Pair { systems, base: base.as_ref(), cand: cand.as_ref() };
-        pair.write_rows(out, &lead, cells, &pending, 3, ratios);
-    }
-    out.push('\n');
-    watch_targets(out, &runs, &shapes, systems);
-}
-
-/// The issue's watch targets, each against the candidate/baseline ratio of the runs it is about.
-fn watch_targets(out: &mut String, runs: &[&WatchRecord], shapes: &[WatchShape], systems: &Systems) {
-    let (b, c) = (&systems.baseline, &systems.candidate);
-    let _ = writeln!(out, "Watch targets:\n");
-    let _ = writeln!(out, "| target | run | {c}/{b} | verdict |");
-    let _ = writeln!(out, "|---|---|---|---|");
-    for shape in shapes {
-        let (base, cand) = (shape.folded(runs, b), shape.folded(runs, c));
-        let of =
-            |f: fn(&WatchFolded) -> Option<f64>| match (cand.as_ref().and_then(f), base.as_ref().and_then(f))
-            {
-                (Some(x), Some(y)) if y > 0.0 => Some(x / y),
-                _ => None,
-            };
-        let mut row = |target: &str, value: Option<f64>, verdict: String| {
-            let value = value.map_or("pending".to_string(), |r| format!("{r:.2}"));
-            let _ = writeln!(out, "| {target} | {} | {value} | {verdict} |", shape.name());
-        };
-        match shape.workload {
-            WatchWorkload::WatchLatency => {
-                let p99 = of(|f| Some(f.p99));
-                row(&format!("event latency p99 ≤ {b}'s"), p99, verdict(p99, |r| r <= 1.0));
-            }
-            WatchWorkload::WatchFanout => {
-                let events = of(|f| Some(f.events_per_s));
-                let both_kept_up = [&base, &cand].iter().all(|f| f.is_some_and(|f| f.delivered >= KEPT_UP));
-                let events_verdict = if both_kept_up {
-                    format!(
-                        "inconclusive: both delivered ≥ {:.0} % of the offered events; raise the put rate",
-                        100.0 * KEPT_UP
-                    )
-                } else {
-                    verdict(events, |r| r >= FANOUT_TARGET)
-                };
-                row(&format!("events delivered/s ≥ {FANOUT_TARGET}× {b}'s"), events, events_verdict);
-                let rss = of(|f| f.rss_peak_kib.map(|k| k as f64));
-                row(&format!("servers' peak RSS ≤ {b}'s"), rss, verdict(rss, |r| r <= 1.0));
-            }
-        }
-    }
-    out.push('\n');
-}
-
 /// `met`, `**not met**`, or `pending` without a ratio.
 fn verdict(ratio: Option<f64>, met: impl Fn(f64) -> bool) -> String {
     match ratio {
         None => "pending".to_string(),
         Some(r) if met(r) => "met".to_string(),
         Some(_) => "**not met**".to_string(),
+    }
+}
+
+/// The candidate's `figure` over the baseline's, where both systems ran and have it.
+fn ratio_of<F>(cand: Option<&F>, base: Option<&F>, figure: impl Fn(&F) -> Option<f64>) -> Option<f64> {
+    match (cand.and_then(&figure), base.and_then(&figure)) {
+        (Some(x), Some(y)) if y > 0.0 => Some(x / y),
+        _ => None,
+    }
+}
+
+/// A table of the issue's targets, one row per target and run: the ratio each is judged on
+/// and the verdict.
+struct Targets<'a> {
+    out: &'a mut String,
+}
+
+impl<'a> Targets<'a> {
+    /// Writes the title and the head of the table.
+    fn start(out: &'a mut String, title: &str, systems: &Systems) -> Self {
+        let (b, c) = (&systems.baseline, &systems.candidate);
+        let _ = writeln!(out, "{title}:\n");
+        let _ = writeln!(out, "| target | run | {c}/{b} | verdict |");
+        let _ = writeln!(out, "|---|---|---|---|");
+        Self { out }
+    }
+
+    /// One target of one run: its ratio (`pending` without one) and the verdict.
+    fn row(&mut self, target: &str, run: &str, ratio: Option<f64>, verdict: &str) {
+        let ratio = ratio.map_or("pending".to_string(), |r| format!("{r:.2}"));
+        let _ = writeln!(self.out, "| {target} | {run} | {ratio} | {verdict} |");
+    }
+
+    /// Closes the table with a blank line.
+    fn end(self) {
+        self.out.push('\n');
+    }
+}
+
+/// The servers' memory over the rounds of one run shape, read as [`crate::rss`] does: the
+/// median of the readings before the runs, the highest peak of any round.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Memory {
+    before_kib: Option<f64>,
+    peak_kib: Option<u64>,
+}
+
+impl Memory {
+    /// Folds the (before, peak) readings of `runs`.
+    fn fold<R>(runs: &[&R], reading: impl Fn(&R) -> (Option<u64>, Option<u64>)) -> Self {
+        Self {
+            before_kib: median_of_known(runs.iter().map(|r| reading(r).0.map(|k| k as f64))),
+            peak_kib: runs.iter().filter_map(|r| reading(r).1).max(),
+        }
+    }
+
+    /// `before → peak` in MiB, `–` where a reading is missing.
+    fn cell(&self) -> String {
+        format!(
+            "{} → {}",
+            self.before_kib.map_or("–".to_string(), |k| mib_of_kib(k as u64)),
+            self.peak_kib.map_or("–".to_string(), mib_of_kib)
+        )
+    }
+
+    /// The peak, for ratios.
+    fn peak(&self) -> Option<f64> {
+        self.peak_kib.map(|k| k as f64)
     }
 }
 
@@ -607,7 +485,7 @@ mod tests {
         })
     }
 
-    fn systems() -> Systems {
+    pub(super) fn systems() -> Systems {
         Systems { baseline: "etcd".into(), candidate: "raftkv".into() }
     }
 
@@ -701,63 +579,17 @@ mod tests {
         assert!(text.contains("| raftkv/etcd | | pending | pending | |"), "{text}");
     }
 
-    fn watch(system: &str, workload: WatchWorkload, events_per_s: f64, p99: f64, rss_mib: u64) -> Record {
-        let mut r = WatchRecord::example(system, workload);
-        r.events_per_s = events_per_s;
-        r.latency.p99_ms = p99;
-        r.server_peak_rss_kib = Some(rss_mib * 1024);
-        Record::Watch(r)
-    }
-
     #[test]
-    fn watch_runs_have_rows_ratios_and_targets() {
-        let records = vec![
-            watch("etcd", WatchWorkload::WatchLatency, 200.0, 2.0, 500),
-            watch("raftkv", WatchWorkload::WatchLatency, 200.0, 1.5, 300),
-            watch("etcd", WatchWorkload::WatchFanout, 150_000.0, 40.0, 600),
-            watch("raftkv", WatchWorkload::WatchFanout, 200_000.0, 20.0, 400),
-        ];
-        let text = render(&records, &systems());
-        let row =
-            |start: &str| text.lines().find(|l| l.starts_with(start)).unwrap_or_else(|| panic!("{text}"));
-        let etcd = row("| watch-fanout | 1000/30 | all | 200 | etcd |");
-        assert!(etcd.contains("| 1 | 200 | 150000 | 75.0 % | 1.000 | 40.000 | 3.000 | 0 | 0 | 0 | 100 → 600 | 10 | 5 | | | |"), "{etcd}");
-        let raftkv = row("| watch-fanout | 1000/30 | all | 200 | raftkv |");
-        assert!(raftkv.ends_with("| 1.33 | 0.50 | 0.67 |"), "{raftkv}");
-        assert!(
-            row("| watch-latency | 1/1 | followers | 200 | raftkv |").ends_with("| 1.00 | 0.75 | 0.60 |")
-        );
-        let targets = text.split("Watch targets:").nth(1).unwrap();
-        assert!(
-            targets.contains("| event latency p99 ≤ etcd's | watch-latency 1/1 at 200 puts/s | 0.75 | met |"),
-            "{targets}"
-        );
-        assert!(targets.contains("| events delivered/s ≥ 1.5× etcd's | watch-fanout 1000/30 at 200 puts/s | 1.33 | **not met** |"), "{targets}");
-        assert!(
-            targets
-                .contains("| servers' peak RSS ≤ etcd's | watch-fanout 1000/30 at 200 puts/s | 0.67 | met |"),
-            "{targets}"
-        );
-        // Watch records are not workload runs.
-        assert!(!text.contains("| workload | clients/conns |"), "{text}");
-    }
-
-    #[test]
-    fn fanout_that_both_keep_up_with_is_inconclusive_and_a_missing_system_pending() {
-        let both = vec![
-            watch("etcd", WatchWorkload::WatchFanout, 200_000.0, 40.0, 600),
-            watch("raftkv", WatchWorkload::WatchFanout, 200_000.0, 20.0, 400),
-        ];
-        let text = render(&both, &systems());
-        assert!(
-            text.contains("| 1.00 | inconclusive: both delivered ≥ 99 % of the offered events"),
-            "{text}"
-        );
-        let alone = render(&both[..1], &systems());
-        let raftkv = alone.lines().find(|l| l.contains("| raftkv |")).unwrap();
-        assert!(raftkv.ends_with("| – → – | pending | pending | pending | pending | pending |"), "{raftkv}");
-        assert_eq!(raftkv.matches('|').count(), 22, "21 columns: {raftkv}");
-        assert!(alone.contains("| events delivered/s ≥ 1.5× etcd's | watch-fanout 1000/30 at 200 puts/s | pending | pending |"), "{alone}");
+    fn memory_folds_the_median_before_and_the_highest_peak() {
+        let readings = [(Some(1024), Some(3072)), (None, Some(5120)), (Some(3072), None)];
+        let refs: Vec<&(Option<u64>, Option<u64>)> = readings.iter().collect();
+        let memory = Memory::fold(&refs, |r| *r);
+        assert_eq!(memory, Memory { before_kib: Some(2048.0), peak_kib: Some(5120) });
+        assert_eq!((memory.cell(), memory.peak()), ("2 → 5".to_string(), Some(5120.0)));
+        assert_eq!(Memory::fold(&[], |r: &(Option<u64>, Option<u64>)| *r).cell(), "– → –");
+        assert_eq!(ratio_of(Some(&3.0), Some(&2.0), |f| Some(*f)), Some(1.5));
+        assert_eq!(ratio_of(Some(&3.0), None, |f: &f64| Some(*f)), None);
+        assert_eq!(ratio_of(Some(&3.0), Some(&0.0), |f| Some(*f)), None, "no ratio to nothing");
     }
 
     #[test]
