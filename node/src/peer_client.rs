@@ -36,30 +36,46 @@ pub struct PeerDialer {
     node: NodeHandle,
     kv: KvStore,
     tls: PeerTls,
-    channels: Mutex<HashMap<String, Channel>>,
+    cache: Mutex<Cache>,
 }
+
+/// Channels by peer URL, and members' URLs as last read from the membership (re-read at most
+/// every [`URLS_FRESH`], so a keep-alive forwarded per request does not read the database).
+#[derive(Default)]
+struct Cache {
+    channels: HashMap<String, Channel>,
+    urls: HashMap<u64, String>,
+    read_at: Option<std::time::Instant>,
+}
+
+/// How long members' URLs are reused before the membership is read again.
+const URLS_FRESH: Duration = Duration::from_secs(1);
 
 impl PeerDialer {
     pub fn new(node: NodeHandle, kv: KvStore, tls: PeerTls) -> Self {
-        Self { node, kv, tls, channels: Mutex::new(HashMap::new()) }
+        Self { node, kv, tls, cache: Mutex::new(Cache::default()) }
     }
 
     /// A client of member `id`'s Peer service.
     pub fn member(&self, id: u64) -> Result<PeerClient<Channel>, DialError> {
-        let url = self
-            .kv
-            .members()?
-            .into_iter()
-            .find(|m| m.id == id)
-            .and_then(|m| m.peer_urls.into_iter().next())
-            .ok_or(DialError::UnknownMember(id))?;
-        let mut cache = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(ch) = cache.get(&url) {
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        let stale = cache.read_at.is_none_or(|at| at.elapsed() >= URLS_FRESH);
+        if stale || !cache.urls.contains_key(&id) {
+            cache.urls = self
+                .kv
+                .members()?
+                .into_iter()
+                .filter_map(|m| m.peer_urls.into_iter().next().map(|u| (m.id, u)))
+                .collect();
+            cache.read_at = Some(std::time::Instant::now());
+        }
+        let url = cache.urls.get(&id).cloned().ok_or(DialError::UnknownMember(id))?;
+        if let Some(ch) = cache.channels.get(&url) {
             return Ok(PeerClient::new(ch.clone()));
         }
         let channel =
             self.tls.endpoint(&url)?.connect_timeout(Duration::from_secs(2)).tcp_nodelay(true).connect_lazy();
-        cache.insert(url, channel.clone());
+        cache.channels.insert(url, channel.clone());
         Ok(PeerClient::new(channel))
     }
 

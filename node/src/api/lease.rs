@@ -91,11 +91,14 @@ impl LeaseService {
     async fn renew(&self, id: i64) -> Result<i64, EtcdError> {
         let deadline = Instant::now() + self.ctx.limits.request_timeout;
         loop {
-            match timeout_at(deadline, self.lessor.renew(id)).await.map_err(|_| EtcdError::Timeout)? {
-                Ok(ttl) => return Ok(ttl),
-                Err(LeaseError::NotFound) => return Ok(0),
-                Err(LeaseError::NotPrimary) => {}
-                Err(e) => return Err(lease_error(e)),
+            // A follower that knows it does not lead goes straight to the leader.
+            if self.ctx.node.status().is_leader {
+                match timeout_at(deadline, self.lessor.renew(id)).await.map_err(|_| EtcdError::Timeout)? {
+                    Ok(ttl) => return Ok(ttl),
+                    Err(LeaseError::NotFound) => return Ok(0),
+                    Err(LeaseError::NotPrimary) => {}
+                    Err(e) => return Err(lease_error(e)),
+                }
             }
             let mut leader = self.leader.leader(deadline).await.map_err(dial_error)?;
             match timeout_at(deadline, leader.lease_renew(LeaseRenewRequest { id })).await {
