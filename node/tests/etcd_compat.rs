@@ -166,3 +166,44 @@ async fn periodic_auto_compaction_keeps_the_retention_of_history() {
         .expect("recent history kept");
     cluster.shutdown().await;
 }
+
+/// A plain HTTP/1.1 GET on a member's client port; returns (status line, body).
+async fn http_get(endpoint: &str, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = endpoint.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let status = response.lines().next().unwrap_or_default().to_string();
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_client_port_serves_grpc_health_and_etcds_http_endpoints() {
+    let cluster = TestCluster::start(3).await;
+    cluster.wait_leader().await;
+    for m in 0..3 {
+        let endpoint = cluster.endpoint(m);
+        let (status, body) = http_get(&endpoint, "/health").await;
+        assert!(status.contains("200"), "{status}");
+        assert!(body.contains(r#""health":"true""#), "{body}");
+        let (status, body) = http_get(&endpoint, "/version").await;
+        assert!(status.contains("200"), "{status}");
+        assert!(body.contains(r#""etcdserver":"3.5.13""#) && body.contains(r#""etcdcluster":"3.5.0""#), "{body}");
+
+        let channel = tonic::transport::Endpoint::from_shared(endpoint.clone()).expect("url").connect().await.expect("dial");
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+        let answer = health
+            .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+            .await
+            .expect("health check")
+            .into_inner();
+        assert_eq!(answer.status(), tonic_health::pb::health_check_response::ServingStatus::Serving);
+    }
+    // gRPC still works on the same port.
+    cluster.client().await.put("k", "v", None).await.expect("put");
+    cluster.shutdown().await;
+}

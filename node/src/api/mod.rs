@@ -10,6 +10,7 @@ pub mod context;
 pub mod election;
 pub mod errors;
 pub mod grpc_status;
+pub mod health;
 pub mod kv;
 pub mod lease;
 pub mod lock;

@@ -52,6 +52,25 @@ struct AppState<H> {
     health: Arc<H>,
 }
 
+/// What the client port serves over plain HTTP beside gRPC, as etcd's client port does:
+/// the metrics port's endpoints and `/version`.
+pub fn client_port_router<H: HealthCheck>(metrics: Arc<Metrics>, health: Arc<H>) -> Router {
+    router(metrics, health).route("/version", get(version_handler))
+}
+
+/// etcd's `/version`: the server's and the cluster's etcd API versions.
+async fn version_handler() -> Response {
+    let body = format!(
+        r#"{{"etcdserver":"{}","etcdcluster":"{}"}}"#,
+        crate::api::maintenance::ETCD_API_VERSION,
+        ETCD_CLUSTER_VERSION
+    );
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// The cluster version `/version` reports (etcd reports major.minor.0).
+const ETCD_CLUSTER_VERSION: &str = "3.5.0";
+
 /// Builds the router; kept separate from binding so tests can drive it in-process.
 pub fn router<H: HealthCheck>(metrics: Arc<Metrics>, health: Arc<H>) -> Router {
     let state = Arc::new(AppState { metrics, health });

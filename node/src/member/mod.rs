@@ -21,6 +21,7 @@ use prost::Message as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tonic::service::{Routes, RoutesBuilder};
 use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 
@@ -492,16 +493,31 @@ pub async fn start_on_store(
     // gRPC's own limit sits above --max-request-bytes so oversized requests reach our check
     // and get etcd's message; far larger ones are cut off by gRPC itself.
     let grpc_limit = limits.max_request_bytes + 512 * 1024;
-    let client_server = client_builder
-        .tcp_nodelay(true)
-        .layer(EtcdStatusLayer)
-        .add_service(KvServer::new(KvService::new(ctx.clone())).max_decoding_message_size(grpc_limit))
+    let health = Arc::new(MemberHealth::new(
+        handle.clone(),
+        store.clone(),
+        metrics.clone(),
+        election,
+        limits.request_timeout,
+    ));
+    let mut grpc = RoutesBuilder::default();
+    grpc.add_service(KvServer::new(KvService::new(ctx.clone())).max_decoding_message_size(grpc_limit))
         .add_service(ClusterServer::new(ClusterService::new(ctx.clone())))
         .add_service(MaintenanceServer::new(MaintenanceService::new(ctx.clone())))
         .add_service(LeaseServer::new(LeaseApi(lease_service)))
         .add_service(LockServer::new(LockService::new(recipes.clone())))
         .add_service(ElectionServer::new(ElectionService::new(recipes)))
         .add_service(WatchServer::new(WatchService::new(ctx.clone(), hub, election, shutdown_rx.clone())))
+        .add_service(crate::api::health::start(handle.clone(), kv.clone(), shutdown_rx.clone()));
+    // One port for gRPC and etcd's plain HTTP endpoints (/health, /version, /metrics), as etcd
+    // serves them: HTTP/1.1 is accepted beside HTTP/2.
+    let client_routes =
+        grpc.routes().into_axum_router().merge(http::client_port_router(metrics.clone(), health.clone()));
+    let client_server = client_builder
+        .tcp_nodelay(true)
+        .accept_http1(true)
+        .layer(EtcdStatusLayer)
+        .add_routes(Routes::from(client_routes))
         .serve_with_incoming_shutdown(nodelay_incoming(listeners.client), wait_for(shutdown_rx.clone()));
     let peer_server = peer_builder
         .tcp_nodelay(true)
@@ -511,13 +527,6 @@ pub async fn start_on_store(
         )
         .add_service(PeerServer::new(peer_service::PeerService::new(kv.clone(), identity.cluster_id, lessor)))
         .serve_with_incoming_shutdown(nodelay_incoming(listeners.peer), wait_for(shutdown_rx.clone()));
-    let health = Arc::new(MemberHealth::new(
-        handle.clone(),
-        store.clone(),
-        metrics.clone(),
-        election,
-        limits.request_timeout,
-    ));
     let http_server =
         http::serve(listeners.metrics, http::router(metrics.clone(), health), wait_for(shutdown_rx.clone()));
     let mut servers = vec![
