@@ -192,9 +192,16 @@ async fn the_client_port_serves_grpc_health_and_etcds_http_endpoints() {
         assert!(body.contains(r#""health":"true""#), "{body}");
         let (status, body) = http_get(&endpoint, "/version").await;
         assert!(status.contains("200"), "{status}");
-        assert!(body.contains(r#""etcdserver":"3.5.13""#) && body.contains(r#""etcdcluster":"3.5.0""#), "{body}");
+        assert!(
+            body.contains(r#""etcdserver":"3.5.13""#) && body.contains(r#""etcdcluster":"3.5.0""#),
+            "{body}"
+        );
 
-        let channel = tonic::transport::Endpoint::from_shared(endpoint.clone()).expect("url").connect().await.expect("dial");
+        let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())
+            .expect("url")
+            .connect()
+            .await
+            .expect("dial");
         let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
         let answer = health
             .check(tonic_health::pb::HealthCheckRequest { service: String::new() })

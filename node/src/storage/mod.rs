@@ -257,9 +257,16 @@ impl Store {
     /// etcd's `--force-new-cluster` on this member's data: the entries not known committed are
     /// discarded and the member becomes the only member of its cluster (same cluster id, same
     /// data), so it can elect itself and the others can be added back with MemberAdd.
+    ///
+    /// The new membership is not a log entry, so the log up to the applied index is compacted
+    /// away (durably): a member added back later must get it from a snapshot of this state,
+    /// not replay the old log, whose membership changes would bring the old members back.
     pub fn force_new_cluster(&self, member_id: u64) -> Result<ForcedCluster, StoreError> {
         let discarded = self.raft.discard_uncommitted()?;
         let removed = self.kv.force_single_member(member_id)?;
+        let applied = self.kv.applied_index()?;
+        self.raft.compact(applied)?;
+        self.raft.sync()?;
         Ok(ForcedCluster { removed, discarded })
     }
 
