@@ -91,6 +91,9 @@ impl Cluster for ClusterService {
     ) -> Result<Response<MemberAddResponse>, Status> {
         let req = request.into_inner();
         validate_urls(&req.peer_ur_ls)?;
+        // Checked against every change committed before this request (the client may have
+        // made one through another member a moment ago), as etcd checks on the leader.
+        self.ctx.linearizable_barrier().await?;
         let members = self.members()?;
         if members.iter().any(|m| m.peer_urls.iter().any(|u| req.peer_ur_ls.contains(u))) {
             return Err(EtcdError::PeerUrlExists.into());
@@ -123,6 +126,7 @@ impl Cluster for ClusterService {
         request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
         let req = request.into_inner();
+        self.ctx.linearizable_barrier().await?;
         if !self.members()?.iter().any(|m| m.id == req.id) {
             return Err(EtcdError::MemberNotFound.into());
         }
@@ -139,6 +143,9 @@ impl Cluster for ClusterService {
     ) -> Result<Response<MemberUpdateResponse>, Status> {
         let req = request.into_inner();
         validate_urls(&req.peer_ur_ls)?;
+        // Checked against every change committed before this request (the client may have
+        // made one through another member a moment ago), as etcd checks on the leader.
+        self.ctx.linearizable_barrier().await?;
         let members = self.members()?;
         if !members.iter().any(|m| m.id == req.id) {
             return Err(EtcdError::MemberNotFound.into());
@@ -173,6 +180,9 @@ impl Cluster for ClusterService {
         request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
         let req = request.into_inner();
+        // Checked against every change committed before this request (the client may have
+        // made one through another member a moment ago), as etcd checks on the leader.
+        self.ctx.linearizable_barrier().await?;
         let members = self.members()?;
         let Some(target) = members.iter().find(|m| m.id == req.id) else {
             return Err(EtcdError::MemberNotFound.into());
