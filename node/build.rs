@@ -20,6 +20,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={}", f.display());
     }
     let fds = protox::compile(&files, [&proto_root])?;
+    // The JSON mapping of the client API's messages for the HTTP/JSON gateway, as etcd's
+    // grpc-gateway writes it: proto field names, 64-bit integers as strings, bytes as base64,
+    // enums by name, zero values left out.
+    let mut json = pbjson_build::Builder::new();
+    for file in &fds.file {
+        json.register_file_descriptor(file.clone());
+    }
+    json.preserve_proto_field_names()
+        // Written by hand with the message (src/proto/txn.rs).
+        .exclude([".etcdserverpb.TxnRequest"])
+        .build(&[".etcdserverpb", ".mvccpb", ".authpb", ".v3lockpb", ".v3electionpb"])?;
     // The Raft messages are the consensus core's own types (crate `raft`, from raft.proto);
     // peer.proto only wraps them in the transport service.
     tonic_prost_build::configure()

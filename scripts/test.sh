@@ -21,6 +21,8 @@ need_apt() { # need_apt <command> <package>
 echo "== installing test tools"
 need_apt etcdctl etcd-client
 export RAFTKV_REQUIRE_ETCDCTL=1
+need_apt curl curl
+export RAFTKV_REQUIRE_CURL=1
 
 echo "== chart tests (Helm v4 SDK, kubernetes-validate)"
 python3 -m pip install -q -r tests/chart/requirements.txt

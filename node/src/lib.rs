@@ -4,6 +4,7 @@
 //! - [`offline`]: commands on files rather than a running member (`kvnode snapshot ...`);
 //! - [`member`]: one member's lifecycle (start, identity, joining, publishing, stop; `dev`,
 //!   and a data dir restored from a backup);
+//! - [`gateway`]: etcd's HTTP/JSON gateway over the same services, on the client port;
 //! - [`api`]: the etcd v3 services, one file each, and etcd's errors;
 //! - [`http`]: `/metrics`, `/health`, `/livez`, `/readyz`;
 //! - [`watch`]: watchers and the hub feeding them from the key space's history;
@@ -19,6 +20,7 @@
 pub mod api;
 pub mod config;
 pub mod driver;
+pub mod gateway;
 pub mod http;
 pub mod lease;
 pub mod member;

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout_at};
-use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::lease::{LeaseError, Lessor, MAX_TTL};
@@ -167,19 +167,32 @@ fn lease_error(e: LeaseError) -> EtcdError {
     }
 }
 
-type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send>>;
+pub type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send>>;
 
-/// One keep-alive stream's requests, answered in order.
-async fn keep_alive(
+/// Serves one keep-alive stream (a gRPC stream, or the JSON gateway's requests).
+pub fn keep_alive_stream<S>(service: Arc<LeaseService>, inbound: S) -> KeepAliveStream
+where
+    S: Stream<Item = Result<LeaseKeepAliveRequest, Status>> + Unpin + Send + 'static,
+{
+    let (out, rx) = mpsc::channel(16);
+    tokio::spawn(keep_alive(service, inbound, out));
+    Box::pin(ReceiverStream::new(rx))
+}
+
+/// One keep-alive stream's requests, answered in order; it ends when the client closes its
+/// side (as etcd's does).
+async fn keep_alive<S>(
     service: Arc<LeaseService>,
-    mut inbound: Streaming<LeaseKeepAliveRequest>,
+    mut inbound: S,
     out: mpsc::Sender<Result<LeaseKeepAliveResponse, Status>>,
-) {
+) where
+    S: Stream<Item = Result<LeaseKeepAliveRequest, Status>> + Unpin,
+{
     loop {
-        let request = match inbound.message().await {
-            Ok(Some(r)) => r,
-            Ok(None) => return,
-            Err(status) => {
+        let request = match inbound.next().await {
+            Some(Ok(r)) => r,
+            None => return,
+            Some(Err(status)) => {
                 let _ = out.send(Err(status)).await;
                 return;
             }
@@ -232,9 +245,7 @@ impl Lease for LeaseApi {
         &self,
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<KeepAliveStream>, Status> {
-        let (out, rx) = mpsc::channel(16);
-        tokio::spawn(keep_alive(self.0.clone(), request.into_inner(), out));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(keep_alive_stream(self.0.clone(), request.into_inner())))
     }
 
     async fn lease_time_to_live(

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use prost::Message as _;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
 
@@ -65,10 +65,20 @@ impl Watch for WatchService {
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<ResponseStream>, Status> {
         let require_leader = request.metadata().get("hasleader").is_some_and(|v| v == "true");
+        Ok(Response::new(self.serve(require_leader, request.into_inner()).await?))
+    }
+}
+
+impl WatchService {
+    /// Serves one watch stream: the client's requests come in on `inbound` (a gRPC stream, or
+    /// the JSON gateway's), the responses go out on the returned stream.
+    pub async fn serve<S>(&self, require_leader: bool, inbound: S) -> Result<ResponseStream, Status>
+    where
+        S: Stream<Item = Result<WatchRequest, Status>> + Unpin + Send + 'static,
+    {
         if require_leader && self.ctx.node.status().leader_id.is_none() {
             return Err(EtcdError::NoLeader.into());
         }
-        let inbound = request.into_inner();
         let (stream, notices) = self.hub.open().await.map_err(|_| Status::from(EtcdError::Stopped))?;
         let (out, rx) = mpsc::channel(OUT_QUEUE);
         tokio::spawn(receive(inbound, self.hub.clone(), stream, out.clone()));
@@ -82,23 +92,30 @@ impl Watch for WatchService {
             shutdown: self.shutdown.clone(),
         };
         tokio::spawn(sender.run(notices));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Box::pin(ReceiverStream::new(rx)))
     }
 }
 
-/// Reads the client's requests until it closes its side or sends something undecodable (the
-/// stream then ends with that error; the member goes on serving).
-async fn receive(
-    mut inbound: Streaming<WatchRequest>,
+/// Reads the client's requests until it sends something undecodable (the stream then ends with
+/// that error; the member goes on serving) or goes away. A client that only closes its sending
+/// side keeps its watchers, as with etcd: a JSON gateway client posts one create request and
+/// reads events for as long as it stays connected.
+async fn receive<S>(
+    mut inbound: S,
     hub: WatchHub,
     stream: StreamId,
     out: mpsc::Sender<Result<WatchResponse, Status>>,
-) {
+) where
+    S: Stream<Item = Result<WatchRequest, Status>> + Unpin,
+{
     loop {
-        let request = match inbound.message().await {
-            Ok(Some(r)) => r,
-            Ok(None) => break,
-            Err(status) => {
+        let request = match inbound.next().await {
+            Some(Ok(r)) => r,
+            None => {
+                out.closed().await;
+                break;
+            }
+            Some(Err(status)) => {
                 debug!(%status, "watch stream ended by a bad request");
                 let _ = out.send(Err(status)).await;
                 break;

@@ -41,6 +41,7 @@ use crate::config::{
 use crate::driver::{
     self, FatalError, LoopConfig, LoopExit, MAX_PEER_MESSAGE_BYTES, NodeHandle, PeerSenders,
 };
+use crate::gateway;
 use crate::http::{self, health::MemberHealth};
 use crate::lease::{Lessor, LessorConfig, min_ttl};
 use crate::metrics::{Metrics, MetricsError};
@@ -500,19 +501,31 @@ pub async fn start_on_store(
         election,
         limits.request_timeout,
     ));
+    let services = gateway::Services {
+        kv: Arc::new(KvService::new(ctx.clone())),
+        lease: Arc::new(LeaseApi(lease_service)),
+        cluster: Arc::new(ClusterService::new(ctx.clone())),
+        maintenance: Arc::new(MaintenanceService::new(ctx.clone())),
+        watch: Arc::new(WatchService::new(ctx.clone(), hub, election, shutdown_rx.clone())),
+        lock: Arc::new(LockService::new(recipes.clone())),
+        election: Arc::new(ElectionService::new(recipes)),
+    };
     let mut grpc = RoutesBuilder::default();
-    grpc.add_service(KvServer::new(KvService::new(ctx.clone())).max_decoding_message_size(grpc_limit))
-        .add_service(ClusterServer::new(ClusterService::new(ctx.clone())))
-        .add_service(MaintenanceServer::new(MaintenanceService::new(ctx.clone())))
-        .add_service(LeaseServer::new(LeaseApi(lease_service)))
-        .add_service(LockServer::new(LockService::new(recipes.clone())))
-        .add_service(ElectionServer::new(ElectionService::new(recipes)))
-        .add_service(WatchServer::new(WatchService::new(ctx.clone(), hub, election, shutdown_rx.clone())))
+    grpc.add_service(KvServer::from_arc(services.kv.clone()).max_decoding_message_size(grpc_limit))
+        .add_service(ClusterServer::from_arc(services.cluster.clone()))
+        .add_service(MaintenanceServer::from_arc(services.maintenance.clone()))
+        .add_service(LeaseServer::from_arc(services.lease.clone()))
+        .add_service(LockServer::from_arc(services.lock.clone()))
+        .add_service(ElectionServer::from_arc(services.election.clone()))
+        .add_service(WatchServer::from_arc(services.watch.clone()))
         .add_service(crate::api::health::start(handle.clone(), kv.clone(), shutdown_rx.clone()));
-    // One port for gRPC and etcd's plain HTTP endpoints (/health, /version, /metrics), as etcd
-    // serves them: HTTP/1.1 is accepted beside HTTP/2.
-    let client_routes =
-        grpc.routes().into_axum_router().merge(http::client_port_router(metrics.clone(), health.clone()));
+    // One port for gRPC, etcd's JSON gateway (/v3/...) and its plain HTTP endpoints (/health,
+    // /version, /metrics), as etcd serves them: HTTP/1.1 is accepted beside HTTP/2.
+    let client_routes = grpc
+        .routes()
+        .into_axum_router()
+        .merge(gateway::router(services, grpc_limit))
+        .merge(http::client_port_router(metrics.clone(), health.clone()));
     let client_server = client_builder
         .tcp_nodelay(true)
         .accept_http1(true)

@@ -10,12 +10,14 @@ pub use raft::pb as raftpb;
 #[allow(clippy::all, missing_docs)]
 pub mod mvccpb {
     tonic::include_proto!("mvccpb");
+    include!(concat!(env!("OUT_DIR"), "/mvccpb.serde.rs"));
 }
 
 /// etcd's users, roles and permissions (`proto/etcd/auth.proto`).
 #[allow(clippy::all, missing_docs)]
 pub mod authpb {
     tonic::include_proto!("authpb");
+    include!(concat!(env!("OUT_DIR"), "/authpb.serde.rs"));
 }
 
 /// The etcd v3 client API: services KV, Watch, Lease, Cluster, Maintenance, Auth
@@ -23,6 +25,7 @@ pub mod authpb {
 #[allow(clippy::all, missing_docs)]
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
+    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.serde.rs"));
     pub use super::txn::TxnRequest;
 }
 
@@ -30,12 +33,14 @@ pub mod etcdserverpb {
 #[allow(clippy::all, missing_docs)]
 pub mod v3lockpb {
     tonic::include_proto!("v3lockpb");
+    include!(concat!(env!("OUT_DIR"), "/v3lockpb.serde.rs"));
 }
 
 /// etcd's Election service (`proto/etcd/v3election.proto`).
 #[allow(clippy::all, missing_docs)]
 pub mod v3electionpb {
     tonic::include_proto!("v3electionpb");
+    include!(concat!(env!("OUT_DIR"), "/v3electionpb.serde.rs"));
 }
 
 /// raftkv's own persisted formats: log commands, members, snapshot data (`proto/kvserver.proto`).

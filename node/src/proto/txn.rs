@@ -107,6 +107,52 @@ impl Message for TxnRequest {
     }
 }
 
+/// The gateway's JSON form (`{"compare":[...],"success":[...],"failure":[...]}`), as the
+/// generated messages around it have theirs; empty lists are left out, `null` reads as empty.
+impl serde::Serialize for TxnRequest {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let fields = [self.compare.is_empty(), self.success.is_empty(), self.failure.is_empty()]
+            .iter()
+            .filter(|empty| !**empty)
+            .count();
+        let mut s = serializer.serialize_struct("etcdserverpb.TxnRequest", fields)?;
+        if !self.compare.is_empty() {
+            s.serialize_field("compare", &self.compare)?;
+        }
+        if !self.success.is_empty() {
+            s.serialize_field("success", &self.success)?;
+        }
+        if !self.failure.is_empty() {
+            s.serialize_field("failure", &self.failure)?;
+        }
+        s.end()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for TxnRequest {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        /// serde_json's recursion limit bounds the nesting a JSON transaction can have, so a
+        /// deep one is an error, never a stack overflow.
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Json {
+            #[serde(default)]
+            compare: Option<Vec<Compare>>,
+            #[serde(default)]
+            success: Option<Vec<RequestOp>>,
+            #[serde(default)]
+            failure: Option<Vec<RequestOp>>,
+        }
+        let j = Json::deserialize(deserializer)?;
+        Ok(TxnRequest::new(
+            j.compare.unwrap_or_default(),
+            j.success.unwrap_or_default(),
+            j.failure.unwrap_or_default(),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
