@@ -380,6 +380,8 @@ impl RaftLoop {
         // (or by a snapshot, which replaces both).
         self.applier.hand_off(&mut self.node, std::mem::take(&mut rd.committed_entries))?;
         self.apply_queued()?;
+        // Watchers hear of what was just applied now, not after this turn's fsync.
+        self.status.publish(&self.node.status(), self.applier.applied());
         if !rd.entries.is_empty() || rd.hard_state.is_some() {
             let started = Instant::now();
             self.storage.persist(rd.hard_state.as_ref(), &rd.entries)?;
