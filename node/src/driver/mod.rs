@@ -433,7 +433,9 @@ impl RaftLoop {
     /// Applies the queued committed entries and answers their clients; nothing while a
     /// key-space sync runs (the transaction would wait for it).
     fn apply_queued(&mut self) -> Result<(), FatalError> {
-        if !self.applier.has_pending() || self.syncer.in_progress() {
+        // Not while the key space syncs or is defragmented: the loop must not wait on its
+        // write lock (it would stop persisting, replicating and heartbeating meanwhile).
+        if !self.applier.has_pending() || self.syncer.in_progress() || self.kv.defragmenting() {
             return Ok(());
         }
         let started = Instant::now();

@@ -51,6 +51,7 @@ impl Store {
             return Ok(Defragmented { size_before: 0, size_after: 0, took: started.elapsed() });
         };
         let slot = self.kv().slot();
+        let _marked = slot.mark_replacing();
         let gate = slot.gate();
         let size_before = self.file_size()?;
         let copy = copy_path(path);

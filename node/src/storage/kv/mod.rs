@@ -198,6 +198,12 @@ impl KvStore {
         self.durable_applied.load(Ordering::Acquire)
     }
 
+    /// Whether a defragmentation is rewriting the database now: writes wait for it, so the
+    /// Raft loop keeps committed entries queued meanwhile rather than wait with them.
+    pub fn defragmenting(&self) -> bool {
+        self.db.replacing()
+    }
+
     /// The database slot, for the storage modules that read or write it whole (backups,
     /// defragmentation).
     pub(crate) fn slot(&self) -> &DbSlot {

@@ -16,6 +16,9 @@ use crate::storage::error::StoreError;
 pub(crate) struct DbSlot {
     current: RwLock<Arc<Database>>,
     writes: Mutex<()>,
+    /// Set while a defragmentation holds the write gate, so the Raft loop can leave entries
+    /// queued instead of blocking on the gate (and stopping to replicate and heartbeat).
+    replacing: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for DbSlot {
@@ -26,7 +29,11 @@ impl std::fmt::Debug for DbSlot {
 
 impl DbSlot {
     pub(crate) fn new(db: Database) -> Self {
-        Self { current: RwLock::new(Arc::new(db)), writes: Mutex::new(()) }
+        Self {
+            current: RwLock::new(Arc::new(db)),
+            writes: Mutex::new(()),
+            replacing: std::sync::atomic::AtomicBool::new(false),
+        }
     }
 
     /// The current database.
@@ -50,6 +57,17 @@ impl DbSlot {
     /// The write gate alone: no write transaction begins while it is held.
     pub(crate) fn gate(&self) -> MutexGuard<'_, ()> {
         self.writes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether a defragmentation holds the write gate now.
+    pub(crate) fn replacing(&self) -> bool {
+        self.replacing.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Marks a defragmentation under way until the returned guard is dropped.
+    pub(crate) fn mark_replacing(&self) -> ReplacingGuard<'_> {
+        self.replacing.store(true, std::sync::atomic::Ordering::Release);
+        ReplacingGuard(&self.replacing)
     }
 
     /// Replaces the database; the caller holds the write gate (`_gate`) and has copied
@@ -82,5 +100,14 @@ impl Deref for GatedWrite<'_> {
 impl DerefMut for GatedWrite<'_> {
     fn deref_mut(&mut self) -> &mut WriteTransaction {
         &mut self.txn
+    }
+}
+
+/// Clears the slot's defragmentation mark when dropped, on every path out.
+pub(crate) struct ReplacingGuard<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for ReplacingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
     }
 }
