@@ -35,6 +35,8 @@ struct Proc {
     metrics_url: String,
     initial_cluster: String,
     existing: bool,
+    /// Start with `--force-new-cluster` (the quorum-loss drill's survivor).
+    force_new_cluster: bool,
     child: Option<Child>,
     paused: bool,
     log: PathBuf,
@@ -50,6 +52,7 @@ impl Proc {
             metrics_url: format!("http://127.0.0.1:{}", free_port()),
             initial_cluster: String::new(),
             existing: false,
+            force_new_cluster: false,
             child: None,
             paused: false,
             log: dir.join(format!("{name}.log")),
@@ -69,6 +72,7 @@ impl Proc {
             .args(["--initial-cluster-state", if self.existing { "existing" } else { "new" }])
             .args(["--initial-cluster-token", "faults"])
             .args(["--heartbeat-interval", "20", "--election-timeout", "200"])
+            .args(self.force_new_cluster.then_some("--force-new-cluster"))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -87,6 +91,15 @@ impl Proc {
     fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.paused = false;
+    }
+
+    /// Stops the process as an operator would (SIGTERM) and waits for it to exit.
+    fn stop(&mut self) {
+        self.signal("-TERM");
+        if let Some(mut c) = self.child.take() {
             let _ = c.wait();
         }
         self.paused = false;
@@ -390,4 +403,110 @@ async fn linearizable_under_process_faults() {
         };
         panic!("seed {seed}: {verdict:?}; history in {}; node logs in {logs:?}", file.display());
     }
+}
+
+/// etcd's disaster-recovery drill, under the workload: a 3-member cluster loses two members for
+/// good (killed, data wiped) so it has no quorum; the survivor, the leader at that moment, is
+/// stopped and restarted with `--force-new-cluster`; the two come back as new members
+/// (learners, promoted) with empty data dirs; the survivor restarts once more without the
+/// flag. Every write acknowledged to any client must still be there and the whole history must
+/// be linearizable.
+///
+/// The survivor is the leader because a leader holds every committed entry; writes it had not
+/// committed when the others died were never acknowledged, and `--force-new-cluster` discards
+/// them (their outcome is unknown to the clients, which the checker allows for). It is stopped
+/// with SIGTERM, as an operator would stop it, so its commit index is durable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn quorum_loss_drill_with_force_new_cluster() {
+    let seed = env_u64("RAFTKV_FAULTS_SEED").unwrap_or_else(rand::random);
+    println!("quorum_loss_drill: seed {seed} (replay with RAFTKV_FAULTS_SEED={seed})");
+    let mut cluster = Cluster::start(3);
+    cluster.wait_leader(Duration::from_secs(30)).await;
+    let mut workload = Workload::start(cluster.founders(), seed);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    let (survivor, _) = cluster.wait_leader(Duration::from_secs(30)).await;
+    let lost: Vec<usize> = (0..3).filter(|&i| i != survivor).collect();
+    for &i in &lost {
+        println!("drill: kill -9 {} and wipe its data dir", cluster.procs[i].name);
+        cluster.procs[i].kill9();
+        workload.members.set_down(i, true);
+        std::fs::remove_dir_all(&cluster.procs[i].data_dir).unwrap();
+    }
+    // Alone, the survivor cannot commit; clients keep trying (and fail) meanwhile.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    println!("drill: restart {} with --force-new-cluster", cluster.procs[survivor].name);
+    workload.members.set_down(survivor, true);
+    cluster.procs[survivor].stop();
+    cluster.procs[survivor].force_new_cluster = true;
+    cluster.procs[survivor].start();
+    workload.members.set_down(survivor, false);
+    cluster.wait_leader(Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    for &i in &lost {
+        add_back(&mut cluster, survivor, i, &lost).await;
+        workload.members.set_down(i, false);
+    }
+    println!("drill: restart {} without the flag", cluster.procs[survivor].name);
+    workload.members.set_down(survivor, true);
+    cluster.procs[survivor].stop();
+    cluster.procs[survivor].force_new_cluster = false;
+    cluster.procs[survivor].start();
+    workload.members.set_down(survivor, false);
+    cluster.wait_leader(Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    workload.stop().await;
+
+    let finals = match workload.final_reads().await {
+        Ok(f) => f,
+        Err(e) => panic!("seed {seed}: {e}; node logs in {:?}", cluster.keep_logs()),
+    };
+    let faults = format!(
+        "quorum lost (survivor {}), forced new cluster, 2 members added back",
+        cluster.procs[survivor].name
+    );
+    if let Err((verdict, file)) =
+        workload.conclude("quorum_loss_drill", seed, &faults, &finals, &cluster.names())
+    {
+        let logs = cluster.keep_logs();
+        panic!("seed {seed}: {verdict:?}; history in {}; node logs in {logs:?}", file.display());
+    }
+}
+
+/// Adds founding member `i` back, with an empty data dir and its old URLs, as a learner of the
+/// survivor's cluster, starts it and promotes it once it has caught up.
+async fn add_back(cluster: &mut Cluster, survivor: usize, i: usize, lost: &[usize]) {
+    let mut c = connect(&[cluster.procs[survivor].client_url.clone()]).await.unwrap();
+    let peer_url = cluster.procs[i].peer_url.clone();
+    let added = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        c.member_add([peer_url], Some(MemberAddOptions::new().with_is_learner())),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let id = added.member().unwrap().id();
+    // The cluster now: the survivor, the members already back, and this one.
+    let back = lost.iter().take_while(|&&j| j != i);
+    let initial: Vec<String> = std::iter::once(survivor)
+        .chain(back.copied())
+        .chain(std::iter::once(i))
+        .map(|j| format!("{}={}", cluster.procs[j].name, cluster.procs[j].peer_url))
+        .collect();
+    let p = &mut cluster.procs[i];
+    p.initial_cluster = initial.join(",");
+    p.existing = true;
+    println!("drill: member add {} as learner ({id:x}) and start it", p.name);
+    p.start();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match tokio::time::timeout(REQUEST_TIMEOUT, c.member_promote(id)).await {
+            Ok(Ok(_)) => break,
+            other if Instant::now() > deadline => panic!("{} not promoted within 30 s: {other:?}", p.name),
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    println!("drill: promoted {} ({id:x})", p.name);
 }
