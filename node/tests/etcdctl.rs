@@ -96,7 +96,13 @@ async fn etcdctl_cluster_and_maintenance_commands() {
     if !etcdctl_available() {
         return;
     }
-    let mut cluster = TestCluster::start(3).await;
+    // A longer election timeout than the suites' 200 ms: this test asserts who leads, and on
+    // a loaded 2-core CI machine a 200 ms timeout lets a stray election change that.
+    let mut cluster = TestCluster::start_with(3, |f| {
+        f.heartbeat_interval = 100;
+        f.election_timeout = 1000;
+    })
+    .await;
     let leader = cluster.wait_leader().await;
     // etcdctl 3.4 sends an endpoint's whole URL as the HTTP/2 :authority when it dials one
     // endpoint alone (endpoint status, move-leader); Rust's h2 rejects such a request as
