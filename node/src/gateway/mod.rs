@@ -9,6 +9,7 @@
 //! limits are the same; a gRPC failure becomes etcd's JSON error with the HTTP status
 //! grpc-gateway gives its code.
 
+mod codec;
 mod error;
 mod routes;
 mod stream;

@@ -22,8 +22,8 @@ use crate::proto::etcdserverpb::{LeaseKeepAliveRequest, SnapshotRequest, WatchRe
 use crate::proto::v3electionpb::LeaderRequest;
 use crate::proto::v3electionpb::election_server::Election;
 
+use super::codec::{decode, grpc_request};
 use super::error::GatewayError;
-use super::routes::{decode, grpc_request};
 
 /// The JSON requests in a body, one after another, as they arrive (a body that is still being
 /// sent keeps the stream open).

@@ -8,64 +8,10 @@ use redb::ReadableTable;
 use crate::proto::etcdserverpb::{
     AlarmMember, AlarmRequest, AlarmResponse, AlarmType, alarm_request::AlarmAction,
 };
-use crate::proto::kvserverpb::internal_request::Request;
-use crate::storage::error::{KvError, StoreError};
+use crate::storage::error::StoreError;
 
+use super::effects::ActiveAlarms;
 use super::write::Writer;
-
-/// Which kinds of alarm are raised (by any member), as bits.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ActiveAlarms(u8);
-
-impl ActiveAlarms {
-    const NOSPACE: u8 = 1;
-    const CORRUPT: u8 = 2;
-
-    pub(crate) fn of<'a>(alarms: impl IntoIterator<Item = &'a AlarmMember>) -> Self {
-        let mut bits = 0;
-        for a in alarms {
-            bits |= match AlarmType::try_from(a.alarm) {
-                Ok(AlarmType::Nospace) => Self::NOSPACE,
-                Ok(AlarmType::Corrupt) => Self::CORRUPT,
-                _ => 0,
-            };
-        }
-        Self(bits)
-    }
-
-    pub fn nospace(self) -> bool {
-        self.0 & Self::NOSPACE != 0
-    }
-
-    pub fn corrupt(self) -> bool {
-        self.0 & Self::CORRUPT != 0
-    }
-
-    /// What an applied request is refused with while these alarms are raised (etcd's capped
-    /// and corrupt appliers): under CORRUPT every key-space and lease request, under NOSPACE
-    /// the ones that can add data (puts, transactions that put, lease grants).
-    pub(crate) fn refusal(self, request: &Request) -> Option<KvError> {
-        if self.corrupt() {
-            return match request {
-                Request::Put(_)
-                | Request::DeleteRange(_)
-                | Request::Txn(_)
-                | Request::Compaction(_)
-                | Request::LeaseGrant(_)
-                | Request::LeaseRevoke(_) => Some(KvError::Corrupt),
-                _ => None,
-            };
-        }
-        if self.nospace() {
-            return match request {
-                Request::Put(_) | Request::LeaseGrant(_) => Some(KvError::NoSpace),
-                Request::Txn(t) if super::validate::txn_puts(t) => Some(KvError::NoSpace),
-                _ => None,
-            };
-        }
-        None
-    }
-}
 
 /// The raised alarm kinds, shared between the applying thread and the API (which refuses
 /// reads under CORRUPT without reading the table).

@@ -11,25 +11,8 @@ use crate::proto::etcdserverpb::{
 use crate::proto::kvserverpb::LeaseRecord;
 use crate::storage::error::{KvError, StoreError};
 
+use super::effects::LeaseChange;
 use super::write::Writer;
-
-/// What an apply did to the leases, told to the lessor once the apply is committed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LeaseChange {
-    Granted {
-        id: i64,
-        ttl: i64,
-    },
-    Revoked {
-        id: i64,
-    },
-    Checkpointed {
-        id: i64,
-        remaining_ttl: i64,
-    },
-    /// The whole lease table was replaced (a snapshot was installed): read it again.
-    Reset,
-}
 
 /// A lease with the keys attached to it.
 #[derive(Debug, Clone, PartialEq)]

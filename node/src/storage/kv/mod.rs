@@ -7,6 +7,7 @@
 
 mod alarm;
 mod compact;
+mod effects;
 mod hash;
 mod keys;
 mod lease;
@@ -42,10 +43,11 @@ use keys::{KeyRange, event_kv};
 use range::ReadView;
 use write::Writer;
 
-pub use alarm::ActiveAlarms;
 use alarm::AlarmState;
+pub use effects::ActiveAlarms;
+pub use effects::LeaseChange;
 pub use hash::KvHash;
-pub use lease::{AttachedKeys, LeaseChange};
+pub use lease::AttachedKeys;
 pub(crate) use slot::DbSlot;
 
 /// What one log entry asks of the state machine.

@@ -16,8 +16,7 @@ use crate::storage::tables::{
     REVS, get_compact_rev, get_rev, get_u64, set_rev,
 };
 
-use super::alarm::ActiveAlarms;
-use super::lease::LeaseChange;
+use super::effects::{ActiveAlarms, LeaseChange};
 
 use super::keys::{KeyRange, scan_current};
 use super::range::{ReadView, check_revision, range};
