@@ -112,6 +112,11 @@ const REGRESSION_SEEDS: &[(u64, &str)] = &[
     (3044, "duplicated no-news answers each started an endless append exchange (message storm)"),
     (1504, "a late copy of a forwarded batch the leader had appended was refused after it stepped down"),
     (4337, "a leader restarted within its term refused a late copy of a batch it had appended before"),
+    (
+        5407,
+        "the liveness check failed a learner catching up one entry per round trip (one-entry messages, one in \
+         flight): slow, not stuck (a check bug, not a core bug)",
+    ),
 ];
 
 #[test]

@@ -18,8 +18,11 @@ use super::node::SimNode;
 const STEPS_PER_TICK: u64 = 3;
 const ELECTION_TICK: usize = 10;
 /// Bound on the quiet phase: a leader must be elected, and every proposal made to it must
-/// commit, within this many ticks (each).
+/// commit, within this many ticks (each); the commit everywhere within this many ticks of the
+/// last member's last step forward.
 const LIVENESS_TICKS: u64 = 40 * ELECTION_TICK as u64;
+/// How many [`LIVENESS_TICKS`] budgets a member that keeps catching up may use in all.
+const LIVENESS_CATCH_UP_FACTOR: u64 = 10;
 /// The simulated clients stop proposing to a leader this far ahead of its commit index.
 const MAX_UNCOMMITTED: u64 = 64;
 /// More messages in flight than any sane cluster of 7 produces.
@@ -416,13 +419,40 @@ impl Sim {
     fn quiet_steps<T>(
         &mut self,
         what: &str,
+        done: impl FnMut(&mut Self) -> Option<T>,
+    ) -> Result<T, Violation> {
+        self.quiet_steps_progressing(what, |_| 0, done)
+    }
+
+    /// Steps with the faults stopped until `done` says so. The budget of [`LIVENESS_TICKS`]
+    /// starts again whenever `progress` grows, up to [`LIVENESS_CATCH_UP_FACTOR`] budgets in
+    /// all: a member catching up one entry per round trip (a one-entry message size and one
+    /// message in flight) is slow, not stuck, and what liveness demands is that it is never
+    /// stuck.
+    fn quiet_steps_progressing<T>(
+        &mut self,
+        what: &str,
+        progress: impl Fn(&Self) -> u64,
         mut done: impl FnMut(&mut Self) -> Option<T>,
     ) -> Result<T, Violation> {
-        for _ in 0..LIVENESS_TICKS * STEPS_PER_TICK {
+        let budget = LIVENESS_TICKS * STEPS_PER_TICK;
+        let mut best = progress(self);
+        let mut since_progress = 0;
+        for _ in 0..budget * LIVENESS_CATCH_UP_FACTOR {
             self.quiet()?;
             self.step(true)?;
             if let Some(t) = done(self) {
                 return Ok(t);
+            }
+            let now = progress(self);
+            if now > best {
+                best = now;
+                since_progress = 0;
+            } else {
+                since_progress += 1;
+                if since_progress >= budget {
+                    break;
+                }
             }
         }
         let mut msg = format!("liveness: {what} within {LIVENESS_TICKS} ticks after the faults stopped");
@@ -477,11 +507,19 @@ impl Sim {
             last = last.max(index);
         }
         let target = last.max(self.checker.max_acked);
-        self.quiet_steps("proposals made to the leader did not commit everywhere", |s| {
-            let members = s.members();
-            let all = members.iter().all(|id| s.nodes.get(id).is_some_and(|n| n.applied() >= target));
-            all.then_some(())
-        })?;
+        // Progress: the entries applied on the members still behind, summed.
+        let caught_up = |s: &Self| -> u64 {
+            s.members().iter().map(|id| s.nodes.get(id).map_or(0, |n| n.applied().min(target))).sum()
+        };
+        self.quiet_steps_progressing(
+            "proposals made to the leader did not commit everywhere (no member caught up further)",
+            caught_up,
+            |s| {
+                let members = s.members();
+                let all = members.iter().all(|id| s.nodes.get(id).is_some_and(|n| n.applied() >= target));
+                all.then_some(())
+            },
+        )?;
         for i in 0..3 {
             let data = format!("final-{i}").into_bytes();
             if !self.applied_data_contains(&data) {
@@ -592,6 +630,14 @@ pub fn run_seed(opts: &SimOptions) -> Result<Outcome, String> {
         Err(v) => {
             let tail: Vec<&String> = sim.trace.iter().rev().take(300).collect();
             let mut msg = format!("seed {} failed at step {}: {v}", opts.seed, sim.now);
+            // The first line is the seed's configuration, which explains much of what follows.
+            if sim.trace.len() > tail.len()
+                && let Some(first) = sim.trace.first()
+            {
+                msg.push('\n');
+                msg.push_str(first);
+                msg.push_str("\n...");
+            }
             for l in tail.into_iter().rev() {
                 msg.push('\n');
                 msg.push_str(l);
