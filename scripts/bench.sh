@@ -6,8 +6,11 @@
 # 3-member etcd cluster and a 3-member raftkv cluster on loopback (free ports picked at run
 # time, data dirs side by side on one filesystem, fsync on for both), preloads the key space,
 # runs every workload against each system alternately (etcd, raftkv, etcd, raftkv, ...), then
-# times a member's restart after kill -9 and measures its data dir, and prints one markdown
-# report (see BENCHMARKS.md). Writes go to the leader; put and mixed also run as put@all and
+# on a fresh cluster per system holding 1,000,000 keys measures a member's data dir, saves its
+# snapshot (Maintenance.Snapshot to a synced file, as `etcdctl snapshot save`), times its
+# restart after kill -9 and after SIGTERM, and defragments the leader while 8 writers put to it
+# (the Defragment call's time and how long puts stalled), and prints one markdown report (see
+# BENCHMARKS.md). Writes go to the leader; put and mixed also run as put@all and
 # mixed@all, each request sent to the next member round-robin as clientv3 balances. Every run
 # records the servers' and kvbench's own CPU time per operation (utime+stime from /proc).
 # The lease runs follow (kvbench lease): lease-keepalive (one lease per client renewed over a
@@ -26,8 +29,8 @@
 #                        if any workload has errors or zero throughput, a watch run misses or
 #                        repeats an event, or a lease run cannot revoke its leases (what CI runs).
 #                        Also BENCH_SMOKE=1.
-#   --big                restart/disk-size test with 1,000,000 keys instead of 100,000 (slow).
-#                        Also BENCH_BIG=1.
+#   --big                restart/maintenance test with 5,000,000 keys instead of 1,000,000
+#                        (slow). Also BENCH_BIG=1.
 #   --raftkv-bin PATH    kvnode binary (default: target/release/kvnode, built by this script).
 #   --etcd-bin PATH      etcd binary (default: `etcd` on PATH, installed from Debian if missing).
 #   --require-raftkv     fail if kvnode cannot run, instead of benchmarking etcd alone.
@@ -47,7 +50,8 @@
 #                        members round-robin; the lease runs go to all members unless
 #                        @leader; for the watch runs "clients" is the number of watchers),
 #                        e.g. lease-keepalive:64,lease-cycle:16.
-#   --no-restart         skip the restart/disk-size test.
+#   --no-restart         skip the restart/maintenance test (disk size, snapshot save, restarts,
+#                        defragmentation).
 # Environment: BENCH_DIR (parent of the work dir, default $TMPDIR or /tmp; must not be tmpfs
 # for a real run), BENCH_ETCD_ARGS / BENCH_RAFTKV_ARGS (extra flags for one system's members),
 # BENCH_START_TIMEOUT (seconds a cluster may take to serve, default 60), KVBENCH (the kvbench
@@ -101,14 +105,14 @@ done
 # ---- sizes -------------------------------------------------------------------------------
 if [ "$SMOKE" = 1 ]; then
     KEYS=2000; ROUNDS=${ROUNDS:-1}; DURATION=${DURATION:-1}; WARMUP=${WARMUP:-0.2}
-    RESTART_KEYS=2000; FSYNC_SAMPLES=200; PING_SAMPLES=2000
+    RESTART_KEYS=2000; FSYNC_SAMPLES=200; PING_SAMPLES=2000; DEFRAG_SETTLE=0.3
     CATCH_UP_TIMEOUT=20; RESTART_TIMEOUT=60
     FANOUT_WATCHERS=${BENCH_FANOUT_WATCHERS:-50}; FANOUT_STREAMS=6; WATCH_DRAIN=20
 else
     KEYS=100000; ROUNDS=${ROUNDS:-2}; DURATION=${DURATION:-10}; WARMUP=${WARMUP:-2}
-    FSYNC_SAMPLES=2000; PING_SAMPLES=20000
+    FSYNC_SAMPLES=2000; PING_SAMPLES=20000; DEFRAG_SETTLE=2
     CATCH_UP_TIMEOUT=120; RESTART_TIMEOUT=600
-    if [ "$BIG" = 1 ]; then RESTART_KEYS=1000000; else RESTART_KEYS=100000; fi
+    if [ "$BIG" = 1 ]; then RESTART_KEYS=5000000; else RESTART_KEYS=1000000; fi
     FANOUT_WATCHERS=${BENCH_FANOUT_WATCHERS:-1000}; FANOUT_STREAMS=30; WATCH_DRAIN=60
 fi
 RANGE_LEN=1000
@@ -398,13 +402,15 @@ for spec in "${RUNS[@]}"; do
 done
 for sys in "${!ACTIVE[@]}"; do stop_cluster "$sys"; done
 
-# ---- restart time and size on disk -------------------------------------------------------
-# A fresh cluster per system holds exactly RESTART_KEYS keys (no workload history); member 3 is
-# killed with SIGKILL and started again with the same flags, timed from its start until it
-# answers a serializable get of a loaded key from its own data.
+# ---- restart time, size on disk, snapshot save, defragmentation ---------------------------
+# A fresh cluster per system holds exactly RESTART_KEYS keys (no workload history). Member 3's
+# data dir is measured and its snapshot saved to a synced file; then it is killed with SIGKILL
+# and started again with the same flags, timed from its start until it answers a serializable
+# get of a loaded key from its own data; then the same after a SIGTERM (a clean stop). Last,
+# the leader is defragmented while writers overwrite the loaded keys on it.
 for sys in "${WANTED[@]}"; do
     [ -n "${ACTIVE[$sys]:-}" ] && [ "$RESTART_TEST" = 1 ] || continue
-    echo "== $sys: restart test with $RESTART_KEYS keys"
+    echo "== $sys: restart and maintenance test with $RESTART_KEYS keys"
     if ! start_cluster "$sys" "$WORK/$sys-restart"; then
         FAILURES+=("$sys restart cluster: ${SKIPPED[$sys]}")
         unset "SKIPPED[$sys]"
@@ -424,13 +430,25 @@ for sys in "${WANTED[@]}"; do
         continue
     fi
     measure "$sys disk usage" disk-usage --dir "${DATA[$sys:3]}/data" --keys "$RESTART_KEYS" --label "$sys"
-    kill -KILL "${PID[$sys:3]}" 2>/dev/null || true
-    wait "${PID[$sys:3]}" 2>/dev/null || true
-    started=$(date +%s%N)
-    start_member "$sys" 3
-    measure "$sys restart" wait-ready --endpoints "${CLIENT[$sys:3]}" --key-index "$last" \
-        --timeout "$RESTART_TIMEOUT" --interval-ms 5 --started-at-ns "$started" --keys "$RESTART_KEYS" \
-        --label "$sys"
+    measure "$sys snapshot save" snapshot-save --endpoint "${CLIENT[$sys:3]}" \
+        --out "$WORK/$sys-snapshot.db" --keys "$RESTART_KEYS" --label "$sys"
+    rm -f "$WORK/$sys-snapshot.db"
+    for signal in KILL TERM; do
+        kill "-$signal" "${PID[$sys:3]}" 2>/dev/null || true
+        wait "${PID[$sys:3]}" 2>/dev/null || true
+        started=$(date +%s%N)
+        start_member "$sys" 3
+        stopped_by=$([ "$signal" = KILL ] && echo kill || echo term)
+        measure "$sys restart after SIG$signal" wait-ready --endpoints "${CLIENT[$sys:3]}" --key-index "$last" \
+            --timeout "$RESTART_TIMEOUT" --interval-ms 5 --started-at-ns "$started" --keys "$RESTART_KEYS" \
+            --stopped-by "$stopped_by" --label "$sys"
+    done
+    if leader=$("$KVBENCH" leader --endpoints "$(endpoints_of "$sys")"); then
+        measure "$sys defrag stall" defrag-stall --endpoint "$leader" --keys "$RESTART_KEYS" --writers 8 \
+            --settle "$DEFRAG_SETTLE" --value-size "$VALUE_SIZE" --label "$sys"
+    else
+        FAILURES+=("$sys: no leader for the defrag test")
+    fi
     stop_cluster "$sys"
 done
 
@@ -442,7 +460,7 @@ REPORT=$WORK/report.md
     echo "Machine: $(nproc) cores, ${CPU:-unknown CPU}; data dirs on $FSTYPE ($DEVICE)."
     echo "etcd: $("$ETCD_BIN" --version 2>/dev/null | head -n 1). Value $VALUE_SIZE B, key space $KEYS keys,"
     echo "${DURATION} s measured after ${WARMUP} s warm-up per run, $ROUNDS round(s) per system (median shown)."
-    echo "Restart/disk test: $RESTART_KEYS keys$([ "$BIG" = 1 ] || echo " (BENCH_BIG=1 for 1,000,000)")."
+    echo "Restart/maintenance test: $RESTART_KEYS keys$([ "$BIG" = 1 ] || echo " (BENCH_BIG=1 for 5,000,000)")."
     [ "$SMOKE" = 1 ] && echo "SMOKE RUN: tiny counts, the figures are not benchmark results."
     for sys in "${!SKIPPED[@]}"; do
         echo "$sys was not benchmarked (its figures are pending): ${SKIPPED[$sys]}"

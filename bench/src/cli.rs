@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::conn::Target;
 use crate::lease::LeaseWorkload;
+use crate::record::StopSignal;
 use crate::watch::{Placement, WatchWorkload};
 use crate::workload::Workload;
 
@@ -46,6 +47,10 @@ pub enum Command {
     Ping(PingArgs),
     /// Report the on-disk size of a data directory.
     DiskUsage(DiskUsageArgs),
+    /// Save a member's snapshot to a file (as `etcdctl snapshot save`) and time it.
+    SnapshotSave(SnapshotSaveArgs),
+    /// Defragment a member while writers put to it; report the call's time and the writes' stall.
+    DefragStall(DefragStallArgs),
     /// Print N distinct free TCP ports on 127.0.0.1.
     FreePorts {
         /// How many ports.
@@ -297,6 +302,53 @@ pub struct WaitReadyArgs {
     /// Keys the member holds, stored in the record.
     #[arg(long, default_value_t = 0)]
     pub keys: u64,
+    /// How the member was stopped before this restart, stored in the record.
+    #[arg(long, value_enum, default_value = "kill")]
+    pub stopped_by: StopSignal,
+}
+
+/// `kvbench snapshot-save`.
+#[derive(Debug, Clone, Args)]
+pub struct SnapshotSaveArgs {
+    /// The member whose snapshot is saved.
+    #[arg(long)]
+    pub endpoint: String,
+    /// The file written.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Keys the member holds, stored in the record.
+    #[arg(long, default_value_t = 0)]
+    pub keys: u64,
+    /// Longest the whole transfer may take, in seconds.
+    #[arg(long, default_value = "600", value_parser = seconds)]
+    pub timeout: Duration,
+}
+
+/// `kvbench defrag-stall`.
+#[derive(Debug, Clone, Args)]
+pub struct DefragStallArgs {
+    /// The member defragmented and written to.
+    #[arg(long)]
+    pub endpoint: String,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Keys the member holds, stored in the record; the writers overwrite keys `0..keys`.
+    #[arg(long, default_value_t = 1000)]
+    pub keys: u64,
+    /// Concurrent writers.
+    #[arg(long, default_value_t = 8)]
+    pub writers: u64,
+    /// Seconds of steady writes before the call, and again after it.
+    #[arg(long, default_value = "2", value_parser = seconds)]
+    pub settle: Duration,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 256)]
+    pub value_size: usize,
+    /// Longest one put or the Defragment call may take, in seconds.
+    #[arg(long, default_value = "600", value_parser = seconds)]
+    pub request_timeout: Duration,
 }
 
 /// `kvbench fsync-probe`.
@@ -425,6 +477,23 @@ mod tests {
         assert_eq!((cycle.ttl, cycle.target, cycle.duration), (60, Target::Leader, Duration::from_secs(10)));
         assert_eq!(cycle.session.server_pids, vec![4, 5]);
         assert_eq!(parse(&["--workload=lease-cycle", "--ttl=5"]).ttl, 5);
+    }
+
+    #[test]
+    fn maintenance_flags_parse() {
+        let cli =
+            Cli::try_parse_from(["kvbench", "wait-ready", "--endpoints=a:1", "--stopped-by=term"]).unwrap();
+        let Command::WaitReady(w) = cli.command else { panic!("not wait-ready") };
+        assert_eq!(w.stopped_by, StopSignal::Term);
+        let cli =
+            Cli::try_parse_from(["kvbench", "defrag-stall", "--endpoint=a:1", "--writers=2", "--settle=0.5"])
+                .unwrap();
+        let Command::DefragStall(d) = cli.command else { panic!("not defrag-stall") };
+        assert_eq!((d.writers, d.settle, d.keys), (2, Duration::from_millis(500), 1000));
+        let cli =
+            Cli::try_parse_from(["kvbench", "snapshot-save", "--endpoint=a:1", "--out=/tmp/x"]).unwrap();
+        let Command::SnapshotSave(s) = cli.command else { panic!("not snapshot-save") };
+        assert_eq!(s.timeout, Duration::from_secs(600));
     }
 
     #[test]

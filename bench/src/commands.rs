@@ -5,21 +5,21 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::cli::{
-    DiskUsageArgs, EndpointArgs, FsyncProbeArgs, LeaseArgs, LoadArgs, PingArgs, ReportArgs, RunArgs,
-    WaitReadyArgs, WatchArgs,
+    DefragStallArgs, DiskUsageArgs, EndpointArgs, FsyncProbeArgs, LeaseArgs, LoadArgs, PingArgs, ReportArgs,
+    RunArgs, SnapshotSaveArgs, WaitReadyArgs, WatchArgs,
 };
 use crate::conn::Pool;
 use crate::error::BenchError;
 use crate::lease::{LeasePlan, Steps};
 use crate::load::{LoadSpec, LoadWorker};
 use crate::record::{
-    self, DiskRecord, FloorRecord, LeaseRecord, LoadRecord, Record, RestartRecord, RunRecord, StepLatencies,
-    WatchRecord,
+    self, DefragRecord, DiskRecord, FloorRecord, LeaseRecord, LoadRecord, Record, RestartRecord, RunRecord,
+    SnapshotRecord, StepLatencies, WatchRecord,
 };
 use crate::runner::{self, Plan, Stop};
 use crate::watch::WatchPlan;
 use crate::workload::{EtcdWorker, Shape};
-use crate::{conn, disk, fsync_probe, keys, lease, ping, procfs, ready, report, watch};
+use crate::{conn, disk, fsync_probe, keys, lease, maintenance, ping, procfs, ready, report, watch};
 
 /// Default measured time when neither `--ops` nor `--duration` is given.
 const DEFAULT_DURATION: Duration = Duration::from_secs(10);
@@ -411,9 +411,66 @@ pub async fn wait_ready(args: WaitReadyArgs) -> Result<(), BenchError> {
         }
         None => waited.as_secs_f64() * 1000.0,
     };
-    let rec = RestartRecord { system: args.output.label.clone(), keys: args.keys, ready_ms };
+    let rec = RestartRecord {
+        system: args.output.label.clone(),
+        keys: args.keys,
+        ready_ms,
+        stopped_by: args.stopped_by,
+    };
     let human = format!("{}: {} ready after {:.0} ms", rec.system, args.endpoints.join(","), ready_ms);
     output(args.output.json, human, Record::Restart(rec))
+}
+
+/// `kvbench snapshot-save`.
+pub async fn snapshot_save(args: SnapshotSaveArgs) -> Result<(), BenchError> {
+    let saved = maintenance::snapshot_save(&args.endpoint, &args.out, args.timeout).await?;
+    let rec = SnapshotRecord {
+        system: args.output.label.clone(),
+        keys: args.keys,
+        bytes: saved.bytes,
+        elapsed_s: saved.elapsed.as_secs_f64(),
+    };
+    let human = format!(
+        "{}: snapshot of {} saved, {:.1} MiB in {:.2} s",
+        rec.system,
+        args.endpoint,
+        rec.bytes as f64 / (1024.0 * 1024.0),
+        rec.elapsed_s
+    );
+    output(args.output.json, human, Record::SnapshotSave(rec))
+}
+
+/// `kvbench defrag-stall`.
+pub async fn defrag_stall(args: DefragStallArgs) -> Result<(), BenchError> {
+    let plan = maintenance::DefragPlan {
+        writers: args.writers,
+        settle: args.settle,
+        key_space: args.keys,
+        value_size: args.value_size,
+        request_timeout: args.request_timeout,
+    };
+    let stall = maintenance::defrag_stall(&args.endpoint, plan).await?;
+    let rec =
+        DefragRecord { system: args.output.label.clone(), keys: args.keys, writers: args.writers, stall };
+    let human = format!(
+        "{}: defrag of {} took {:.0} ms ({:.0} → {:.0} MiB); puts {:.0}/s before, {:.0}/s during, \
+         longest put in flight during it {:.0} ms, {} failed",
+        rec.system,
+        args.endpoint,
+        rec.stall.defrag_ms,
+        rec.stall.db_size_before as f64 / (1024.0 * 1024.0),
+        rec.stall.db_size_after as f64 / (1024.0 * 1024.0),
+        rec.stall.puts_per_s_before,
+        rec.stall.puts_per_s_during,
+        rec.stall.during.max_ms,
+        rec.stall.errors
+    );
+    let errors = rec.stall.errors;
+    output(args.output.json, human, Record::Defrag(rec))?;
+    if errors > 0 {
+        return Err(BenchError::CheckFailed(format!("{errors} puts failed around the defragmentation")));
+    }
+    Ok(())
 }
 
 /// `kvbench fsync-probe`.

@@ -11,6 +11,7 @@ mod fsync_probe;
 mod keys;
 mod lease;
 mod load;
+mod maintenance;
 mod ping;
 mod ports;
 mod procfs;
@@ -62,6 +63,8 @@ fn dispatch(command: Command) -> Result<(), BenchError> {
         Command::Leader(args) => runtime()?.block_on(commands::leader(args)),
         Command::WaitReady(args) => runtime()?.block_on(commands::wait_ready(args)),
         Command::Ping(args) => runtime()?.block_on(commands::ping(args)),
+        Command::SnapshotSave(args) => runtime()?.block_on(commands::snapshot_save(args)),
+        Command::DefragStall(args) => runtime()?.block_on(commands::defrag_stall(args)),
     }
 }
 

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::conn::Target;
 use crate::error::BenchError;
 use crate::lease::LeaseWorkload;
+use crate::maintenance::DefragStall;
 use crate::stats::LatencySummary;
 use crate::watch::{Placement, WatchWorkload};
 use crate::workload::Workload;
@@ -35,6 +36,10 @@ pub enum Record {
     Restart(RestartRecord),
     /// A member's data directory size.
     Disk(DiskRecord),
+    /// Time to save a snapshot of a member.
+    SnapshotSave(SnapshotRecord),
+    /// A member's defragmentation, seen by its writers.
+    Defrag(DefragRecord),
 }
 
 /// Result of one workload run.
@@ -331,6 +336,58 @@ pub struct RestartRecord {
     pub keys: u64,
     /// Milliseconds from starting the process to its first successful serializable get.
     pub ready_ms: f64,
+    /// How the member was stopped before the restart (records of older kvbench versions
+    /// were all `kill`).
+    #[serde(default)]
+    pub stopped_by: StopSignal,
+}
+
+/// How a member was stopped before a restart.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum StopSignal {
+    /// SIGKILL: the member recovers from whatever it had synced.
+    #[default]
+    Kill,
+    /// SIGTERM: the member shut down cleanly.
+    Term,
+}
+
+impl StopSignal {
+    /// As the report names it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Kill => "kill -9",
+            Self::Term => "SIGTERM",
+        }
+    }
+}
+
+/// Result of `kvbench snapshot-save`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotRecord {
+    /// The system.
+    pub system: String,
+    /// Keys the member held.
+    pub keys: u64,
+    /// Bytes of the saved file.
+    pub bytes: u64,
+    /// Seconds from the request to the file synced.
+    pub elapsed_s: f64,
+}
+
+/// Result of `kvbench defrag-stall`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DefragRecord {
+    /// The system.
+    pub system: String,
+    /// Keys the member held.
+    pub keys: u64,
+    /// Concurrent writers on the member.
+    pub writers: u64,
+    /// What the writers saw.
+    #[serde(flatten)]
+    pub stall: DefragStall,
 }
 
 /// Size of a member's data directory.
@@ -372,7 +429,12 @@ mod tests {
     #[test]
     fn records_round_trip_through_json_lines() {
         let records = vec![
-            Record::Restart(RestartRecord { system: "etcd".into(), keys: 10, ready_ms: 12.5 }),
+            Record::Restart(RestartRecord {
+                system: "etcd".into(),
+                keys: 10,
+                ready_ms: 12.5,
+                stopped_by: StopSignal::Term,
+            }),
             Record::Watch(WatchRecord::example("raftkv", WatchWorkload::WatchFanout)),
             Record::Lease(LeaseRecord::example("etcd", LeaseWorkload::Cycle)),
             Record::Lease(LeaseRecord::example("raftkv", LeaseWorkload::Keepalive)),
@@ -405,6 +467,41 @@ mod tests {
         let records = read_all(old.as_bytes()).unwrap();
         let [Record::Run(run)] = records.as_slice() else { panic!("{records:?}") };
         assert_eq!((run.target, run.server_cpu_us_per_op, run.client_cpu_s), (Target::Leader, None, None));
+    }
+
+    #[test]
+    fn maintenance_records_round_trip_and_old_restarts_were_kills() {
+        let records = vec![
+            Record::SnapshotSave(SnapshotRecord {
+                system: "raftkv".into(),
+                keys: 7,
+                bytes: 4096,
+                elapsed_s: 0.5,
+            }),
+            Record::Defrag(DefragRecord {
+                system: "etcd".into(),
+                keys: 7,
+                writers: 4,
+                stall: DefragStall {
+                    defrag_ms: 900.0,
+                    db_size_before: 1 << 30,
+                    db_size_after: 1 << 29,
+                    puts_per_s_before: 1000.0,
+                    puts_per_s_during: 10.0,
+                    before: LatencySummary::default(),
+                    during: LatencySummary { max_ms: 880.0, ..LatencySummary::default() },
+                    errors: 0,
+                },
+            }),
+        ];
+        let text: String = records.iter().map(|r| serde_json::to_string(r).unwrap() + "\n").collect();
+        assert!(text.starts_with("{\"kind\":\"snapshot-save\""), "{text}");
+        assert!(text.contains("{\"kind\":\"defrag\""), "{text}");
+        assert_eq!(read_all(text.as_bytes()).unwrap(), records);
+        let old = r#"{"kind":"restart","system":"etcd","keys":1,"ready_ms":3.0}"#;
+        let read = read_all(old.as_bytes()).unwrap();
+        let [Record::Restart(r)] = read.as_slice() else { panic!("{read:?}") };
+        assert_eq!(r.stopped_by, StopSignal::Kill);
     }
 
     #[test]

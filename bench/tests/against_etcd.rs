@@ -188,13 +188,55 @@ fn every_workload_runs_against_etcd_and_reports() {
         .output()
         .unwrap();
     assert!(!missing.status.success());
+    // The maintenance measurements: a snapshot saved to a synced file, a defragmentation under
+    // writers.
+    let snapshot_dir = tempfile::tempdir().unwrap();
+    let snapshot = snapshot_dir.path().join("snap.db");
+    let saved = kvbench(&[
+        "snapshot-save",
+        "--endpoint",
+        ep,
+        "--out",
+        snapshot.to_str().unwrap(),
+        "--keys",
+        "1500",
+        "--json",
+        "--label",
+        "etcd",
+    ]);
+    let record: serde_json::Value = serde_json::from_slice(&saved.stdout).unwrap();
+    assert_eq!(record["kind"], "snapshot-save");
+    let size = std::fs::metadata(&snapshot).unwrap().len();
+    assert_eq!(record["bytes"].as_u64(), Some(size));
+    assert!(size > 1500 * 256, "a snapshot of 1,500 keys of 256 B holds them: {size} bytes");
+    lines.push(String::from_utf8(saved.stdout).unwrap());
+    let defrag = kvbench(&[
+        "defrag-stall",
+        "--endpoint",
+        ep,
+        "--keys",
+        "1500",
+        "--writers",
+        "2",
+        "--settle",
+        "0.2",
+        "--json",
+        "--label",
+        "etcd",
+    ]);
+    let record: serde_json::Value = serde_json::from_slice(&defrag.stdout).unwrap();
+    assert_eq!(record["kind"], "defrag");
+    assert!(record["puts_per_s_before"].as_f64().unwrap() > 0.0, "{record}");
+    assert!(record["db_size_before"].as_u64().unwrap() > 0, "{record}");
+    lines.push(String::from_utf8(defrag.stdout).unwrap());
 
     std::fs::write(results.path(), lines.concat()).unwrap();
     let report = kvbench(&["report", "--input", results.path().to_str().unwrap()]);
     let text = String::from_utf8(report.stdout).unwrap();
     let etcd_rows = text.lines().filter(|l| l.contains("| etcd |") && l.starts_with("| ")).count();
-    // Six workloads, put@all, three lease runs, two watch runs + the restart row.
-    assert_eq!(etcd_rows, 13, "{text}");
+    // Six workloads, put@all, three lease runs, two watch runs + the restart, snapshot and
+    // defrag rows.
+    assert_eq!(etcd_rows, 15, "{text}");
     assert!(text.lines().any(|l| l.starts_with("| put@all | 3/2 | round-robin | etcd | 1 |")), "{text}");
     assert!(text.lines().any(|l| l.starts_with("| watch-fanout | 20/4 | all | 200 | etcd | 1 |")), "{text}");
     assert!(

@@ -8,15 +8,16 @@
 //! a summary compares it with the same workload sent to the leader only.
 //!
 //! The workloads with a record kind of their own have their tables in a module each
-//! ([`lease`], [`watch`]); what folding, ratios and verdicts mean is shared from here.
+//! ([`lease`], [`watch`], [`maintenance`]); what folding, ratios and verdicts mean is shared from here.
 
 use std::fmt::Write;
 
 use crate::conn::Target;
-use crate::record::{DiskRecord, FloorRecord, Record, RestartRecord, RunRecord};
+use crate::record::{FloorRecord, Record, RunRecord};
 use crate::workload::Workload;
 
 mod lease;
+mod maintenance;
 mod watch;
 
 /// The systems compared: ratios are `candidate / baseline`.
@@ -36,7 +37,7 @@ pub fn render(records: &[Record], systems: &Systems) -> String {
     all_members_section(&mut out, records, systems);
     lease::section(&mut out, records, systems);
     watch::section(&mut out, records, systems);
-    restart_section(&mut out, records, systems);
+    maintenance::section(&mut out, records, systems);
     out
 }
 
@@ -375,46 +376,6 @@ impl Memory {
     }
 }
 
-fn restart_section(out: &mut String, records: &[Record], systems: &Systems) {
-    let restarts: Vec<&RestartRecord> =
-        records.iter().filter_map(|r| if let Record::Restart(r) = r { Some(r) } else { None }).collect();
-    let disks: Vec<&DiskRecord> =
-        records.iter().filter_map(|r| if let Record::Disk(r) = r { Some(r) } else { None }).collect();
-    if restarts.is_empty() && disks.is_empty() {
-        return;
-    }
-    let (b, c) = (&systems.baseline, &systems.candidate);
-    let _ = writeln!(
-        out,
-        "| system | keys | restart after kill -9 → first serializable get (ms) | data dir on disk MiB | \
-         data dir apparent MiB |"
-    );
-    let _ = writeln!(out, "|---|---|---|---|---|");
-    let mib = |bytes: u64| format!("{:.1}", bytes as f64 / (1024.0 * 1024.0));
-    let mut row = |system: &str| -> (Option<f64>, Option<u64>) {
-        let restart = restarts.iter().rev().find(|r| r.system == system);
-        let disk = disks.iter().rev().find(|d| d.system == system);
-        let keys = restart.map(|r| r.keys).or(disk.map(|d| d.keys));
-        let _ = writeln!(
-            out,
-            "| {system} | {} | {} | {} | {} |",
-            keys.map_or("–".to_string(), |k| k.to_string()),
-            restart.map_or("pending".to_string(), |r| format!("{:.0}", r.ready_ms)),
-            disk.map_or("pending".to_string(), |d| mib(d.allocated_bytes)),
-            disk.map_or("pending".to_string(), |d| mib(d.apparent_bytes)),
-        );
-        (restart.map(|r| r.ready_ms), disk.map(|d| d.allocated_bytes))
-    };
-    let (base_ms, base_bytes) = row(b);
-    let (cand_ms, cand_bytes) = row(c);
-    let _ = writeln!(
-        out,
-        "| {c}/{b} | | {} | {} | |\n",
-        ratio_or_pending(cand_ms, base_ms),
-        ratio_or_pending(cand_bytes.map(|v| v as f64), base_bytes.map(|v| v as f64))
-    );
-}
-
 /// KiB as whole MiB.
 fn mib_of_kib(kib: u64) -> String {
     format!("{:.0}", kib as f64 / 1024.0)
@@ -554,29 +515,17 @@ mod tests {
     }
 
     #[test]
-    fn floor_and_restart_sections() {
-        let records = vec![
-            Record::Fsync(FloorRecord {
-                subject: "/data".into(),
-                samples: 100,
-                latency: LatencySummary { p50_ms: 0.5, p99_ms: 2.0, ..Default::default() },
-            }),
-            Record::Restart(RestartRecord { system: "etcd".into(), keys: 100_000, ready_ms: 400.0 }),
-            Record::Disk(DiskRecord {
-                system: "etcd".into(),
-                keys: 100_000,
-                allocated_bytes: 100 << 20,
-                apparent_bytes: 120 << 20,
-            }),
-        ];
+    fn floor_section() {
+        let records = vec![Record::Fsync(FloorRecord {
+            subject: "/data".into(),
+            samples: 100,
+            latency: LatencySummary { p50_ms: 0.5, p99_ms: 2.0, ..Default::default() },
+        })];
         let text = render(&records, &systems());
         assert!(
             text.contains("fdatasync of a 4 KiB overwrite (/data): p50 0.500 ms, p99 2.000 ms"),
             "{text}"
         );
-        assert!(text.contains("| etcd | 100000 | 400 | 100.0 | 120.0 |"), "{text}");
-        assert!(text.contains("| raftkv | – | pending | pending | pending |"), "{text}");
-        assert!(text.contains("| raftkv/etcd | | pending | pending | |"), "{text}");
     }
 
     #[test]
