@@ -9,8 +9,8 @@
 # on a fresh cluster per system holding 1,000,000 keys measures a member's data dir, saves its
 # snapshot (Maintenance.Snapshot to a synced file, as `etcdctl snapshot save`), times its
 # restart after kill -9 and after SIGTERM, and defragments the leader while 8 writers put to it
-# (the Defragment call's time and how long puts stalled), and prints one markdown report (see
-# BENCHMARKS.md). Writes go to the leader; put and mixed also run as put@all and
+# and 8 more to the other members (the Defragment call's time, how long the leader's puts
+# stalled, whether the others' went on), and prints one markdown report (see BENCHMARKS.md). Writes go to the leader; put and mixed also run as put@all and
 # mixed@all, each request sent to the next member round-robin as clientv3 balances. Every run
 # records the servers' and kvbench's own CPU time per operation (utime+stime from /proc).
 # The lease runs follow (kvbench lease): lease-keepalive (one lease per client renewed over a
@@ -444,8 +444,9 @@ for sys in "${WANTED[@]}"; do
             --stopped-by "$stopped_by" --label "$sys"
     done
     if leader=$("$KVBENCH" leader --endpoints "$(endpoints_of "$sys")"); then
-        measure "$sys defrag stall" defrag-stall --endpoint "$leader" --keys "$RESTART_KEYS" --writers 8 \
-            --settle "$DEFRAG_SETTLE" --value-size "$VALUE_SIZE" --label "$sys"
+        others=$(for i in 1 2 3; do [ "${CLIENT[$sys:$i]}" = "$leader" ] || echo "${CLIENT[$sys:$i]}"; done | paste -sd,)
+        measure "$sys defrag stall" defrag-stall --endpoint "$leader" --others "$others" --keys "$RESTART_KEYS" \
+            --writers 8 --settle "$DEFRAG_SETTLE" --value-size "$VALUE_SIZE" --label "$sys" "${CHECK[@]}"
     else
         FAILURES+=("$sys: no leader for the defrag test")
     fi

@@ -332,12 +332,19 @@ pub struct DefragStallArgs {
     /// The member defragmented and written to.
     #[arg(long)]
     pub endpoint: String,
+    /// The other members, comma-separated: as many writers again put to them, to show whether
+    /// the cluster keeps serving writes while one member defragments.
+    #[arg(long, value_delimiter = ',')]
+    pub others: Vec<String>,
+    /// Exit non-zero if any put failed (timed out or was refused).
+    #[arg(long)]
+    pub check: bool,
     #[command(flatten)]
     pub output: OutputArgs,
     /// Keys the member holds, stored in the record; the writers overwrite keys `0..keys`.
     #[arg(long, default_value_t = 1000)]
     pub keys: u64,
-    /// Concurrent writers.
+    /// Concurrent writers on the defragmented member (and as many on the others).
     #[arg(long, default_value_t = 8)]
     pub writers: u64,
     /// Seconds of steady writes before the call, and again after it.
@@ -485,11 +492,18 @@ mod tests {
             Cli::try_parse_from(["kvbench", "wait-ready", "--endpoints=a:1", "--stopped-by=term"]).unwrap();
         let Command::WaitReady(w) = cli.command else { panic!("not wait-ready") };
         assert_eq!(w.stopped_by, StopSignal::Term);
-        let cli =
-            Cli::try_parse_from(["kvbench", "defrag-stall", "--endpoint=a:1", "--writers=2", "--settle=0.5"])
-                .unwrap();
+        let cli = Cli::try_parse_from([
+            "kvbench",
+            "defrag-stall",
+            "--endpoint=a:1",
+            "--writers=2",
+            "--settle=0.5",
+            "--others=b:1,c:1",
+        ])
+        .unwrap();
         let Command::DefragStall(d) = cli.command else { panic!("not defrag-stall") };
         assert_eq!((d.writers, d.settle, d.keys), (2, Duration::from_millis(500), 1000));
+        assert_eq!((d.others.len(), d.check), (2, false));
         let cli =
             Cli::try_parse_from(["kvbench", "snapshot-save", "--endpoint=a:1", "--out=/tmp/x"]).unwrap();
         let Command::SnapshotSave(s) = cli.command else { panic!("not snapshot-save") };

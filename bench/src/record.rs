@@ -12,6 +12,8 @@ use crate::conn::Target;
 use crate::error::BenchError;
 use crate::lease::LeaseWorkload;
 use crate::maintenance::DefragStall;
+#[cfg(test)]
+use crate::maintenance::WritersSeen;
 use crate::stats::LatencySummary;
 use crate::watch::{Placement, WatchWorkload};
 use crate::workload::Workload;
@@ -486,11 +488,13 @@ mod tests {
                     defrag_ms: 900.0,
                     db_size_before: 1 << 30,
                     db_size_after: 1 << 29,
-                    puts_per_s_before: 1000.0,
-                    puts_per_s_during: 10.0,
-                    before: LatencySummary::default(),
-                    during: LatencySummary { max_ms: 880.0, ..LatencySummary::default() },
-                    errors: 0,
+                    member: WritersSeen {
+                        puts_per_s_before: 1000.0,
+                        puts_per_s_during: 10.0,
+                        during: LatencySummary { max_ms: 880.0, ..LatencySummary::default() },
+                        ..WritersSeen::default()
+                    },
+                    others: Some(WritersSeen { errors: 2, ..WritersSeen::default() }),
                 },
             }),
         ];

@@ -220,13 +220,15 @@ fn every_workload_runs_against_etcd_and_reports() {
         "2",
         "--settle",
         "0.2",
+        "--check",
         "--json",
         "--label",
         "etcd",
     ]);
     let record: serde_json::Value = serde_json::from_slice(&defrag.stdout).unwrap();
     assert_eq!(record["kind"], "defrag");
-    assert!(record["puts_per_s_before"].as_f64().unwrap() > 0.0, "{record}");
+    assert!(record["member"]["puts_per_s_before"].as_f64().unwrap() > 0.0, "{record}");
+    assert!(record["others"].is_null(), "no other member given: {record}");
     assert!(record["db_size_before"].as_u64().unwrap() > 0, "{record}");
     lines.push(String::from_utf8(defrag.stdout).unwrap());
 

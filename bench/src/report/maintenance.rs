@@ -4,6 +4,7 @@
 use std::fmt::Write;
 
 use super::{Systems, ms, ratio_or_pending};
+use crate::maintenance::WritersSeen;
 use crate::record::{DefragRecord, DiskRecord, Record, RestartRecord, SnapshotRecord, StopSignal};
 
 /// All three tables; each only when its records exist.
@@ -106,32 +107,37 @@ fn defrag_table(out: &mut String, records: &[Record], systems: &Systems) {
     let (b, c) = (&systems.baseline, &systems.candidate);
     let _ = writeln!(
         out,
-        "| system | keys | writers | db size before → after MiB | defrag (ms) | puts/s before | puts/s during | \
-         put p99 before (ms) | longest put in flight during (ms) |"
+        "| system | keys | writers | db size before → after MiB | defrag (ms) | its puts/s before → during | \
+         its put p99 before (ms) | its longest put in flight during (ms) | its failed puts | \
+         other members' puts/s before → during | their failed puts |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
+    let rates = |w: &WritersSeen| format!("{:.0} → {:.0}", w.puts_per_s_before, w.puts_per_s_during);
     let mut row = |system: &str| -> [Option<f64>; 2] {
         let found = defrags.iter().rev().find(|r| r.system == system);
         let d = found.map(|r| &r.stall);
+        let others = d.and_then(|d| d.others.as_ref());
         let _ = writeln!(
             out,
-            "| {system} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {system} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             found.map_or("–".to_string(), |r| r.keys.to_string()),
             found.map_or("–".to_string(), |r| r.writers.to_string()),
             or_pending(d, |d| format!("{} → {}", mib(d.db_size_before), mib(d.db_size_after))),
             or_pending(d, |d| format!("{:.0}", d.defrag_ms)),
-            or_pending(d, |d| format!("{:.0}", d.puts_per_s_before)),
-            or_pending(d, |d| format!("{:.0}", d.puts_per_s_during)),
-            or_pending(d, |d| ms(d.before.p99_ms)),
-            or_pending(d, |d| ms(d.during.max_ms)),
+            or_pending(d, |d| rates(&d.member)),
+            or_pending(d, |d| ms(d.member.before.p99_ms)),
+            or_pending(d, |d| ms(d.member.during.max_ms)),
+            or_pending(d, |d| d.member.errors.to_string()),
+            others.map_or("–".to_string(), rates),
+            others.map_or("–".to_string(), |o| o.errors.to_string()),
         );
-        [d.map(|d| d.defrag_ms), d.map(|d| d.during.max_ms)]
+        [d.map(|d| d.defrag_ms), d.map(|d| d.member.during.max_ms)]
     };
     let [bd, bm] = row(b);
     let [cd, cm] = row(c);
     let _ = writeln!(
         out,
-        "| {c}/{b} | | | | {} | | | | {} |\n",
+        "| {c}/{b} | | | | {} | | | {} | | | |\n",
         ratio_or_pending(cd, bd),
         ratio_or_pending(cm, bm)
     );
@@ -191,11 +197,19 @@ mod tests {
                     defrag_ms,
                     db_size_before: 1 << 30,
                     db_size_after: 512 << 20,
-                    puts_per_s_before: 5000.0,
-                    puts_per_s_during: 12.0,
-                    before: LatencySummary { p99_ms: 3.0, ..LatencySummary::default() },
-                    during: LatencySummary { max_ms, ..LatencySummary::default() },
-                    errors: 0,
+                    member: WritersSeen {
+                        puts_per_s_before: 5000.0,
+                        puts_per_s_during: 12.0,
+                        before: LatencySummary { p99_ms: 3.0, ..LatencySummary::default() },
+                        during: LatencySummary { max_ms, ..LatencySummary::default() },
+                        errors: 1,
+                        first_error: Some("etcdserver: request timed out".into()),
+                    },
+                    others: (system == "raftkv").then(|| WritersSeen {
+                        puts_per_s_before: 4000.0,
+                        puts_per_s_during: 3900.0,
+                        ..WritersSeen::default()
+                    }),
                 },
             })
         };
@@ -219,9 +233,17 @@ mod tests {
         assert!(text.contains("| etcd | 1000000 | 4.00 | 400.0 | 100 |"), "{text}");
         assert!(text.contains("| raftkv/etcd | | 0.50 | | |"), "{text}");
         assert!(
-            text.contains("| raftkv | 1000000 | 8 | 1024.0 → 512.0 | 1000 | 5000 | 12 | 3.000 | 1100.000 |"),
+            text.contains(
+                "| raftkv | 1000000 | 8 | 1024.0 → 512.0 | 1000 | 5000 → 12 | 3.000 | 1100.000 | 1 | 4000 → 3900 | 0 |"
+            ),
             "{text}"
         );
-        assert!(text.contains("| raftkv/etcd | | | | 0.50 | | | | 0.55 |"), "{text}");
+        assert!(
+            text.contains(
+                "| etcd | 1000000 | 8 | 1024.0 → 512.0 | 2000 | 5000 → 12 | 3.000 | 1990.000 | 1 | – | – |"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("| raftkv/etcd | | | | 0.50 | | | 0.55 | | | |"), "{text}");
     }
 }
