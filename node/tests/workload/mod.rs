@@ -17,9 +17,13 @@
 
 #![allow(dead_code)]
 
+pub mod guarantees;
+pub mod leases;
+pub mod lockers;
 pub mod members;
 pub mod project;
 pub mod requests;
+pub mod watchers;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -29,8 +33,8 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{Client, ConnectOptions};
 use kvcheck::{
-    CheckOptions, CheckResult, DbCheckResult, DbHistory, DbOp, DbOutcome, DbRecorder, OpId, Response, check,
-    check_db,
+    CheckOptions, CheckResult, DbCheckResult, DbHistory, DbOp, DbOutcome, DbRecorder, OpId, Response,
+    RevisionLog, check, check_db,
 };
 pub use members::{Answer, Members};
 use rand::SeedableRng;
@@ -240,7 +244,7 @@ impl Workload {
         faults: &str,
         finals: &[HashMap<String, Option<String>>],
         names: &[String],
-    ) -> Result<(), (Verdict, PathBuf)> {
+    ) -> Result<RevisionLog, (Verdict, PathBuf)> {
         let history = self.rec.history();
         let s = summarize(&history);
         println!(
@@ -280,6 +284,8 @@ impl Workload {
 /// Why a run failed its verdict.
 #[derive(Debug)]
 pub enum Verdict {
+    /// Watch, Lease or Lock guarantees broken (see `guarantees.rs`).
+    Guarantees(Vec<String>),
     /// Not linearizable; the minimal failing history's file, if one was written.
     Violation { check: &'static str, text: String, artifact: Option<PathBuf> },
     /// A checker ran out of budget.
@@ -317,7 +323,7 @@ pub fn verify(
     finals: &[HashMap<String, Option<String>>],
     members: &Members,
     names: &[String],
-) -> Result<(), Verdict> {
+) -> Result<RevisionLog, Verdict> {
     let ok_ops = summarize(history).ok;
     if ok_ops <= 50 {
         return Err(Verdict::TooFewOps(ok_ops));
@@ -325,14 +331,14 @@ pub fn verify(
     let options = || CheckOptions::default().with_time_budget(CHECK_BUDGET);
     let report = check_db(history, options());
     println!("{label}: check_db: {report}");
-    match &report.result {
-        DbCheckResult::Ok(_) => {}
+    let log = match &report.result {
+        DbCheckResult::Ok(log) => log.clone(),
         DbCheckResult::Violation(v) => {
             let artifact = v.artifact_path().map(|p| p.to_path_buf());
             return Err(Verdict::Violation { check: "check_db", text: v.to_string(), artifact });
         }
         DbCheckResult::Timeout { .. } => return Err(Verdict::Undecided(report.to_string())),
-    }
+    };
     let projected = project::per_key(history);
     let report = check(&projected, options());
     println!("{label}: per-key check: {report}");
@@ -356,5 +362,5 @@ pub fn verify(
         return Err(Verdict::LostWrites(lost));
     }
     let idle = members.idle(names);
-    if idle.is_empty() { Ok(()) } else { Err(Verdict::IdleMembers(idle)) }
+    if idle.is_empty() { Ok(log) } else { Err(Verdict::IdleMembers(idle)) }
 }
