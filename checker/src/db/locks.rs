@@ -30,45 +30,26 @@ pub struct Acquisition {
 /// How the acquisitions break the lock's promise.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LockError {
-    /// Two tenures overlap in revisions.
+    /// Two tenures overlap in revisions: `second`, queued after `first`, acquired before
+    /// `first` released.
     #[error(
-        "{second} (key {second_key:?}, created at {second_created}) acquired at revision {acquired_at}, but \
-         {first} (key {first_key:?}, created at {first_created}) held the lock until {released_at:?}"
+        "{} (key {:?}, created at {}) acquired at revision {}, but {} (key {:?}, created at {}) held the lock \
+         until {:?}",
+        second.holder, second.key, second.create_revision, second.acquired_at,
+        first.holder, first.key, first.create_revision, first.released_at
     )]
     Overlap {
         /// The earlier holder in queue order.
-        first: String,
-        /// Its key.
-        first_key: String,
-        /// Its create revision.
-        first_created: Revision,
-        /// When it let go (`None`: never).
-        released_at: Option<Revision>,
-        /// The later holder.
-        second: String,
-        /// Its key.
-        second_key: String,
-        /// Its create revision.
-        second_created: Revision,
-        /// When it believed it held.
-        acquired_at: Revision,
+        first: Box<Acquisition>,
+        /// The later one.
+        second: Box<Acquisition>,
     },
     /// A holder that believed it held before its key existed, or after it was deleted.
     #[error(
-        "{holder} (key {key:?}, created at {created}) acquired at {acquired_at}, released at {released_at:?}"
+        "{} (key {:?}, created at {}) acquired at {}, released at {:?}",
+        .0.holder, .0.key, .0.create_revision, .0.acquired_at, .0.released_at
     )]
-    OutsideOwnKey {
-        /// The holder.
-        holder: String,
-        /// Its key.
-        key: String,
-        /// Its create revision.
-        created: Revision,
-        /// When it believed it held.
-        acquired_at: Revision,
-        /// When its key was deleted.
-        released_at: Option<Revision>,
-    },
+    OutsideOwnKey(Box<Acquisition>),
 }
 
 /// The revision that deleted `key` after its creation at `created`, per the log.
@@ -89,27 +70,15 @@ pub fn check_lock_fencing(acquisitions: &[Acquisition]) -> Result<usize, LockErr
     for a in &ordered {
         let inside = a.acquired_at >= a.create_revision && a.released_at.is_none_or(|r| a.acquired_at < r);
         if !inside {
-            return Err(LockError::OutsideOwnKey {
-                holder: a.holder.clone(),
-                key: a.key.clone(),
-                created: a.create_revision,
-                acquired_at: a.acquired_at,
-                released_at: a.released_at,
-            });
+            return Err(LockError::OutsideOwnKey(Box::new((*a).clone())));
         }
     }
     for (i, first) in ordered.iter().enumerate() {
         for second in &ordered[i + 1..] {
             if first.released_at.is_none_or(|released| second.acquired_at < released) {
                 return Err(LockError::Overlap {
-                    first: first.holder.clone(),
-                    first_key: first.key.clone(),
-                    first_created: first.create_revision,
-                    released_at: first.released_at,
-                    second: second.holder.clone(),
-                    second_key: second.key.clone(),
-                    second_created: second.create_revision,
-                    acquired_at: second.acquired_at,
+                    first: Box::new((*first).clone()),
+                    second: Box::new((*second).clone()),
                 });
             }
         }
@@ -148,10 +117,14 @@ mod tests {
     #[test]
     fn an_overlap_in_revisions_is_caught() {
         let bad = [acq("a", 2, 2, Some(5)), acq("b", 3, 4, Some(7))];
-        assert!(matches!(check_lock_fencing(&bad), Err(LockError::Overlap { acquired_at: 4, .. })));
+        assert!(
+            matches!(check_lock_fencing(&bad), Err(LockError::Overlap { second, .. }) if second.acquired_at == 4)
+        );
         // A holder that never let go overlaps everyone after it.
         let bad = [acq("a", 2, 2, None), acq("b", 3, 9, Some(10))];
-        assert!(matches!(check_lock_fencing(&bad), Err(LockError::Overlap { released_at: None, .. })));
+        assert!(
+            matches!(check_lock_fencing(&bad), Err(LockError::Overlap { first, .. }) if first.released_at.is_none())
+        );
         // Queue order decides, not the order of acquisition revisions: the later-queued holder
         // acquired first and the earlier one acquired while it held.
         let bad = [acq("a", 2, 6, Some(8)), acq("b", 3, 4, Some(7))];
@@ -161,9 +134,9 @@ mod tests {
     #[test]
     fn holding_outside_the_own_key_is_caught() {
         let bad = [acq("a", 4, 3, Some(6))];
-        assert!(matches!(check_lock_fencing(&bad), Err(LockError::OutsideOwnKey { .. })));
+        assert!(matches!(check_lock_fencing(&bad), Err(LockError::OutsideOwnKey(_))));
         let bad = [acq("a", 2, 6, Some(6))];
-        assert!(matches!(check_lock_fencing(&bad), Err(LockError::OutsideOwnKey { .. })));
+        assert!(matches!(check_lock_fencing(&bad), Err(LockError::OutsideOwnKey(_))));
     }
 
     #[test]

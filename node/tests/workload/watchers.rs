@@ -76,7 +76,8 @@ impl Pins {
     /// A client is about to delete `key` itself: the delete to come is its request's, not the
     /// server's. The pending delete stays unknown.
     pub fn unpin(&self, key: &str) {
-        drop(self.lock().pending.remove(key));
+        // The pending delete is dropped: it stays in the history with an unknown outcome.
+        let _unknown = self.lock().pending.remove(key);
     }
 
     /// A watcher saw `key` deleted at `revision`.
@@ -166,7 +167,7 @@ impl Recorded {
                 StreamItem::Events { member, events } => {
                     let events: Vec<WatchEvent> =
                         events.iter().filter(|e| e.change.kv.mod_revision <= through).cloned().collect();
-                    (!events.is_empty()).then(|| StreamItem::Events { member: *member, events })
+                    (!events.is_empty()).then_some(StreamItem::Events { member: *member, events })
                 }
                 StreamItem::Progress { revision, .. } if *revision > through => None,
                 StreamItem::Start { start_revision, .. } if *start_revision > through + 1 => None,
