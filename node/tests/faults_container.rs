@@ -241,7 +241,7 @@ async fn run_suite(n: usize) {
         }
     };
     if let Err(problems) = recordings.verify(&label, &log) {
-        let history = workload.save(&workload.rec.history(), &label, seed);
+        let history = workload.save(&workload.history(), &label, seed);
         panic!(
             "{label}: seed {seed}: {:?}; history in {}; container logs in {:?}",
             Verdict::Guarantees(problems),

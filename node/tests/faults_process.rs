@@ -415,7 +415,7 @@ async fn linearizable_under_process_faults() {
         }
     };
     if let Err(problems) = recordings.verify(label, &log) {
-        let history = workload.save(&workload.rec.history(), label, seed);
+        let history = workload.save(&workload.history(), label, seed);
         panic!(
             "seed {seed}: {:?}; history in {}; node logs in {:?}",
             Verdict::Guarantees(problems),

@@ -11,9 +11,12 @@
 
 use std::time::{Duration, Instant};
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use kvcheck::{
-    Acquisition, DbOp, DbOutcome, KeyRange, KeyValue, Response, Revision, RevisionLog, check_lock_fencing,
-    check_members_agree, check_watch_stream, release_revision,
+    Acquisition, ChangeKind, ClientId, DbHistory, DbOp, DbOutcome, DbOutput, KeyRange, KeyValue, Response,
+    Revision, RevisionLog, StreamItem, check_lock_fencing, check_members_agree, check_watch_stream,
+    release_revision,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -29,6 +32,8 @@ use super::{Workload, connect};
 pub const HOLDERS_PER_MEMBER: usize = 2;
 /// Client ids of the final reads of `[l, m)`.
 const FINAL_READ_CLIENTS: u64 = 3_000;
+/// Client ids of the watch observations added to the history.
+const OBSERVATION_CLIENTS: u64 = 200_000;
 
 /// The running Watch, Lease and Lock clients.
 pub struct Guarantees {
@@ -51,6 +56,8 @@ pub struct Recordings {
     pub finals: Vec<Vec<KeyValue>>,
     pub lease_summary: Result<leases::LeaseSummary, Vec<String>>,
     pub through: Revision,
+    /// Watch observations added to the history ([`Recordings::observations`]).
+    pub observations: usize,
 }
 
 /// The store's revision, read from any member (for the watchers' start revisions).
@@ -148,7 +155,12 @@ impl Guarantees {
                 Err(_) => panic!("a watcher did not catch up with revision {through} within 30 s"),
             }
         }
-        Recordings { leases, lockers, watchers, finals, lease_summary, through }
+        let mut recordings =
+            Recordings { leases, lockers, watchers, finals, lease_summary, through, observations: 0 };
+        let observations = recordings.observations(&workload.history());
+        recordings.observations = observations.len();
+        workload.observe(observations);
+        recordings
     }
 }
 
@@ -202,12 +214,62 @@ async fn final_reads(workload: &Workload, members: &Members) -> Vec<Vec<KeyValue
 }
 
 impl Recordings {
+    /// What the watchers were told about revisions no acknowledged put or delete of the history
+    /// claims (those filled by unknown-outcome writes, and transactions), as single-key reads at
+    /// that revision (the key with the event's state, or absent after a delete), one per revision
+    /// and key. The check then places the unknown writes where the server did, so the revision
+    /// log matches the server's even where no client read could tell two placements apart (two
+    /// lost puts of one key). A watcher reporting a change no write made still fails `check_db`,
+    /// and watchers disagreeing fail `check_members_agree`.
+    pub fn observations(&self, history: &DbHistory) -> Vec<(ClientId, DbOp, DbOutput)> {
+        let claimed: BTreeSet<Revision> = history
+            .operations()
+            .iter()
+            .filter_map(|o| match (&o.op, &o.outcome) {
+                (DbOp::Put { .. }, DbOutcome::Ok(out)) => Some(out.revision),
+                (DbOp::DeleteRange { .. }, DbOutcome::Ok(out))
+                    if matches!(out.response, Response::DeleteRange { deleted } if deleted > 0) =>
+                {
+                    Some(out.revision)
+                }
+                _ => None,
+            })
+            .collect();
+        let mut seen: BTreeMap<(Revision, String), Option<KeyValue>> = BTreeMap::new();
+        for w in &self.watchers {
+            for item in w.items_through(self.through) {
+                let StreamItem::Events { events, .. } = item else { continue };
+                for e in events {
+                    let kv = e.change.kv;
+                    if claimed.contains(&kv.mod_revision) {
+                        continue;
+                    }
+                    let state = (e.change.kind == ChangeKind::Put).then(|| kv.clone());
+                    seen.entry((kv.mod_revision, kv.key)).or_insert(state);
+                }
+            }
+        }
+        seen.into_iter()
+            .enumerate()
+            .map(|(i, ((revision, key), state))| {
+                let kvs: Vec<KeyValue> = state.into_iter().collect();
+                let response = Response::Range { count: kvs.len() as u64, kvs };
+                let op = DbOp::Range { range: KeyRange::single(key) };
+                (OBSERVATION_CLIENTS + i as ClientId, op, DbOutput { revision, response })
+            })
+            .collect()
+    }
+
     /// Checks the watchers against `log` and each other, the locks by revision, and reports the
     /// lease verdict; prints the numbers under `label`. Returns the problems found.
     pub fn verify(&self, label: &str, log: &RevisionLog) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();
         let mut total_events = 0;
-        println!("{label}: watchers (checked through revision {})", self.through);
+        println!(
+            "{label}: watchers (checked through revision {}; {} of their events, at revisions no acknowledged \
+             put or delete claims, were added to the history as reads)",
+            self.through, self.observations
+        );
         for w in &self.watchers {
             let Some(spec) = w.spec(self.through) else {
                 problems.push(format!("watcher {} was never created", w.plan.name));
@@ -225,7 +287,7 @@ impl Recordings {
                 Err(e) => problems.push(format!("watcher {}: {e}", w.plan.name)),
             }
         }
-        let streams: Vec<Vec<kvcheck::StreamItem>> =
+        let streams: Vec<Vec<StreamItem>> =
             self.watchers.iter().map(|w| w.items_through(self.through)).collect();
         match check_members_agree(streams.iter().map(Vec::as_slice)) {
             Ok(n) => println!("{label}: members agree: {n} events compared across watchers and members"),
@@ -267,7 +329,7 @@ impl Recordings {
             ),
             Err(p) => problems.extend(p.iter().cloned()),
         }
-        let streams: Vec<&[kvcheck::StreamItem]> = streams.iter().map(Vec::as_slice).collect();
+        let streams: Vec<&[StreamItem]> = streams.iter().map(Vec::as_slice).collect();
         problems.extend(leases::check_keys(&self.leases, &self.finals, &streams));
         println!(
             "{label}: watch/lease/lock: {} watchers, {total_events} events checked, {} violations",

@@ -33,8 +33,8 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{Client, ConnectOptions};
 use kvcheck::{
-    CheckOptions, CheckResult, DbCheckResult, DbHistory, DbOp, DbOutcome, DbRecorder, OpId, Response,
-    RevisionLog, check, check_db,
+    CheckOptions, CheckResult, ClientId, DbCheckResult, DbHistory, DbOp, DbOperation, DbOutcome, DbOutput,
+    DbRecorder, OpId, Response, RevisionLog, check, check_db,
 };
 pub use members::{Answer, Members};
 use rand::SeedableRng;
@@ -152,6 +152,8 @@ async fn client_loop(
 pub struct Workload {
     pub rec: DbRecorder,
     pub members: Members,
+    /// Reads added after the run (watch observations, see [`Workload::observe`]).
+    observed: Mutex<Vec<DbOperation>>,
     tally: Arc<Tally>,
     stop: Arc<AtomicBool>,
     workers: Vec<tokio::task::JoinHandle<()>>,
@@ -169,7 +171,41 @@ impl Workload {
                 tokio::spawn(client_loop(id, m, r, t, s, seed))
             })
             .collect();
-        Workload { rec, members, tally, stop, workers }
+        Workload { rec, members, observed: Mutex::default(), tally, stop, workers }
+    }
+
+    /// Adds reads that no client sent but the server answered all the same (what watchers were
+    /// told, see `guarantees::observations`), each spanning the whole run: invoked at 0 and
+    /// completed after everything recorded, so they add no real-time constraint.
+    pub fn observe(&self, ops: impl IntoIterator<Item = (ClientId, DbOp, DbOutput)>) {
+        self.observed.lock().unwrap_or_else(PoisonError::into_inner).extend(ops.into_iter().map(
+            |(client, op, out)| DbOperation {
+                id: 0,
+                client,
+                op,
+                invoke: 0,
+                complete: 0,
+                outcome: DbOutcome::Ok(out),
+            },
+        ));
+    }
+
+    /// The recorded history with the observations ([`Workload::observe`]) appended.
+    pub fn history(&self) -> DbHistory {
+        let recorded = self.rec.history();
+        let observed = self.observed.lock().unwrap_or_else(PoisonError::into_inner);
+        if observed.is_empty() {
+            return recorded;
+        }
+        let mut ops = recorded.operations().to_vec();
+        let next_id = ops.iter().map(|o| o.id + 1).max().unwrap_or(0);
+        let end = ops.iter().map(|o| o.complete).max().unwrap_or(0) + 1;
+        ops.extend(observed.iter().enumerate().map(|(i, o)| DbOperation {
+            id: next_id + i as OpId,
+            complete: end,
+            ..o.clone()
+        }));
+        DbHistory::new(ops).expect("observations get fresh ids and span the run")
     }
 
     fn clients_for(members: &Members) -> u64 {
@@ -245,7 +281,7 @@ impl Workload {
         finals: &[HashMap<String, Option<String>>],
         names: &[String],
     ) -> Result<RevisionLog, (Verdict, PathBuf)> {
-        let history = self.rec.history();
+        let history = self.history();
         let s = summarize(&history);
         println!(
             "{label}: seed {seed}: {} operations ({} ok, {} unknown, {} failed), {faults}",
