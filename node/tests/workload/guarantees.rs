@@ -58,6 +58,7 @@ pub struct Recordings {
     pub through: Revision,
     /// Watch observations added to the history ([`Recordings::observations`]).
     pub observations: usize,
+    pub election_timeout: Duration,
 }
 
 /// The store's revision, read from any member (for the watchers' start revisions).
@@ -122,19 +123,29 @@ impl Guarantees {
     /// saw.
     pub async fn stop(self, workload: &Workload, heal_at: Instant) -> Recordings {
         let _ = self.stop.send(true);
+        // Every step of a holder or locker is bounded by a timeout; 30 s here only turns a hang
+        // into a failure that says who hung.
         let mut leases = Vec::new();
-        for h in self.holders {
-            leases.push(h.await.expect("lease holder panicked"));
+        for (i, h) in self.holders.into_iter().enumerate() {
+            match tokio::time::timeout(Duration::from_secs(30), h).await {
+                Ok(log) => leases.push(log.expect("lease holder panicked")),
+                Err(_) => panic!("lease holder h{i} did not stop within 30 s"),
+            }
         }
         let mut lockers = Vec::new();
-        for l in self.lockers {
-            lockers.push(l.await.expect("locker panicked"));
+        for (i, l) in self.lockers.into_iter().enumerate() {
+            match tokio::time::timeout(Duration::from_secs(30), l).await {
+                Ok(log) => lockers.push(log.expect("locker panicked")),
+                Err(_) => panic!("locker l{i} did not stop within 30 s"),
+            }
         }
+        println!("guarantees: holders and lockers stopped; waiting for the leases to go");
         // The lease check waits (bounded) for the leases that must go; the final reads come after,
         // when the lock leases of crashed lockers have expired too.
         let lease_summary = leases::check_wait(&leases, &self.pins, heal_at, self.election_timeout).await;
         wait_empty(&self.members, Duration::from_secs(lockers::LOCK_TTL as u64) + self.election_timeout * 4)
             .await;
+        println!("guarantees: final reads of [l, m)");
         let finals = final_reads(workload, &self.members).await;
         let through = workload
             .rec
@@ -147,6 +158,7 @@ impl Guarantees {
             })
             .max()
             .unwrap_or(1);
+        println!("guarantees: watchers catching up with revision {through}");
         let _ = self.finish.send(Some(through));
         let mut watchers = Vec::new();
         for w in self.watchers {
@@ -155,8 +167,16 @@ impl Guarantees {
                 Err(_) => panic!("a watcher did not catch up with revision {through} within 30 s"),
             }
         }
-        let mut recordings =
-            Recordings { leases, lockers, watchers, finals, lease_summary, through, observations: 0 };
+        let mut recordings = Recordings {
+            leases,
+            lockers,
+            watchers,
+            finals,
+            lease_summary,
+            through,
+            observations: 0,
+            election_timeout: self.election_timeout,
+        };
         let observations = recordings.observations(&workload.history());
         recordings.observations = observations.len();
         workload.observe(observations);
@@ -318,14 +338,18 @@ impl Recordings {
         match &self.lease_summary {
             Ok(s) => println!(
                 "{label}: leases: {} leases, {} keep-alive answers, {} stopped mid-run, {} revoked at the end, \
-                 slowest stop-to-gone {:?} (bound: TTL {} s + election timeout + {:?} after the later of stop and heal)",
+                 slowest stop-to-gone {:?}, slowest gone after the later of stop and heal {:?} (bound: TTL {} s + \
+                 election timeout {:?} + {:?} = {:?})",
                 s.leases,
                 s.keep_alive_answers,
                 s.stopped_mid_run,
                 s.revoked,
                 s.slowest_expiry,
+                s.slowest_bounded,
                 leases::LEASE_TTL,
-                leases::SLACK
+                self.election_timeout,
+                leases::SLACK,
+                Duration::from_secs(leases::LEASE_TTL as u64) + self.election_timeout + leases::SLACK
             ),
             Err(p) => problems.extend(p.iter().cloned()),
         }

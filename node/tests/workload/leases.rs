@@ -176,7 +176,9 @@ pub async fn holder(
                 return log;
             }
             let sent = Instant::now();
-            if keeper.keep_alive().await.is_err() {
+            // The request goes through a bounded channel: a stalled connection can block it.
+            if !matches!(tokio::time::timeout(Duration::from_secs(1), keeper.keep_alive()).await, Ok(Ok(())))
+            {
                 break;
             }
             match tokio::time::timeout(Duration::from_secs(1), answers.message()).await {
@@ -208,6 +210,9 @@ pub struct LeaseSummary {
     pub revoked: usize,
     /// The longest time from a holder's stop (or revoke) to its lease seen gone.
     pub slowest_expiry: Duration,
+    /// The longest time from the later of stop and heal to the lease seen gone: what the bound
+    /// (TTL + election timeout + [`SLACK`]) is asserted on.
+    pub slowest_bounded: Duration,
 }
 
 /// Waits for and checks (a) and (b) (see the module docs), for holders stopped by now.
@@ -234,6 +239,7 @@ pub async fn check_wait(
             match pins.wait_deleted(key, deadline).await {
                 Some(at) => {
                     summary.slowest_expiry = summary.slowest_expiry.max(at.saturating_duration_since(stopped));
+                    summary.slowest_bounded = summary.slowest_bounded.max(at.saturating_duration_since(from));
                 }
                 // The put never took effect (no acknowledged put; the lease is gone).
                 None if !log.put_acked && log.gone_by_keep_alive.is_some() => {}

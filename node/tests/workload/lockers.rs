@@ -77,7 +77,9 @@ async fn keep_alive(members: Members, home: usize, lease: i64, mut alive: watch:
             if !*alive.borrow() {
                 return;
             }
-            if keeper.keep_alive().await.is_err() {
+            // The request goes through a bounded channel: a stalled connection can block it.
+            if !matches!(tokio::time::timeout(Duration::from_secs(1), keeper.keep_alive()).await, Ok(Ok(())))
+            {
                 break;
             }
             match tokio::time::timeout(Duration::from_secs(1), answers.message()).await {

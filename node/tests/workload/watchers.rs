@@ -351,7 +351,10 @@ async fn run(
                 _ = tick.tick() => {
                     let finishing = finish.borrow().is_some();
                     if is_created && (state.plan.request_progress || finishing)
-                        && stream.request_progress().await.is_err()
+                        && !matches!(
+                            tokio::time::timeout(Duration::from_secs(1), stream.request_progress()).await,
+                            Ok(Ok(()))
+                        )
                     {
                         continue 'reconnect;
                     }
