@@ -14,6 +14,10 @@
 //!   revision the server reports;
 //! - no lost acknowledged write, checked on the projection against each member's final read;
 //! - every member that was up most of the run served writes and linearizable reads.
+//!
+//! Watchers, lease holders and lockers run beside the KV clients ([`guarantees`]); their writes
+//! are in the same history, and their streams, leases and lock tenures are checked against the
+//! revision log `check_db` returns ([`guarantees::Recordings::verify`]).
 
 #![allow(dead_code)]
 
