@@ -79,10 +79,12 @@ mod shrink;
 
 pub use check::{CheckError, CheckOptions, CheckReport, CheckResult, Violation, check};
 pub use db::{
-    Change, ChangeKind, Committed, Compare, CompareResult, CompareTarget, DbAnomaly, DbCheckError,
-    DbCheckReport, DbCheckResult, DbHistory, DbOp, DbOperation, DbOutcome, DbOutput, DbRecorder, DbViolation,
-    KeyRange, KeyValue, Response, ResponseMismatch, Revision, RevisionLog, WatchError, WatchSpec, check_db,
-    check_watch_events, render_db_history,
+    Acquisition, Change, ChangeKind, Committed, Compare, CompareResult, CompareTarget, DbAnomaly,
+    DbCheckError, DbCheckReport, DbCheckResult, DbHistory, DbOp, DbOperation, DbOutcome, DbOutput,
+    DbRecorder, DbViolation, EventFilter, KeyRange, KeyValue, LockError, Response, ResponseMismatch,
+    Revision, RevisionLog, StreamError, StreamItem, StreamSpec, StreamSummary, WatchError, WatchEvent,
+    WatchSpec, check_db, check_lock_fencing, check_members_agree, check_watch_events, check_watch_stream,
+    release_revision, render_db_history,
 };
 pub use history::{
     ClientId, History, HistoryEntry, HistoryError, HistoryOf, Op, OpId, Operation, Outcome, Output, Stamp,

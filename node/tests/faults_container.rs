@@ -22,7 +22,11 @@ use container::DockerCluster;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use workload::guarantees::Guarantees;
 use workload::{Members, Verdict, Workload, env_u64, status};
+
+/// The members' `--election-timeout` (see `container/mod.rs`).
+const ELECTION_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// The two container tests share the engine and the machine: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -194,6 +198,7 @@ async fn run_suite(n: usize) {
         panic!("{label}: no leader after start; container logs in {:?}", cluster.keep_logs());
     }
     let mut workload = Workload::start(Members::new(cluster.endpoints()), seed);
+    let guarantees = Guarantees::start(&workload, seed, secs, ELECTION_TIMEOUT).await;
 
     let mut counts = FaultCounts::default();
     let end = Instant::now() + Duration::from_secs(secs);
@@ -204,6 +209,7 @@ async fn run_suite(n: usize) {
         }
     }
     cluster.heal().unwrap();
+    let heal_at = Instant::now();
     // Clients keep going across the heal, then stop.
     tokio::time::sleep(Duration::from_secs(2)).await;
     workload.stop().await;
@@ -217,17 +223,30 @@ async fn run_suite(n: usize) {
         Ok(f) => f,
         Err(e) => panic!("{label}: seed {seed}: {e}; container logs in {:?}", cluster.keep_logs()),
     };
+    let recordings = guarantees.stop(&workload, heal_at).await;
     assert!(counts.total() > 0, "the nemesis injected no fault");
     let names: Vec<String> = cluster.members.iter().map(|m| m.name.clone()).collect();
     let faults = format!("{} faults {counts:?}", counts.total());
-    if let Err((verdict, file)) = workload.conclude(&label, seed, &faults, &finals, &names) {
-        let logs = match verdict {
-            Verdict::TooFewOps(_) => None,
-            _ => Some(cluster.keep_logs()),
-        };
+    let log = match workload.conclude(&label, seed, &faults, &finals, &names) {
+        Ok(log) => log,
+        Err((verdict, file)) => {
+            let logs = match verdict {
+                Verdict::TooFewOps(_) => None,
+                _ => Some(cluster.keep_logs()),
+            };
+            panic!(
+                "{label}: seed {seed}: {verdict:?}; history in {}; container logs in {logs:?}",
+                file.display()
+            );
+        }
+    };
+    if let Err(problems) = recordings.verify(&label, &log) {
+        let history = workload.save(&workload.history(), &label, seed);
         panic!(
-            "{label}: seed {seed}: {verdict:?}; history in {}; container logs in {logs:?}",
-            file.display()
+            "{label}: seed {seed}: {:?}; history in {}; container logs in {:?}",
+            Verdict::Guarantees(problems),
+            history.display(),
+            cluster.keep_logs()
         );
     }
 }

@@ -20,7 +20,11 @@ use std::time::{Duration, Instant};
 use etcd_client::MemberAddOptions;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use workload::guarantees::Guarantees;
 use workload::{Members, REQUEST_TIMEOUT, Verdict, Workload, connect, env_u64, status};
+
+/// The members' `--election-timeout`.
+const ELECTION_TIMEOUT: Duration = Duration::from_millis(200);
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -72,6 +76,8 @@ impl Proc {
             .args(["--initial-cluster-state", if self.existing { "existing" } else { "new" }])
             .args(["--initial-cluster-token", "faults"])
             .args(["--heartbeat-interval", "20", "--election-timeout", "200"])
+            .args(["--experimental-watch-progress-notify-interval", "300ms"])
+            .args(["--experimental-lease-checkpoint-interval", "1s"])
             .args(self.force_new_cluster.then_some("--force-new-cluster"))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -375,6 +381,7 @@ async fn linearizable_under_process_faults() {
     let mut cluster = Cluster::start(3);
     cluster.wait_leader(Duration::from_secs(30)).await;
     let mut workload = Workload::start(cluster.founders(), seed);
+    let guarantees = Guarantees::start(&workload, seed, secs, ELECTION_TIMEOUT).await;
 
     let mut counts = FaultCounts::default();
     let end = Instant::now() + Duration::from_secs(secs);
@@ -385,6 +392,7 @@ async fn linearizable_under_process_faults() {
     println!("nemesis: heal");
     cluster.heal();
     workload.members.all_up();
+    let heal_at = Instant::now();
     workload.stop().await;
     cluster.wait_leader(Duration::from_secs(30)).await;
 
@@ -392,16 +400,28 @@ async fn linearizable_under_process_faults() {
         Ok(f) => f,
         Err(e) => panic!("seed {seed}: {e}; node logs in {:?}", cluster.keep_logs()),
     };
+    let recordings = guarantees.stop(&workload, heal_at).await;
     assert!(counts.total() > 0, "the nemesis injected no fault");
     let faults = format!("{} faults {counts:?}", counts.total());
-    if let Err((verdict, file)) =
-        workload.conclude("faults_process", seed, &faults, &finals, &cluster.names())
-    {
-        let logs = match verdict {
-            Verdict::TooFewOps(_) => None,
-            _ => Some(cluster.keep_logs()),
-        };
-        panic!("seed {seed}: {verdict:?}; history in {}; node logs in {logs:?}", file.display());
+    let label = "faults_process";
+    let log = match workload.conclude(label, seed, &faults, &finals, &cluster.names()) {
+        Ok(log) => log,
+        Err((verdict, file)) => {
+            let logs = match verdict {
+                Verdict::TooFewOps(_) => None,
+                _ => Some(cluster.keep_logs()),
+            };
+            panic!("seed {seed}: {verdict:?}; history in {}; node logs in {logs:?}", file.display());
+        }
+    };
+    if let Err(problems) = recordings.verify(label, &log) {
+        let history = workload.save(&workload.history(), label, seed);
+        panic!(
+            "seed {seed}: {:?}; history in {}; node logs in {:?}",
+            Verdict::Guarantees(problems),
+            history.display(),
+            cluster.keep_logs()
+        );
     }
 }
 

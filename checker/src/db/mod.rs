@@ -104,6 +104,7 @@ mod compile;
 mod explain;
 mod facts;
 mod history;
+mod locks;
 mod log;
 mod plan;
 mod render;
@@ -112,10 +113,12 @@ mod shrink;
 mod store;
 mod types;
 mod watch;
+mod watch_stream;
 
 pub use anomaly::{DbAnomaly, ResponseMismatch};
 pub use check::{DbCheckError, DbCheckReport, DbCheckResult, DbViolation, check_db};
 pub use history::{DbHistory, DbOperation, DbOutcome};
+pub use locks::{Acquisition, LockError, check_lock_fencing, release_revision};
 pub use log::{Change, ChangeKind, Committed, RevisionLog};
 /// Records whole-database requests into a [`DbHistory`].
 pub type DbRecorder = crate::recorder::Recorder<DbOperation>;
@@ -124,3 +127,7 @@ pub use types::{
     Compare, CompareResult, CompareTarget, DbOp, DbOutput, KeyRange, KeyValue, Response, Revision,
 };
 pub use watch::{WatchError, WatchSpec, check_watch_events};
+pub use watch_stream::{
+    EventFilter, StreamError, StreamItem, StreamSpec, StreamSummary, WatchEvent, check_members_agree,
+    check_watch_stream,
+};

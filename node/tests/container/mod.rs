@@ -183,6 +183,10 @@ impl DockerCluster {
             "50",
             "--election-timeout",
             "500",
+            "--experimental-watch-progress-notify-interval",
+            "300ms",
+            "--experimental-lease-checkpoint-interval",
+            "1s",
         ])?;
         Ok(())
     }

@@ -14,12 +14,20 @@
 //!   revision the server reports;
 //! - no lost acknowledged write, checked on the projection against each member's final read;
 //! - every member that was up most of the run served writes and linearizable reads.
+//!
+//! Watchers, lease holders and lockers run beside the KV clients ([`guarantees`]); their writes
+//! are in the same history, and their streams, leases and lock tenures are checked against the
+//! revision log `check_db` returns ([`guarantees::Recordings::verify`]).
 
 #![allow(dead_code)]
 
+pub mod guarantees;
+pub mod leases;
+pub mod lockers;
 pub mod members;
 pub mod project;
 pub mod requests;
+pub mod watchers;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -29,8 +37,8 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{Client, ConnectOptions};
 use kvcheck::{
-    CheckOptions, CheckResult, DbCheckResult, DbHistory, DbOp, DbOutcome, DbRecorder, OpId, Response, check,
-    check_db,
+    CheckOptions, CheckResult, ClientId, DbCheckResult, DbHistory, DbOp, DbOperation, DbOutcome, DbOutput,
+    DbRecorder, OpId, Response, RevisionLog, check, check_db,
 };
 pub use members::{Answer, Members};
 use rand::SeedableRng;
@@ -148,6 +156,8 @@ async fn client_loop(
 pub struct Workload {
     pub rec: DbRecorder,
     pub members: Members,
+    /// Reads added after the run (watch observations, see [`Workload::observe`]).
+    observed: Mutex<Vec<DbOperation>>,
     tally: Arc<Tally>,
     stop: Arc<AtomicBool>,
     workers: Vec<tokio::task::JoinHandle<()>>,
@@ -165,7 +175,41 @@ impl Workload {
                 tokio::spawn(client_loop(id, m, r, t, s, seed))
             })
             .collect();
-        Workload { rec, members, tally, stop, workers }
+        Workload { rec, members, observed: Mutex::default(), tally, stop, workers }
+    }
+
+    /// Adds reads that no client sent but the server answered all the same (what watchers were
+    /// told, see `guarantees::observations`), each spanning the whole run: invoked at 0 and
+    /// completed after everything recorded, so they add no real-time constraint.
+    pub fn observe(&self, ops: impl IntoIterator<Item = (ClientId, DbOp, DbOutput)>) {
+        self.observed.lock().unwrap_or_else(PoisonError::into_inner).extend(ops.into_iter().map(
+            |(client, op, out)| DbOperation {
+                id: 0,
+                client,
+                op,
+                invoke: 0,
+                complete: 0,
+                outcome: DbOutcome::Ok(out),
+            },
+        ));
+    }
+
+    /// The recorded history with the observations ([`Workload::observe`]) appended.
+    pub fn history(&self) -> DbHistory {
+        let recorded = self.rec.history();
+        let observed = self.observed.lock().unwrap_or_else(PoisonError::into_inner);
+        if observed.is_empty() {
+            return recorded;
+        }
+        let mut ops = recorded.operations().to_vec();
+        let next_id = ops.iter().map(|o| o.id + 1).max().unwrap_or(0);
+        let end = ops.iter().map(|o| o.complete).max().unwrap_or(0) + 1;
+        ops.extend(observed.iter().enumerate().map(|(i, o)| DbOperation {
+            id: next_id + i as OpId,
+            complete: end,
+            ..o.clone()
+        }));
+        DbHistory::new(ops).expect("observations get fresh ids and span the run")
     }
 
     fn clients_for(members: &Members) -> u64 {
@@ -240,16 +284,20 @@ impl Workload {
         faults: &str,
         finals: &[HashMap<String, Option<String>>],
         names: &[String],
-    ) -> Result<(), (Verdict, PathBuf)> {
-        let history = self.rec.history();
-        let s = summarize(&history);
+    ) -> Result<RevisionLog, (Verdict, PathBuf)> {
+        let history = self.history();
+        // The per-key check gets the history as the clients recorded it: the watch observations
+        // span the whole run, which only costs that check time (a read concurrent with
+        // everything), and exist for `check_db`'s revision log.
+        let recorded = self.rec.history();
+        let s = summarize(&recorded);
         println!(
             "{label}: seed {seed}: {} operations ({} ok, {} unknown, {} failed), {faults}",
             s.total, s.ok, s.unknown, s.failed
         );
         println!("{label}: requests by member\n{}", self.members.report(names));
         println!("{label}: why requests did not succeed\n{}", self.reasons());
-        let verdict = verify(label, &history, finals, &self.members, names);
+        let verdict = verify(label, &history, &recorded, finals, &self.members, names);
         if verdict.is_ok() && env_u64("RAFTKV_KEEP_HISTORY") == Some(1) {
             println!("{label}: history in {}", self.save(&history, label, seed).display());
         }
@@ -280,6 +328,8 @@ impl Workload {
 /// Why a run failed its verdict.
 #[derive(Debug)]
 pub enum Verdict {
+    /// Watch, Lease or Lock guarantees broken (see `guarantees.rs`).
+    Guarantees(Vec<String>),
     /// Not linearizable; the minimal failing history's file, if one was written.
     Violation { check: &'static str, text: String, artifact: Option<PathBuf> },
     /// A checker ran out of budget.
@@ -314,10 +364,11 @@ pub fn summarize(history: &DbHistory) -> Summary {
 pub fn verify(
     label: &str,
     history: &DbHistory,
+    recorded: &DbHistory,
     finals: &[HashMap<String, Option<String>>],
     members: &Members,
     names: &[String],
-) -> Result<(), Verdict> {
+) -> Result<RevisionLog, Verdict> {
     let ok_ops = summarize(history).ok;
     if ok_ops <= 50 {
         return Err(Verdict::TooFewOps(ok_ops));
@@ -325,15 +376,15 @@ pub fn verify(
     let options = || CheckOptions::default().with_time_budget(CHECK_BUDGET);
     let report = check_db(history, options());
     println!("{label}: check_db: {report}");
-    match &report.result {
-        DbCheckResult::Ok(_) => {}
+    let log = match &report.result {
+        DbCheckResult::Ok(log) => log.clone(),
         DbCheckResult::Violation(v) => {
             let artifact = v.artifact_path().map(|p| p.to_path_buf());
             return Err(Verdict::Violation { check: "check_db", text: v.to_string(), artifact });
         }
         DbCheckResult::Timeout { .. } => return Err(Verdict::Undecided(report.to_string())),
-    }
-    let projected = project::per_key(history);
+    };
+    let projected = project::per_key(recorded);
     let report = check(&projected, options());
     println!("{label}: per-key check: {report}");
     match &report.result {
@@ -356,5 +407,5 @@ pub fn verify(
         return Err(Verdict::LostWrites(lost));
     }
     let idle = members.idle(names);
-    if idle.is_empty() { Ok(()) } else { Err(Verdict::IdleMembers(idle)) }
+    if idle.is_empty() { Ok(log) } else { Err(Verdict::IdleMembers(idle)) }
 }

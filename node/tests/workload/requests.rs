@@ -217,7 +217,7 @@ fn etcd_txn(op: &DbOp) -> Txn {
         .or_else(failure.iter().map(txn_op).collect::<Vec<_>>())
 }
 
-fn key_value(kv: &etcd_client::KeyValue) -> KeyValue {
+pub fn key_value(kv: &etcd_client::KeyValue) -> KeyValue {
     KeyValue {
         key: String::from_utf8_lossy(kv.key()).into_owned(),
         value: String::from_utf8_lossy(kv.value()).into_owned(),
@@ -227,11 +227,11 @@ fn key_value(kv: &etcd_client::KeyValue) -> KeyValue {
     }
 }
 
-fn range_response(r: &etcd_client::GetResponse) -> Response {
+pub fn range_response(r: &etcd_client::GetResponse) -> Response {
     Response::Range { kvs: r.kvs().iter().map(key_value).collect(), count: r.count().max(0) as u64 }
 }
 
-fn txn_response(r: &etcd_client::TxnResponse) -> Response {
+pub fn txn_response(r: &etcd_client::TxnResponse) -> Response {
     let responses = r
         .op_responses()
         .iter()
@@ -246,7 +246,7 @@ fn txn_response(r: &etcd_client::TxnResponse) -> Response {
 }
 
 /// The header revision; 0 (which the checker rejects as impossible) when the header is missing.
-fn revision(header: Option<&etcd_client::ResponseHeader>) -> i64 {
+pub fn revision(header: Option<&etcd_client::ResponseHeader>) -> i64 {
     header.map_or(0, |h| h.revision())
 }
 
