@@ -15,7 +15,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use crate::db::compile::{KeyId, Request, ValueId};
-use crate::db::plan::{Expected, Planned};
+use crate::db::planned::{Expected, Planned};
 use crate::db::types::Revision;
 
 /// Unknown-outcome writes with one compiled request.

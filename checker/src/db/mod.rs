@@ -107,6 +107,7 @@ mod history;
 mod locks;
 mod log;
 mod plan;
+mod planned;
 mod render;
 mod search;
 mod shrink;

@@ -15,32 +15,8 @@ use crate::db::classes::Classes;
 use crate::db::compile::{Kv, Reply, Request, Universe, claims_revision, shape_error};
 use crate::db::facts::Facts;
 use crate::db::history::{DbHistory, DbOutcome};
+pub(crate) use crate::db::planned::{Expected, Planned};
 use crate::db::types::{DbOp, Revision};
-
-/// An operation as the search uses it.
-#[derive(Debug, Clone)]
-pub(crate) struct Planned {
-    /// Position in the history's operations.
-    pub(crate) source: usize,
-    pub(crate) invoke: u64,
-    /// Completion time; meaningless (never used) for unknown-outcome writes.
-    pub(crate) complete: u64,
-    pub(crate) request: Request,
-    /// The recorded reply, `None` for an unknown outcome.
-    pub(crate) reply: Option<Reply>,
-    /// The header revision, 0 for an unknown outcome.
-    pub(crate) revision: Revision,
-    /// True for an acknowledged write that claims its header revision.
-    pub(crate) claims: bool,
-}
-
-/// A key-value that a read attributes to a revision (its mod revision).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Expected {
-    pub(crate) kv: Kv,
-    /// The planned operation whose response contained it.
-    pub(crate) seen_by: usize,
-}
 
 /// Everything the search needs, indexed by revision.
 #[derive(Debug)]
