@@ -14,9 +14,8 @@ use std::time::{Duration, Instant};
 
 use crate::artifact::write_violation;
 use crate::history::{History, HistoryError, OpId, Operation};
-use crate::model::compile;
 use crate::render::render_marked;
-use crate::search::{SearchOutcome, search};
+use crate::search::{SearchOutcome, check_key};
 use crate::shrink::shrink;
 
 /// How long the check may run and where a violation's sub-history goes.
@@ -195,22 +194,6 @@ impl fmt::Display for CheckReport {
             CheckResult::Violation(violation) => write!(f, "{summary}: {violation}"),
             CheckResult::Timeout { keys } => write!(f, "{summary}: timed out; undecided keys: {keys:?}"),
         }
-    }
-}
-
-/// Checks one key's operations; [`SearchOutcome`] positions refer to `ops`.
-pub(crate) fn check_key(ops: &[&Operation], deadline: Instant) -> SearchOutcome {
-    let compiled = compile(ops);
-    match search(&compiled, deadline) {
-        // Compilation keeps `source` as the position in `ops`; map the search's indices back.
-        SearchOutcome::Violation { linearized, stuck } => SearchOutcome::Violation {
-            linearized: linearized
-                .into_iter()
-                .filter_map(|index| compiled.get(index).map(|op| op.source))
-                .collect(),
-            stuck: stuck.and_then(|index| compiled.get(index).map(|op| op.source)),
-        },
-        other => other,
     }
 }
 

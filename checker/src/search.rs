@@ -29,7 +29,8 @@ use std::time::Instant;
 
 use crate::configs::{Linearized, Refuted, Seen, Situation, Slot};
 use crate::entries::{EntryList, HEAD};
-use crate::model::{ABSENT, SearchOp, Step};
+use crate::history::Operation;
+use crate::model::{ABSENT, SearchOp, Step, compile};
 
 /// How often (in loop iterations) the clock is read; reading it every step would dominate.
 const DEADLINE_CHECK_INTERVAL: u32 = 1 << 12;
@@ -225,6 +226,22 @@ impl<'a> Search<'a> {
 /// Searches for a linearization of one key's operations, starting from an absent key.
 pub(crate) fn search(ops: &[SearchOp], deadline: Instant) -> SearchOutcome {
     Search::new(ops).run(deadline)
+}
+
+/// Checks one key's operations; [`SearchOutcome`] positions refer to `ops`.
+pub(crate) fn check_key(ops: &[&Operation], deadline: Instant) -> SearchOutcome {
+    let compiled = compile(ops);
+    match search(&compiled, deadline) {
+        // Compilation keeps `source` as the position in `ops`; map the search's indices back.
+        SearchOutcome::Violation { linearized, stuck } => SearchOutcome::Violation {
+            linearized: linearized
+                .into_iter()
+                .filter_map(|index| compiled.get(index).map(|op| op.source))
+                .collect(),
+            stuck: stuck.and_then(|index| compiled.get(index).map(|op| op.source)),
+        },
+        other => other,
+    }
 }
 
 #[cfg(test)]

@@ -24,9 +24,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::budget::{Budget, Checker};
-use crate::check::check_key;
 use crate::history::{Op, Operation, Outcome, Output};
-use crate::search::SearchOutcome;
+use crate::search::{SearchOutcome, check_key};
 
 /// A failing sub-history of one key, with the original operations (outcomes as recorded).
 pub(crate) struct Shrunk {
