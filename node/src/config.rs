@@ -11,7 +11,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 /// How `--auto-compaction-retention` is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -28,6 +29,10 @@ pub enum InitialClusterState {
     /// The member was added through the Cluster API (MemberAdd) and joins the running cluster.
     Existing,
 }
+
+// Boolean flags take etcd's forms: `--flag`, `--flag=true`, `--flag=false` (Go's flag package;
+// `--flag false` would not turn it off there either, so a value must follow `=`). Scripts, Helm
+// values and systemd units written for etcd pass `--client-cert-auth=true`.
 
 /// The flags of one kvnode member.
 #[derive(Debug, Clone, Args)]
@@ -155,12 +160,30 @@ pub struct NodeFlags {
     /// Restart this member, with its data, as the only member of its cluster (etcd's
     /// meaning): for a cluster that lost its quorum for good. Entries not known committed are
     /// discarded. Remove the flag once the other members are added back.
-    #[arg(long, env = "KVNODE_FORCE_NEW_CLUSTER", default_value_t = false)]
+    #[arg(
+        long,
+        env = "KVNODE_FORCE_NEW_CLUSTER",
+        default_value_t = false,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        action = ArgAction::Set,
+        value_parser = BoolishValueParser::new()
+    )]
     pub force_new_cluster: bool,
 
     /// Before serving, compare this member's history with every reachable peer's (HashKV) and
     /// refuse to start if one differs.
-    #[arg(long, env = "KVNODE_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", default_value_t = false)]
+    #[arg(
+        long,
+        env = "KVNODE_EXPERIMENTAL_INITIAL_CORRUPT_CHECK",
+        default_value_t = false,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        action = ArgAction::Set,
+        value_parser = BoolishValueParser::new()
+    )]
     pub experimental_initial_corrupt_check: bool,
 
     /// How often the leader compares every member's history with its own (HashKV) and raises a
@@ -175,7 +198,16 @@ pub struct NodeFlags {
 
     /// Verify every page checksum of both databases on every start (a full read of them), not
     /// only after an unclean shutdown, when it always happens.
-    #[arg(long, env = "KVNODE_VERIFY_DB_ON_OPEN", default_value_t = false)]
+    #[arg(
+        long,
+        env = "KVNODE_VERIFY_DB_ON_OPEN",
+        default_value_t = false,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        action = ArgAction::Set,
+        value_parser = BoolishValueParser::new()
+    )]
     pub verify_db_on_open: bool,
 
     /// Path to the client server TLS certificate file; `--listen-client-urls` must then be https://.
@@ -192,7 +224,16 @@ pub struct NodeFlags {
     pub trusted_ca_file: Option<PathBuf>,
 
     /// Require client certificates signed by `--trusted-ca-file`.
-    #[arg(long, env = "KVNODE_CLIENT_CERT_AUTH", default_value_t = false)]
+    #[arg(
+        long,
+        env = "KVNODE_CLIENT_CERT_AUTH",
+        default_value_t = false,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        action = ArgAction::Set,
+        value_parser = BoolishValueParser::new()
+    )]
     pub client_cert_auth: bool,
 
     /// Path to the peer server TLS certificate file, also presented to other members as client
@@ -210,7 +251,16 @@ pub struct NodeFlags {
     pub peer_trusted_ca_file: Option<PathBuf>,
 
     /// Require peer certificates signed by `--peer-trusted-ca-file`.
-    #[arg(long, env = "KVNODE_PEER_CLIENT_CERT_AUTH", default_value_t = false)]
+    #[arg(
+        long,
+        env = "KVNODE_PEER_CLIENT_CERT_AUTH",
+        default_value_t = false,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        action = ArgAction::Set,
+        value_parser = BoolishValueParser::new()
+    )]
     pub peer_client_cert_auth: bool,
 
     /// Log format: `json` for machines, `text` for people.
@@ -423,6 +473,26 @@ mod tests {
         assert_eq!(cli.node.name, "n1");
         assert_eq!(cli.node.initial_cluster_state, InitialClusterState::Existing);
         assert_eq!(cli.node.listen_client_urls.len(), 2);
+    }
+
+    #[test]
+    fn boolean_flags_take_etcds_forms() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["kvnode"];
+            all.extend(args);
+            Cli::try_parse_from(all).map(|c| c.node)
+        };
+        let bare = parse(&["--client-cert-auth", "--force-new-cluster"]).expect("bare flags");
+        assert!(bare.client_cert_auth && bare.force_new_cluster);
+        let explicit =
+            parse(&["--client-cert-auth=true", "--peer-client-cert-auth=false", "--verify-db-on-open=1"])
+                .expect("flag=value");
+        assert!(explicit.client_cert_auth && !explicit.peer_client_cert_auth && explicit.verify_db_on_open);
+        let absent = parse(&[]).expect("no flags");
+        assert!(!absent.client_cert_auth && !absent.experimental_initial_corrupt_check);
+        assert!(parse(&["--force-new-cluster=maybe"]).is_err());
+        // As in Go, a separate word is not the flag's value: it is a stray argument.
+        assert!(parse(&["--force-new-cluster", "false"]).is_err());
     }
 
     #[test]
