@@ -33,19 +33,24 @@ pub struct SnapshotSaved {
 pub async fn snapshot_save(
     endpoint: &str,
     out: &Path,
-    request_timeout: Duration,
+    timeout: Duration,
 ) -> Result<SnapshotSaved, BenchError> {
     let io = |source| BenchError::Io { path: out.to_path_buf(), source };
-    let mut client = Client::connect([url(endpoint)], Some(options(request_timeout))).await?;
+    let mut client = Client::connect([url(endpoint)], Some(options(timeout))).await?;
     let started = Instant::now();
     let mut file = tokio::fs::File::create(out).await.map_err(io)?;
-    let mut stream = client.snapshot().await?;
-    let mut bytes = 0u64;
-    while let Some(chunk) = stream.message().await? {
-        file.write_all(chunk.blob()).await.map_err(io)?;
-        bytes += chunk.blob().len() as u64;
-    }
-    file.sync_all().await.map_err(io)?;
+    // The whole transfer is bounded here: a per-request timeout need not cover a stream's body.
+    let transfer = async {
+        let mut stream = client.snapshot().await?;
+        let mut bytes = 0u64;
+        while let Some(chunk) = stream.message().await? {
+            file.write_all(chunk.blob()).await.map_err(io)?;
+            bytes += chunk.blob().len() as u64;
+        }
+        file.sync_all().await.map_err(io)?;
+        Ok::<u64, BenchError>(bytes)
+    };
+    let bytes = tokio::time::timeout(timeout, transfer).await.map_err(|_| BenchError::Timeout(timeout))??;
     Ok(SnapshotSaved { bytes, elapsed: started.elapsed() })
 }
 
