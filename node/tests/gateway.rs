@@ -23,12 +23,18 @@ fn curl_available() -> bool {
 
 /// `curl -s -X POST <endpoint><path> -d <body>`; returns (HTTP status, body).
 async fn post(endpoint: &str, path: &str, body: &str, extra: &[&str]) -> (u16, String) {
-    let url = format!("{endpoint}{path}");
-    let args: Vec<String> = ["-s", "-w", "\n%{http_code}", "-X", "POST", &url, "--data-binary", body]
-        .iter()
-        .chain(extra.iter())
-        .map(|s| s.to_string())
-        .collect();
+    curl(&["-X", "POST", &format!("{endpoint}{path}"), "--data-binary", body], extra).await
+}
+
+/// `curl -s <endpoint><path>`; returns (HTTP status, body).
+async fn get(endpoint: &str, path: &str) -> (u16, String) {
+    curl(&[&format!("{endpoint}{path}")], &[]).await
+}
+
+/// Runs `curl -s` with `args` then `extra`, asking for the status after the body.
+async fn curl(args: &[&str], extra: &[&str]) -> (u16, String) {
+    let args: Vec<String> =
+        ["-s", "-w", "\n%{http_code}"].iter().chain(args).chain(extra).map(|s| s.to_string()).collect();
     let out = tokio::task::spawn_blocking(move || Command::new("curl").args(&args).output())
         .await
         .expect("join")
@@ -46,6 +52,14 @@ async fn etcds_documented_gateway_examples_work_with_curl() {
     let cluster = TestCluster::start(3).await;
     cluster.wait_leader().await;
     let (a, b) = (cluster.endpoint(0), cluster.endpoint(1));
+
+    // etcd's plain HTTP endpoints on the client port.
+    let (status, body) = get(&a, "/health").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""health":"true""#), "{body}");
+    let (status, body) = get(&b, "/version").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""etcdserver":"3.5.13""#) && body.contains(r#""etcdcluster":"3.5.0""#), "{body}");
 
     // "foo" = Zm9v, "bar" = YmFy.
     let (code, body) = post(&a, "/v3/kv/put", r#"{"key": "Zm9v", "value": "YmFy"}"#, &[]).await;
