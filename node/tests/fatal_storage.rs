@@ -62,7 +62,7 @@ impl StorageBackend for BreakableDisk {
 async fn a_failing_log_disk_stops_the_member_with_a_fatal_error() {
     support::init_logging();
     let dir = tempfile::tempdir().expect("tempdir");
-    let (c, p, m) = (free_addr().await, free_addr().await, free_addr().await);
+    let (c, p, m) = (free_addr(), free_addr(), free_addr());
     let mut flags = test_flags("solo", dir.path(), c, p, m);
     flags.initial_cluster = format!("solo={}", flags.initial_advertise_peer_urls[0]);
     let broken = Arc::new(AtomicBool::new(false));

@@ -11,8 +11,8 @@
 
 mod workload;
 
+use raftkv_testkit::free_port;
 use std::fs::File;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,10 +25,6 @@ use workload::{Members, REQUEST_TIMEOUT, Verdict, Workload, connect, env_u64, st
 
 /// The members' `--election-timeout`.
 const ELECTION_TIMEOUT: Duration = Duration::from_millis(200);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// One `kvnode` process slot: its flags survive restarts, its data dir is reused.
 struct Proc {

@@ -81,7 +81,7 @@ impl TestCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut slots = Vec::new();
         for i in 0..n {
-            let (c, p, m) = (free_addr().await, free_addr().await, free_addr().await);
+            let (c, p, m) = (free_addr(), free_addr(), free_addr());
             let mut flags = test_flags(&format!("m{i}"), dir.path(), c, p, m);
             adjust(&mut flags);
             slots.push(Slot { flags, member: None, runtime: None });
@@ -240,7 +240,7 @@ impl TestCluster {
     /// (the caller adds it with MemberAdd first); returns its slot index and peer URL.
     pub async fn new_joiner_slot(&mut self) -> (usize, String) {
         let i = self.slots.len();
-        let (c, p, m) = (free_addr().await, free_addr().await, free_addr().await);
+        let (c, p, m) = (free_addr(), free_addr(), free_addr());
         let mut flags = test_flags(&format!("m{i}"), self.dir.path(), c, p, m);
         let mut initial: Vec<String> = self
             .slots

@@ -47,8 +47,7 @@ impl Members {
         let mut members = Self { dir, token, slots: Vec::new() };
         let mut initial = Vec::new();
         for i in 0..n {
-            let (name, client, peer, metrics) =
-                (format!("m{i}"), free_addr().await, free_addr().await, free_addr().await);
+            let (name, client, peer, metrics) = (format!("m{i}"), free_addr(), free_addr(), free_addr());
             initial.push(format!("{name}=http://{peer}"));
             let slot = members.slot(name, client, peer, metrics);
             members.slots.push(slot);
@@ -109,7 +108,7 @@ impl Members {
     /// the caller MemberAdds its peer URL first, then starts it. Returns its slot.
     pub async fn joiner(&mut self) -> usize {
         let i = self.slots.len();
-        let (client, peer, metrics) = (free_addr().await, free_addr().await, free_addr().await);
+        let (client, peer, metrics) = (free_addr(), free_addr(), free_addr());
         let mut slot = self.slot(format!("m{i}"), client, peer, metrics);
         let mut initial: Vec<String> = self
             .slots

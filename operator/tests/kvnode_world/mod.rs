@@ -25,6 +25,7 @@ use kv_operator::names::ClusterNames;
 use kv_operator::plan::PlanConfig;
 use kv_operator::reconcile::{Context, reconcile};
 use kvnode::member::RunningMember;
+use raftkv_testkit::free_addr;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -37,11 +38,6 @@ pub struct Addrs {
     pub client: SocketAddr,
     pub peer: SocketAddr,
     pub metrics: SocketAddr,
-}
-
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
 }
 
 /// The cluster DNS of the test: member host names to loopback addresses and back.
