@@ -115,10 +115,10 @@ pub struct Wal<D: Disk = OsDisk> {
     poisoned: bool,
 }
 
-impl std::fmt::Debug for Wal<OsDisk> {
+impl<D: Disk + std::fmt::Debug> std::fmt::Debug for Wal<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Wal")
-            .field("dir", &self.disk.dir())
+            .field("disk", &self.disk)
             .field("segments", &self.segments.len())
             .field("snapshot", &self.state.snapshot)
             .field("last_index", &self.state.last_index())
