@@ -196,6 +196,31 @@ fn compaction_releases_the_segments_it_no_longer_needs() {
 }
 
 #[test]
+fn compaction_releases_a_segment_exactly_when_all_its_entries_are_compacted() {
+    let disk = MemDisk::new();
+    let mut wal = open(&disk);
+    for i in 1..=30 {
+        wal.append(None, &[entry(i, 1, 300)]).unwrap();
+    }
+    let first_index = |name: &String| u64::from_str_radix(&name[17..33], 16).unwrap();
+    let names = segment_names(&disk);
+    let (second, third) = (first_index(&names[1]), first_index(&names[2]));
+    // The first segment holds entry second - 1: not released before it is compacted.
+    wal.compact(second - 2).unwrap();
+    assert_eq!(segment_names(&disk), names);
+    let mut wal = reopen(wal);
+    wal.compact(second - 1).unwrap();
+    assert_eq!(segment_names(&disk), names[1..]);
+    let mut wal = reopen(wal);
+    wal.compact(third - 2).unwrap();
+    assert_eq!(segment_names(&disk), names[1..]);
+    let mut wal = reopen(wal);
+    wal.compact(third - 1).unwrap();
+    assert_eq!(segment_names(&disk), names[2..]);
+    reopen(wal);
+}
+
+#[test]
 fn compaction_after_a_truncation_keeps_what_replay_needs() {
     // Segment first indexes go back after a truncation; releasing must still leave a log
     // that replays to the same state.
