@@ -11,8 +11,8 @@
 //!
 //! # On disk
 //!
-//! A directory of segment files (see [`segment`] for names, preallocation and how a segment
-//! is cut), each a sequence of checksummed records (see [`record`] for the framing). Every
+//! A directory of segment files (see `segment.rs` for names, preallocation and how a segment
+//! is cut), each a sequence of checksummed records (see `record.rs` for the framing). Every
 //! segment starts with a header holding the snapshot point and hard state current when it
 //! was cut, so older segments can be deleted without losing them. Then come records of:
 //!
@@ -25,7 +25,7 @@
 //!
 //! Each operation is written as one batch of records, applied on replay only if whole, and
 //! is durable (fdatasync) before it returns: after a crash the log is as it was after the last
-//! operation that returned, or after the one in flight, never in between. See [`replay`] for
+//! operation that returned, or after the one in flight, never in between. See `replay.rs` for
 //! what opening a log repairs and what it reports as corruption.
 //!
 //! # Releasing segments
@@ -136,12 +136,13 @@ impl Wal<OsDisk> {
 
 impl<D: Disk> Wal<D> {
     /// Opens the log on `disk` (creating an empty one if there is none): replays it, and
-    /// repairs, durably, what a crash may have left (see [`replay`]).
+    /// repairs, durably, what a crash may have left: a temporary or headerless last segment,
+    /// a torn tail of the last segment. Anything else amiss is [`WalError::Corrupt`].
     pub fn open(disk: D, opts: WalOptions) -> Result<Self, WalError> {
         let opened = replay::open(&disk, opts.segment_bytes)?;
         debug!(
             segments = opened.segments.len(),
-            first_index = opened.state.snapshot.0 + 1,
+            first_index = opened.state.snapshot.0.saturating_add(1),
             last_index = opened.state.last_index(),
             "opened the WAL"
         );
@@ -167,7 +168,7 @@ impl<D: Disk> Wal<D> {
 
     /// The index of the first entry held (which may not exist yet): snapshot index + 1.
     pub fn first_index(&self) -> u64 {
-        self.state.snapshot.0 + 1
+        self.state.snapshot.0.saturating_add(1)
     }
 
     /// The index of the last entry, or the snapshot index if there is none.
@@ -191,7 +192,7 @@ impl<D: Disk> Wal<D> {
             return Err(WalError::Compacted { index: low, first_index: self.first_index() });
         }
         let last_index = self.last_index();
-        if high > last_index + 1 {
+        if high > last_index.saturating_add(1) {
             return Err(WalError::Unavailable { index: high - 1, last_index });
         }
         let mut out = Vec::new();
@@ -221,16 +222,16 @@ impl<D: Disk> Wal<D> {
         let skip = entries.iter().take_while(|e| e.index <= snapshot_index).count();
         let entries = entries.get(skip..).unwrap_or_default();
         if let Some(first) = entries.first() {
-            let expected = self.last_index() + 1;
+            let expected = self.last_index().saturating_add(1);
             if first.index > expected {
                 return Err(WalError::Gap { expected, got: first.index });
             }
         }
         for pair in entries.windows(2) {
             if let [a, b] = pair
-                && b.index != a.index + 1
+                && a.index.checked_add(1) != Some(b.index)
             {
-                return Err(WalError::Gap { expected: a.index + 1, got: b.index });
+                return Err(WalError::Gap { expected: a.index.saturating_add(1), got: b.index });
             }
         }
         let hard_state = hard_state.filter(|hs| *hs != self.state.hard_state);
@@ -259,17 +260,16 @@ impl<D: Disk> Wal<D> {
             return Ok(());
         }
         let last_index = self.last_index();
-        let term = self
-            .state
-            .term(index)
-            .filter(|_| index <= last_index)
-            .ok_or(WalError::CompactBeyondLast { index, last_index })?;
+        let term = self.state.term(index).ok_or(WalError::CompactBeyondLast { index, last_index })?;
         self.write(&[Record::Snapshot { index, term, kind: SnapshotKind::Compact }])?;
         self.state.compact(index, term);
-        // Segments before segment j hold only entries below its first index (see the crate
-        // docs); the last such j with nothing above `index` before it bounds the release.
-        let releasable =
-            (1..self.segments.len()).rev().find(|&j| self.segments[j].first_index <= index + 1).unwrap_or(0);
+        // The entries still live in the segments before segment j were all written before j
+        // was cut, when the log ended just below j's first index: once that is at most
+        // `index + 1` they are all compacted, and those segments can go.
+        let releasable = (1..self.segments.len())
+            .rev()
+            .find(|&j| self.segments[j].first_index <= index.saturating_add(1))
+            .unwrap_or(0);
         self.release(releasable)
     }
 
@@ -284,7 +284,7 @@ impl<D: Disk> Wal<D> {
         }
         self.write(&[Record::Snapshot { index, term, kind: SnapshotKind::Install }])?;
         self.state.install(index, term);
-        self.release(self.segments.len() - 1)
+        self.release(self.segments.len().saturating_sub(1))
     }
 
     /// Drops the entries after `index`, durably, and returns how many there were (for
@@ -352,9 +352,12 @@ impl<D: Disk> Wal<D> {
     /// Closes the active segment and starts the next one.
     fn cut(&mut self) -> Result<(), WalError> {
         self.active.sync()?;
+        let seq = self.active.info.seq.checked_add(1).ok_or_else(|| {
+            WalError::corrupt(&self.active.info.name, 0, "no sequence number left for the next segment")
+        })?;
         let header = SegmentHeader {
-            seq: self.active.info.seq + 1,
-            first_index: self.last_index() + 1,
+            seq,
+            first_index: self.last_index().saturating_add(1),
             snapshot: self.state.snapshot,
             hard_state: self.state.hard_state,
         };

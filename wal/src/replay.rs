@@ -74,7 +74,7 @@ pub(crate) fn open<D: Disk>(disk: &D, segment_bytes: u64) -> Result<Opened<D::Fi
             0,
             format!(
                 "entries {}..={} are missing (in a released segment?)",
-                state.snapshot.0 + 1,
+                state.snapshot.0.saturating_add(1),
                 state.base()
             ),
         ));
@@ -116,7 +116,7 @@ fn list_segments<D: Disk>(disk: &D) -> Result<Vec<SegmentInfo>, WalError> {
     segments.sort_by_key(|s| s.seq);
     for pair in segments.windows(2) {
         if let [a, b] = pair
-            && b.seq != a.seq + 1
+            && a.seq.checked_add(1) != Some(b.seq)
         {
             return Err(WalError::corrupt(&b.name, 0, format!("follows segment {} (a gap)", a.seq)));
         }
@@ -212,8 +212,17 @@ fn check_header(header: &SegmentHeader, info: &SegmentInfo, before: Option<&LogS
             header.seq, header.first_index
         ));
     }
-    let Some(before) = before else { return Ok(()) };
-    if header.first_index != before.last_index() + 1 {
+    let Some(before) = before else {
+        return if header.first_index > header.snapshot.0 {
+            Ok(())
+        } else {
+            Err(format!(
+                "first index {} at or below the snapshot point {:?}",
+                header.first_index, header.snapshot
+            ))
+        };
+    };
+    if header.first_index.checked_sub(1) != Some(before.last_index()) {
         return Err(format!(
             "segment starts at index {} but the log before it ends at {} (a lost tail?)",
             header.first_index,
@@ -236,8 +245,12 @@ fn apply(state: &mut LogState, record: Record<'_>) -> Result<(), String> {
     match record {
         Record::SegmentHeader(_) => return Err("a segment header inside a segment".into()),
         Record::Entry { index, term, data } => {
-            if index <= snapshot_index || index > last + 1 {
-                return Err(format!("entry {index} outside the log ({}..={})", snapshot_index + 1, last + 1));
+            if index <= snapshot_index || index - 1 > last {
+                return Err(format!(
+                    "entry {index} outside the log ({}..={})",
+                    snapshot_index.saturating_add(1),
+                    last.saturating_add(1)
+                ));
             }
             state.put_entry(LogEntry { index, term, data: data.to_vec() });
         }
@@ -270,4 +283,87 @@ fn apply(state: &mut LogState, record: Record<'_>) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::{HardState, MemDisk, Wal, WalOptions};
+
+    /// Values that break careless arithmetic.
+    fn nasty(rng: &mut ChaCha8Rng) -> u64 {
+        match rng.random_range(0..6) {
+            0 => 0,
+            1 => u64::MAX,
+            2 => u64::MAX - 1,
+            _ => rng.random_range(0..8),
+        }
+    }
+
+    fn random_record(rng: &mut ChaCha8Rng) -> Record<'static> {
+        match rng.random_range(0..6) {
+            0 => Record::Entry { index: nasty(rng), term: nasty(rng), data: b"data" },
+            1 => Record::HardState(HardState { term: nasty(rng), vote: nasty(rng), commit: nasty(rng) }),
+            2 => Record::Snapshot { index: nasty(rng), term: nasty(rng), kind: SnapshotKind::Compact },
+            3 => Record::Snapshot { index: nasty(rng), term: nasty(rng), kind: SnapshotKind::Install },
+            4 => Record::TruncateAfter(nasty(rng)),
+            _ => Record::SegmentHeader(SegmentHeader {
+                seq: nasty(rng),
+                first_index: nasty(rng),
+                snapshot: (nasty(rng), nasty(rng)),
+                hard_state: HardState::default(),
+            }),
+        }
+    }
+
+    /// Segments of well-framed records with hostile contents, sometimes damaged: opening
+    /// them, and writing to what opens, returns errors but never panics.
+    #[test]
+    fn hostile_contents_never_panic() {
+        for seed in 0..3000 {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let disk = MemDisk::new();
+            let segments = rng.random_range(1..=3);
+            let first_seq = nasty(&mut rng);
+            for k in 0..segments {
+                let seq = first_seq.wrapping_add(k);
+                let header = SegmentHeader {
+                    seq,
+                    first_index: nasty(&mut rng),
+                    snapshot: (nasty(&mut rng), nasty(&mut rng)),
+                    hard_state: HardState::default(),
+                };
+                let mut bytes = Vec::new();
+                record::encode(&Record::SegmentHeader(header), false, &mut bytes).unwrap();
+                for _ in 0..rng.random_range(0..6) {
+                    record::encode(&random_record(&mut rng), rng.random_bool(0.2), &mut bytes).unwrap();
+                }
+                if rng.random_bool(0.3) {
+                    let at = rng.random_range(0..bytes.len());
+                    bytes[at] ^= 1 << rng.random_range(0..8);
+                }
+                if rng.random_bool(0.2) {
+                    bytes.truncate(rng.random_range(0..bytes.len()));
+                }
+                let info = SegmentInfo::new(seq, header.first_index);
+                disk.create(&info.name).unwrap().write_at(0, &bytes).unwrap();
+            }
+            let opts = WalOptions { segment_bytes: 256 };
+            if let Ok(mut wal) = Wal::open(disk.clone(), opts) {
+                let last = wal.last_index();
+                let entry = crate::LogEntry { index: last.saturating_add(1), term: 1, data: vec![1; 300] };
+                let _ = wal.append(Some(HardState { term: u64::MAX, vote: 0, commit: 0 }), &[entry]);
+                let _ = wal.compact(nasty(&mut rng));
+                let _ = wal.truncate_after(nasty(&mut rng));
+                let _ = wal.entries(nasty(&mut rng), nasty(&mut rng), Some(nasty(&mut rng)));
+                let _ = wal.term(nasty(&mut rng));
+                let _ = wal.install_snapshot(nasty(&mut rng), nasty(&mut rng));
+                drop(wal);
+                let _ = Wal::open(disk, opts);
+            }
+        }
+    }
 }

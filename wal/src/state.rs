@@ -36,7 +36,7 @@ impl LogState {
 
     /// The entry at `index`, if it is held.
     pub fn entry(&self, index: u64) -> Option<&LogEntry> {
-        let offset = index.checked_sub(self.base + 1)?;
+        let offset = index.checked_sub(self.base)?.checked_sub(1)?;
         self.entries.get(usize::try_from(offset).ok()?)
     }
 
