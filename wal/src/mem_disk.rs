@@ -4,7 +4,7 @@
 //! file keeps working after it is renamed or removed, as on POSIX.
 //!
 //! With the `fault-injection` feature (tests only) the disk also models durability: see
-//! [`CrashMode`] and [`MemDisk::crash`].
+//! `CrashMode` and `MemDisk::crash`.
 
 use std::collections::BTreeMap;
 use std::io;
