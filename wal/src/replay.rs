@@ -139,8 +139,12 @@ fn has_header(data: &[u8]) -> bool {
 /// without a header is damage, not a crash.)
 fn remove_half_created<D: Disk>(disk: &D, segments: &[SegmentInfo], data: &[u8]) -> Result<(), WalError> {
     let Some(last) = segments.last() else { return Ok(()) };
-    if let Frame::Invalid(reason) = record::decode(data) {
-        return Err(WalError::corrupt(&last.name, 0, reason));
+    match record::decode(data) {
+        Frame::Invalid(reason) => return Err(WalError::corrupt(&last.name, 0, reason)),
+        Frame::Record { .. } => {
+            return Err(WalError::corrupt(&last.name, 0, "does not start with a segment header"));
+        }
+        Frame::End | Frame::Torn(_) => {}
     }
     let after_header = data.get(SEGMENT_HEADER_LEN..).unwrap_or_default();
     if !after_header.iter().all(|&b| b == 0) {
@@ -317,6 +321,24 @@ mod tests {
                 hard_state: HardState::default(),
             }),
         }
+    }
+
+    #[test]
+    fn a_last_segment_starting_with_another_record_is_corruption_not_a_half_created_one() {
+        let disk = MemDisk::new();
+        let opts = WalOptions { segment_bytes: 4096 };
+        let mut wal = Wal::open(disk.clone(), opts).unwrap();
+        wal.append(None, &[crate::LogEntry { index: 1, term: 1, data: vec![7; 10] }]).unwrap();
+        drop(wal);
+        let mut bytes = Vec::new();
+        record::encode(&Record::Entry { index: 2, term: 1, data: b"x" }, false, &mut bytes).unwrap();
+        let next = SegmentInfo::new(1, 2);
+        disk.create(&next.name).unwrap().write_at(0, &bytes).unwrap();
+        match Wal::open(disk.clone(), opts) {
+            Err(WalError::Corrupt { segment, .. }) => assert_eq!(segment, next.name),
+            other => panic!("expected corruption, got {other:?}"),
+        }
+        assert!(disk.list().unwrap().contains(&next.name), "the segment was removed");
     }
 
     /// Segments of well-framed records with hostile contents, sometimes damaged: opening

@@ -57,7 +57,7 @@ impl LogState {
             self.entries.clear();
             self.base = entry.index - 1;
         } else {
-            self.entries.truncate((entry.index - self.base - 1) as usize);
+            self.entries.truncate(to_usize(entry.index - self.base - 1));
         }
         self.entries.push_back(entry);
     }
@@ -68,7 +68,7 @@ impl LogState {
             self.entries.clear();
             self.base = index;
         } else {
-            self.entries.truncate((index - self.base) as usize);
+            self.entries.truncate(to_usize(index - self.base));
         }
     }
 
@@ -76,7 +76,7 @@ impl LogState {
     /// has checked that `index` is at most the last index.
     pub fn compact(&mut self, index: u64, term: u64) {
         if index > self.base {
-            let drop = ((index - self.base) as usize).min(self.entries.len());
+            let drop = to_usize(index - self.base).min(self.entries.len());
             self.entries.drain(..drop);
             self.base = index;
         }
@@ -91,4 +91,9 @@ impl LogState {
         self.snapshot = (index, term);
         self.hard_state.commit = self.hard_state.commit.max(index);
     }
+}
+
+/// A count of entries as a `usize`, saturating (`truncate` and `drain` then keep or drop all).
+fn to_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
 }
