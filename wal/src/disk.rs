@@ -68,10 +68,20 @@ pub struct OsDisk {
 }
 
 impl OsDisk {
-    /// The directory `dir`, created (with its parents) if missing.
+    /// The directory `dir`, created (with its parents) if missing. A directory created here
+    /// is made durable in its parent, so a power cut cannot lose the whole log with it.
     pub fn new(dir: impl Into<PathBuf>) -> io::Result<Self> {
         let dir = dir.into();
+        let missing: Vec<PathBuf> = dir
+            .ancestors()
+            .take_while(|p| !p.as_os_str().is_empty() && !p.exists())
+            .map(Path::to_path_buf)
+            .collect();
         std::fs::create_dir_all(&dir)?;
+        for created in &missing {
+            let parent = created.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            sync_dir(parent)?;
+        }
         Ok(OsDisk { dir })
     }
 
@@ -114,8 +124,13 @@ impl Disk for OsDisk {
     }
 
     fn sync_dir(&self) -> io::Result<()> {
-        File::open(&self.dir)?.sync_all()
+        sync_dir(&self.dir)
     }
+}
+
+/// fsyncs a directory, making the creation, removal and renaming of its entries durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 /// A file of an [`OsDisk`].

@@ -252,6 +252,11 @@ fn power_cut_at_every_operation_seed_2() {
     power_cut_everywhere(2, 150, 3);
 }
 
+#[test]
+fn power_cut_at_every_operation_seed_3_longer() {
+    power_cut_everywhere(3, 300, 2);
+}
+
 /// The workload itself exercises what it should (a guard against a generator that drifts).
 #[test]
 fn the_workload_covers_every_kind_of_operation() {

@@ -405,3 +405,10 @@ fn a_headerless_segment_with_records_is_corruption_not_a_crash() {
     let err = Wal::open(disk, opts()).unwrap_err();
     assert!(matches!(&err, WalError::Corrupt { segment, .. } if segment == last), "{err}");
 }
+
+#[test]
+fn the_log_can_be_shared_between_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Wal<MemDisk>>();
+    send_sync::<Wal<wal::OsDisk>>();
+}
