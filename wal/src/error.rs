@@ -30,8 +30,9 @@ pub enum WalError {
     /// `entries(low, high)` with `low > high`.
     #[error("invalid entry range {low}..{high}")]
     InvalidRange { low: u64, high: u64 },
-    /// Appended entries do not follow the log or each other.
-    #[error("log gap: expected an entry at index {expected} at most, got {got}")]
+    /// Appended entries do not follow the log or each other: entry `got` came where
+    /// `expected` was due (or, for the first entry, anything up to it).
+    #[error("log gap: entry {got} where {expected} was due")]
     Gap { expected: u64, got: u64 },
     /// `compact` to an index beyond the last one.
     #[error("cannot compact to index {index}: the log ends at {last_index}")]
