@@ -44,6 +44,7 @@
 //! is durable. Reads go on answering from memory.
 
 mod disk;
+mod dyn_disk;
 mod error;
 mod mem_disk;
 mod record;
@@ -56,6 +57,7 @@ use std::path::Path;
 use tracing::{debug, info};
 
 pub use disk::{Disk, DiskFile, OsDisk, OsFile};
+pub use dyn_disk::DynDisk;
 pub use error::WalError;
 #[cfg(feature = "fault-injection")]
 pub use mem_disk::CrashMode;
@@ -82,10 +84,11 @@ pub struct LogEntry {
 }
 
 impl LogEntry {
-    /// The size counted against `max_bytes` in [`Wal::entries`]: the data and the 16 bytes of
-    /// index and term, as in the entry's record.
+    /// The size counted against `max_bytes` in [`Wal::entries`]: the data's, which is what the
+    /// caller stores (a node stores the encoded Raft entry, so this is the size a message
+    /// carrying it has, which is what its `max_bytes` limits).
     pub fn size(&self) -> u64 {
-        16 + self.data.len() as u64
+        self.data.len() as u64
     }
 }
 

@@ -244,14 +244,14 @@ fn compaction_after_a_truncation_keeps_what_replay_needs() {
 fn entries_respects_bounds_and_max_bytes() {
     let disk = MemDisk::new();
     let mut wal = open(&disk);
-    wal.append(None, &entries(1..=10, 1, 84)).unwrap(); // 100 bytes each, with index and term
+    wal.append(None, &entries(1..=10, 1, 100)).unwrap(); // 100 bytes of data each
     wal.compact(2).unwrap();
     assert!(matches!(wal.entries(2, 5, None), Err(WalError::Compacted { .. })));
     assert!(matches!(wal.entries(3, 12, None), Err(WalError::Unavailable { index: 11, last_index: 10 })));
     assert!(matches!(wal.entries(5, 4, None), Err(WalError::InvalidRange { low: 5, high: 4 })));
     assert_eq!(wal.entries(5, 5, None).unwrap(), vec![]);
     assert_eq!(wal.entries(3, 11, None).unwrap().len(), 8);
-    assert_eq!(wal.entries(3, 11, Some(0)).unwrap(), entries(3..=3, 1, 84), "at least one");
+    assert_eq!(wal.entries(3, 11, Some(0)).unwrap(), entries(3..=3, 1, 100), "at least one");
     assert_eq!(wal.entries(3, 11, Some(299)).unwrap().len(), 2);
     assert_eq!(wal.entries(3, 11, Some(300)).unwrap().len(), 3);
     assert_eq!(wal.entries(3, 5, Some(10_000)).unwrap().len(), 2);
