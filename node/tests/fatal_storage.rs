@@ -13,48 +13,72 @@ use kvnode::member::{self, Listeners};
 use kvnode::storage::{Store, StoreOptions};
 use kvnode::tls::NodeTls;
 use raftkv_testkit::free_addr;
-use redb::StorageBackend;
 use redb::backends::InMemoryBackend;
 use support::test_flags;
+use wal::{Disk, DiskFile, MemDisk, MemFile};
 
-/// An in-memory disk whose writes and flushes start failing when `broken` is set.
-#[derive(Debug)]
+/// An in-memory WAL directory whose writes and flushes start failing when `broken` is set.
+#[derive(Debug, Clone)]
 struct BreakableDisk {
-    inner: InMemoryBackend,
+    inner: MemDisk,
     broken: Arc<AtomicBool>,
 }
 
-impl BreakableDisk {
-    fn check(&self) -> io::Result<()> {
-        if self.broken.load(Ordering::SeqCst) {
-            Err(io::Error::other("injected disk failure"))
-        } else {
-            Ok(())
-        }
+#[derive(Debug)]
+struct BreakableFile {
+    inner: MemFile,
+    broken: Arc<AtomicBool>,
+}
+
+fn check(broken: &AtomicBool) -> io::Result<()> {
+    if broken.load(Ordering::SeqCst) { Err(io::Error::other("injected disk failure")) } else { Ok(()) }
+}
+
+impl Disk for BreakableDisk {
+    type File = BreakableFile;
+
+    fn list(&self) -> io::Result<Vec<String>> {
+        self.inner.list()
+    }
+    fn create(&self, name: &str) -> io::Result<BreakableFile> {
+        check(&self.broken)?;
+        Ok(BreakableFile { inner: self.inner.create(name)?, broken: self.broken.clone() })
+    }
+    fn open(&self, name: &str) -> io::Result<BreakableFile> {
+        Ok(BreakableFile { inner: self.inner.open(name)?, broken: self.broken.clone() })
+    }
+    fn remove(&self, name: &str) -> io::Result<()> {
+        check(&self.broken)?;
+        self.inner.remove(name)
+    }
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        check(&self.broken)?;
+        self.inner.rename(from, to)
+    }
+    fn sync_dir(&self) -> io::Result<()> {
+        check(&self.broken)?;
+        self.inner.sync_dir()
     }
 }
 
-impl StorageBackend for BreakableDisk {
+impl DiskFile for BreakableFile {
     fn len(&self) -> io::Result<u64> {
         self.inner.len()
     }
-    fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
-        self.inner.read(offset, out)
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read_at(offset, buf)
     }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.check()?;
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        check(&self.broken)?;
+        self.inner.write_at(offset, data)
+    }
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        check(&self.broken)?;
         self.inner.set_len(len)
     }
-    fn sync_data(&self) -> io::Result<()> {
-        self.check()?;
+    fn sync_data(&mut self) -> io::Result<()> {
+        check(&self.broken)?;
         self.inner.sync_data()
-    }
-    fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        self.check()?;
-        self.inner.write(offset, data)
-    }
-    fn close(&self) -> io::Result<()> {
-        self.inner.close()
     }
 }
 
@@ -66,8 +90,9 @@ async fn a_failing_log_disk_stops_the_member_with_a_fatal_error() {
     let mut flags = test_flags("solo", dir.path(), c, p, m);
     flags.initial_cluster = format!("solo={}", flags.initial_advertise_peer_urls[0]);
     let broken = Arc::new(AtomicBool::new(false));
-    let log = BreakableDisk { inner: InMemoryBackend::new(), broken: broken.clone() };
-    let store = Store::open_backends(log, InMemoryBackend::new(), StoreOptions::default()).expect("store");
+    let log = BreakableDisk { inner: MemDisk::new(), broken: broken.clone() };
+    let options = StoreOptions { wal_segment_bytes: 1 << 20, ..StoreOptions::default() };
+    let store = Store::open_backends(log, InMemoryBackend::new(), options).expect("store");
     let tls = NodeTls::from_flags(&flags).expect("plain");
     let listeners = Listeners::bind(&flags).await.expect("bind");
     let running = member::start_on_store(flags, listeners, tls, store).await.expect("starts");

@@ -1,4 +1,4 @@
-//! Crash safety of the member database.
+//! Crash safety of the member's storage: the WAL and the key-space database together.
 //!
 //! A simulated driver persists log entries (fsynced), applies them (not fsynced) and compacts
 //! both the Raft log and the key-value history. Each entry is a counter transaction that only
@@ -6,10 +6,12 @@
 //! writes a `bad/<index>` key: an entry applied twice or skipped leaves a visible trace.
 //!
 //! Two ways to crash:
-//! - in process, through a redb storage backend that cuts the power at the N-th write or sync,
-//!   for every N over a whole run; what reaches the "disk" is what was synced, plus (in the
-//!   harsher mode) a seeded random subset of the unsynced writes, some torn at 512 bytes;
-//! - a child process (this test binary, re-run with an env var) writing to a real file and
+//! - in process, through a redb storage backend and a WAL directory on one power supply that
+//!   is cut at the N-th mutating call (a write, a set_len, an fsync, a file created, renamed or
+//!   removed in the WAL), for every N over a whole run; what reaches the "disk" is what was
+//!   synced, plus (in the harsher mode) a seeded random subset of the unsynced writes, some
+//!   torn at 512 bytes, and a prefix of the unsynced directory changes;
+//! - a child process (this test binary, re-run with an env var) writing to real files and
 //!   killed with SIGKILL after a seeded number of acknowledged writes, then reopened.
 
 mod common;
@@ -32,6 +34,7 @@ use prost::Message;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use redb::StorageBackend;
+use wal::MemDisk;
 
 // ---------------------------------------------------------------------------------------------
 // The workload
@@ -192,15 +195,14 @@ struct FileState {
     pending: Vec<Pending>,
 }
 
-/// The member's two database files, `LOG` and `STATE_MACHINE`.
-const LOG: usize = 0;
-const STATE_MACHINE: usize = 1;
-
-/// A disk holding the member's two files, which lose power together.
+/// A disk holding the member's key-space database and its WAL directory, which lose power
+/// together. The WAL's files are a [`MemDisk`], which models their durability itself; this
+/// disk only counts and cuts the mutating calls of both.
 #[derive(Debug, Default)]
 struct DiskState {
-    files: [FileState; 2],
-    /// Mutating calls (write, set_len, sync) on either file so far.
+    kv: FileState,
+    wal: MemDisk,
+    /// Mutating calls (write, set_len, sync, and the WAL's directory changes) so far.
     ops: u64,
     /// The mutating call at which the power goes out.
     fail_at: Option<u64>,
@@ -218,14 +220,26 @@ enum CrashMode {
     PartialUnsynced,
 }
 
-/// What is on the platter after a power cut: one image per file.
-type Images = [Vec<u8>; 2];
+/// What is on the platter after a power cut.
+#[derive(Debug)]
+struct Images {
+    kv: Vec<u8>,
+    /// A WAL directory of its own (not shared with the disk it came from).
+    wal: MemDisk,
+}
+
+impl Clone for Images {
+    /// A deep copy: a `MemDisk` clone would share its files, and each reopening of an image
+    /// must start from the same bytes.
+    fn clone(&self) -> Self {
+        Images { kv: self.kv.clone(), wal: self.wal.crash(wal::CrashMode::Durable) }
+    }
+}
 
 impl Disk {
     fn with_images(images: Images) -> Self {
-        let files =
-            images.map(|image| FileState { data: image.clone(), durable: image, pending: Vec::new() });
-        Disk(Arc::new(Mutex::new(DiskState { files, ..Default::default() })))
+        let kv = FileState { data: images.kv.clone(), durable: images.kv, pending: Vec::new() };
+        Disk(Arc::new(Mutex::new(DiskState { kv, wal: images.wal, ..Default::default() })))
     }
 
     fn cut_power_at(&self, op: u64) {
@@ -236,43 +250,52 @@ impl Disk {
         self.0.lock().unwrap().ops
     }
 
+    /// Counts a mutating call; fails it (and everything after) once the power is out.
+    fn mutate(&self) -> io::Result<()> {
+        mutate(&mut self.0.lock().unwrap())
+    }
+
+    fn wal(&self) -> MemDisk {
+        self.0.lock().unwrap().wal.clone()
+    }
+
     /// Cuts the power (if not already) and returns what is on the platter afterwards.
     fn crash(&self, mode: CrashMode, rng: &mut ChaCha8Rng) -> Images {
         let mut s = self.0.lock().unwrap();
         s.dead = true;
-        let crash_file = |file: &FileState, rng: &mut ChaCha8Rng| {
-            let mut image = file.durable.clone();
-            for p in &file.pending {
-                match p {
-                    Pending::SetLen(len) => image.resize(*len as usize, 0),
-                    Pending::Write(off, bytes) => {
-                        let keep = match mode {
-                            CrashMode::LoseUnsynced => 0,
-                            CrashMode::PartialUnsynced => match rng.random_range(0..3) {
-                                0 => 0,
-                                1 => bytes.len(),
-                                _ => rng.random_range(0..=bytes.len() / 512) * 512,
-                            },
-                        };
-                        let end = *off as usize + keep;
-                        if image.len() < end {
-                            image.resize(end, 0);
-                        }
-                        image[*off as usize..end].copy_from_slice(&bytes[..keep]);
+        let mut image = s.kv.durable.clone();
+        for p in &s.kv.pending {
+            match p {
+                Pending::SetLen(len) => image.resize(*len as usize, 0),
+                Pending::Write(off, bytes) => {
+                    let keep = match mode {
+                        CrashMode::LoseUnsynced => 0,
+                        CrashMode::PartialUnsynced => match rng.random_range(0..3) {
+                            0 => 0,
+                            1 => bytes.len(),
+                            _ => rng.random_range(0..=bytes.len() / 512) * 512,
+                        },
+                    };
+                    let end = *off as usize + keep;
+                    if image.len() < end {
+                        image.resize(end, 0);
                     }
+                    image[*off as usize..end].copy_from_slice(&bytes[..keep]);
                 }
             }
-            image
+        }
+        let wal_mode = match mode {
+            CrashMode::LoseUnsynced => wal::CrashMode::Durable,
+            CrashMode::PartialUnsynced => wal::CrashMode::Harsh { seed: rng.random() },
         };
-        [crash_file(&s.files[LOG], rng), crash_file(&s.files[STATE_MACHINE], rng)]
+        Images { kv: image, wal: s.wal.crash(wal_mode) }
     }
 }
 
-/// One of the two files, as a redb storage backend.
+/// The key-space database file, as a redb storage backend.
 #[derive(Debug)]
 struct CrashBackend {
     disk: Disk,
-    file: usize,
 }
 
 fn power_cut() -> io::Error {
@@ -295,7 +318,7 @@ fn mutate(s: &mut DiskState) -> io::Result<()> {
 impl StorageBackend for CrashBackend {
     fn len(&self) -> io::Result<u64> {
         let s = self.disk.0.lock().unwrap();
-        if s.dead { Err(power_cut()) } else { Ok(s.files[self.file].data.len() as u64) }
+        if s.dead { Err(power_cut()) } else { Ok(s.kv.data.len() as u64) }
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
@@ -303,10 +326,10 @@ impl StorageBackend for CrashBackend {
         if s.dead {
             return Err(power_cut());
         }
-        let src = s.files[self.file]
-            .data
-            .get(offset as usize..offset as usize + out.len())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "read past end"))?;
+        let src =
+            s.kv.data
+                .get(offset as usize..offset as usize + out.len())
+                .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "read past end"))?;
         out.copy_from_slice(src);
         Ok(())
     }
@@ -314,34 +337,96 @@ impl StorageBackend for CrashBackend {
     fn set_len(&self, len: u64) -> io::Result<()> {
         let mut s = self.disk.0.lock().unwrap();
         mutate(&mut s)?;
-        let f = &mut s.files[self.file];
-        f.data.resize(len as usize, 0);
-        f.pending.push(Pending::SetLen(len));
+        s.kv.data.resize(len as usize, 0);
+        s.kv.pending.push(Pending::SetLen(len));
         Ok(())
     }
 
     fn sync_data(&self) -> io::Result<()> {
         let mut s = self.disk.0.lock().unwrap();
         mutate(&mut s)?;
-        let f = &mut s.files[self.file];
-        f.durable = f.data.clone();
-        f.pending.clear();
+        s.kv.durable = s.kv.data.clone();
+        s.kv.pending.clear();
         Ok(())
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         let mut s = self.disk.0.lock().unwrap();
         mutate(&mut s)?;
-        let f = &mut s.files[self.file];
         let end = offset as usize + data.len();
-        if f.data.len() < end {
-            f.data.resize(end, 0);
+        if s.kv.data.len() < end {
+            s.kv.data.resize(end, 0);
         }
-        f.data[offset as usize..end].copy_from_slice(data);
-        f.pending.push(Pending::Write(offset, data.to_vec()));
+        s.kv.data[offset as usize..end].copy_from_slice(data);
+        s.kv.pending.push(Pending::Write(offset, data.to_vec()));
         Ok(())
     }
 }
+
+/// The WAL directory on the same power supply: every mutating call is counted (and refused
+/// once the power is out) before the `MemDisk` carries it out.
+#[derive(Debug, Clone)]
+struct CrashWal {
+    disk: Disk,
+    files: MemDisk,
+}
+
+#[derive(Debug)]
+struct CrashWalFile {
+    disk: Disk,
+    file: wal::MemFile,
+}
+
+impl wal::Disk for CrashWal {
+    type File = CrashWalFile;
+
+    fn list(&self) -> io::Result<Vec<String>> {
+        self.files.list()
+    }
+    fn create(&self, name: &str) -> io::Result<CrashWalFile> {
+        self.disk.mutate()?;
+        Ok(CrashWalFile { disk: self.disk.clone(), file: self.files.create(name)? })
+    }
+    fn open(&self, name: &str) -> io::Result<CrashWalFile> {
+        Ok(CrashWalFile { disk: self.disk.clone(), file: self.files.open(name)? })
+    }
+    fn remove(&self, name: &str) -> io::Result<()> {
+        self.disk.mutate()?;
+        self.files.remove(name)
+    }
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        self.disk.mutate()?;
+        self.files.rename(from, to)
+    }
+    fn sync_dir(&self) -> io::Result<()> {
+        self.disk.mutate()?;
+        self.files.sync_dir()
+    }
+}
+
+impl wal::DiskFile for CrashWalFile {
+    fn len(&self) -> io::Result<u64> {
+        self.file.len()
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.file.read_at(offset, buf)
+    }
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.disk.mutate()?;
+        self.file.write_at(offset, data)
+    }
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        self.disk.mutate()?;
+        self.file.set_len(len)
+    }
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.disk.mutate()?;
+        self.file.sync_data()
+    }
+}
+
+/// Small WAL segments, so the runs cut, fill and release several of them.
+const WAL_SEGMENT_BYTES: u64 = 2048;
 
 fn open_on(disk: &Disk) -> Result<Store, StoreError> {
     open_verifying(disk, false)
@@ -351,9 +436,9 @@ fn open_on(disk: &Disk) -> Result<Store, StoreError> {
 /// without it: redb verifies everything when it repairs after an unclean shutdown).
 fn open_verifying(disk: &Disk, verify_on_open: bool) -> Result<Store, StoreError> {
     Store::open_backends(
-        CrashBackend { disk: disk.clone(), file: LOG },
-        CrashBackend { disk: disk.clone(), file: STATE_MACHINE },
-        StoreOptions { cache_size: 4 << 20, log_cache_size: 4 << 20, verify_on_open },
+        CrashWal { disk: disk.clone(), files: disk.wal() },
+        CrashBackend { disk: disk.clone() },
+        StoreOptions { cache_size: 4 << 20, wal_segment_bytes: WAL_SEGMENT_BYTES, verify_on_open },
     )
 }
 

@@ -265,7 +265,7 @@ fn opening_fails_with_typed_errors() {
     let StoreError::Open { source, .. } = &err else { panic!("{err}") };
     assert!(matches!(**source, StoreError::AlreadyOpen), "{err}");
 
-    // The state machine without its log (the log file lost or from another member): the
+    // The state machine without its log (the WAL lost or from another member): the
     // entries above its durable point are gone, so opening must refuse, not serve stale data.
     let dir = tempfile::tempdir().unwrap();
     {
@@ -273,7 +273,7 @@ fn opening_fails_with_typed_errors() {
         fill(&store, 3);
         store.sync().unwrap();
     }
-    std::fs::remove_file(dir.path().join(kvnode::storage::LOG_FILE)).unwrap();
+    std::fs::remove_dir_all(dir.path().join(kvnode::storage::WAL_DIR)).unwrap();
     let err = Store::open(dir.path()).unwrap_err();
     let StoreError::Open { source, .. } = &err else { panic!("{err}") };
     assert!(matches!(**source, StoreError::Corrupt(_)), "{err}");
@@ -294,7 +294,7 @@ fn a_damaged_database_file_is_reported_not_panicked_on() {
         fill(&store, 20);
         store.sync().unwrap();
     }
-    for file in [kvnode::storage::DB_FILE, kvnode::storage::LOG_FILE] {
+    for file in [kvnode::storage::DB_FILE] {
         let path = dir.path().join(file);
         let pristine = std::fs::read(&path).unwrap();
         let page = 4096;
@@ -333,4 +333,132 @@ fn a_damaged_database_file_is_reported_not_panicked_on() {
         std::fs::write(&path, &pristine).unwrap();
         assert!(refused >= 1, "{file}: no damage was detected at all");
     }
+}
+
+/// The one WAL segment of a store in `dir`.
+fn only_segment(dir: &std::path::Path) -> std::path::PathBuf {
+    let wal = dir.join(kvnode::storage::WAL_DIR);
+    let segments: Vec<_> = std::fs::read_dir(&wal)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    assert_eq!(segments.len(), 1, "{segments:?}");
+    segments.into_iter().next().unwrap()
+}
+
+/// Damage to the WAL is refused with a corruption error, never served: a garbled segment
+/// header, and a garbled record whose loss would leave the key space ahead of its log.
+#[test]
+fn a_damaged_wal_is_reported_not_served() {
+    for (what, offset) in [("segment header", 0usize), ("first entry", 200)] {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            fill(&store, 20);
+            store.sync().unwrap();
+        }
+        let segment = only_segment(dir.path());
+        let mut bytes = std::fs::read(&segment).unwrap();
+        for b in &mut bytes[offset..offset + 64] {
+            *b ^= 0x5A;
+        }
+        std::fs::write(&segment, &bytes).unwrap();
+        let err = Store::open(dir.path()).unwrap_err();
+        let StoreError::Open { source, .. } = &err else { panic!("{what}: {err}") };
+        assert!(matches!(**source, StoreError::Corrupt(_)), "{what}: {err}");
+    }
+}
+
+/// The log tables of the redb log database earlier versions kept (`raft.redb`).
+mod legacy {
+    use redb::TableDefinition;
+    pub const RAFT_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
+    pub const RAFT_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_state");
+    pub const LOG_META: TableDefinition<&str, u64> = TableDefinition::new("log_meta");
+}
+
+/// Turns a data directory of this version back into one of the earlier layout: the WAL's
+/// contents written to `raft.redb` as those versions did, the WAL removed.
+fn to_legacy_layout(dir: &std::path::Path, hard_state: HardState, snapshot: (u64, u64), log: &[Entry]) {
+    std::fs::remove_dir_all(dir.join(kvnode::storage::WAL_DIR)).unwrap();
+    let db = redb::Database::create(dir.join(kvnode::storage::LEGACY_LOG_FILE)).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut t = txn.open_table(legacy::RAFT_LOG).unwrap();
+        for e in log {
+            t.insert(e.index, e.encode_to_vec().as_slice()).unwrap();
+        }
+        let mut t = txn.open_table(legacy::RAFT_STATE).unwrap();
+        t.insert("hard_state", hard_state.encode_to_vec().as_slice()).unwrap();
+        let mut t = txn.open_table(legacy::LOG_META).unwrap();
+        t.insert("snapshot_index", snapshot.0).unwrap();
+        t.insert("snapshot_term", snapshot.1).unwrap();
+    }
+    txn.commit().unwrap();
+}
+
+/// A data directory of an earlier version (the log in `raft.redb`) is migrated into the WAL
+/// on first open, entries, hard state and snapshot point intact; and the migration is
+/// redone or finished whatever step a crash cut it at.
+#[test]
+fn a_legacy_redb_log_is_moved_into_the_wal_on_first_open() {
+    let hs = HardState { current_term: 4, voted_for: 2, commit: 8 };
+    // Entries 7..=12 of which 1..=8 are applied; the log was compacted to 6 (term 1).
+    let build = |dir: &std::path::Path| {
+        {
+            let store = Store::open(dir).unwrap();
+            fill(&store, 8);
+            store.sync().unwrap();
+        }
+        let mut log: Vec<Entry> = (7..=8).map(|i| entry(i, 1)).collect();
+        log.extend(entries(9, 12, 4));
+        to_legacy_layout(dir, hs, (6, 1), &log);
+        log
+    };
+    let check = |dir: &std::path::Path, log: &[Entry], what: &str| {
+        let store = Store::open(dir).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let raft = store.raft();
+        assert_eq!(raft.hard_state().unwrap(), hs, "{what}");
+        assert_eq!((raft.first_index().unwrap(), raft.last_index().unwrap()), (7, 12), "{what}");
+        assert_eq!(raft.term(6).unwrap(), 1, "{what}");
+        assert_eq!(raft.entries(7, 13, None).unwrap(), log, "{what}");
+        assert!(!dir.join(kvnode::storage::LEGACY_LOG_FILE).exists(), "{what}: raft.redb is gone");
+        assert!(!dir.join("wal.migrating").exists(), "{what}");
+        drop(store);
+        // And the migrated log is the one a second open finds.
+        let store = Store::open(dir).unwrap();
+        assert_eq!(store.raft().entries(7, 13, None).unwrap(), log, "{what}: reopened");
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let log = build(dir.path());
+    check(dir.path(), &log, "plain migration");
+
+    // A crash while the copy was written: a partial `wal.migrating/` is discarded, redone.
+    let dir = tempfile::tempdir().unwrap();
+    let log = build(dir.path());
+    let partial = dir.path().join("wal.migrating");
+    std::fs::create_dir(&partial).unwrap();
+    std::fs::write(partial.join("0000000000000000-0000000000000001.wal"), b"half a segment").unwrap();
+    check(dir.path(), &log, "after a crash during the copy");
+
+    // A crash after the copy was renamed into place, before `raft.redb` was removed: the WAL
+    // is the log, the old file is only removed (a different old log proves it is not read).
+    let dir = tempfile::tempdir().unwrap();
+    let log = build(dir.path());
+    {
+        let store = Store::open(dir.path()).unwrap();
+        drop(store);
+    }
+    to_legacy_layout_beside_the_wal(dir.path());
+    check(dir.path(), &log, "after a crash before the old file was removed");
+}
+
+/// Leaves a stale `raft.redb` (holding nothing the WAL holds) next to a migrated WAL.
+fn to_legacy_layout_beside_the_wal(dir: &std::path::Path) {
+    let db = redb::Database::create(dir.join(kvnode::storage::LEGACY_LOG_FILE)).unwrap();
+    let txn = db.begin_write().unwrap();
+    txn.open_table(legacy::RAFT_LOG).unwrap().insert(1, b"not an entry".as_slice()).unwrap();
+    txn.commit().unwrap();
 }

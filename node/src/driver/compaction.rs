@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 
 use tracing::debug;
 
-use crate::storage::{RedbRaftStorage, StoreError};
+use crate::storage::{StoreError, WalRaftStorage};
 
 /// Applied entries above this many bytes trigger a compaction before `snapshot_count`.
 pub(crate) const MAX_LOG_BYTES: u64 = 64 * 1024 * 1024;
@@ -42,7 +42,7 @@ impl Compactor {
     /// Compacts the log if the policy says so. Returns the index compacted to, if any.
     pub(crate) fn maybe_compact(
         &mut self,
-        storage: &RedbRaftStorage,
+        storage: &WalRaftStorage,
         applied: u64,
         durable_applied: u64,
     ) -> Result<Option<u64>, StoreError> {

@@ -39,7 +39,7 @@ use tracing::{debug, error, info, warn};
 use crate::metrics::Metrics;
 use crate::proto::raftpb::{RaftMessage, raft_message};
 use crate::raft::{RaftError, RawNode, Ready, Role, Storage as _};
-use crate::storage::{ApplyResult, KvStore, MemberChange, RedbRaftStorage};
+use crate::storage::{ApplyResult, KvStore, MemberChange, WalRaftStorage};
 
 use apply::Applier;
 use compaction::Compactor;
@@ -94,8 +94,8 @@ pub struct Started {
 /// Everything the loop owns.
 struct RaftLoop {
     id: u64,
-    node: RawNode<Arc<RedbRaftStorage>>,
-    storage: Arc<RedbRaftStorage>,
+    node: RawNode<Arc<WalRaftStorage>>,
+    storage: Arc<WalRaftStorage>,
     kv: KvStore,
     peers: PeerSenders,
     metrics: Arc<Metrics>,
@@ -120,8 +120,8 @@ struct RaftLoop {
 
 /// Starts the loop on its own thread. `runtime` runs the peer sender tasks.
 pub fn start(
-    node: RawNode<Arc<RedbRaftStorage>>,
-    storage: Arc<RedbRaftStorage>,
+    node: RawNode<Arc<WalRaftStorage>>,
+    storage: Arc<WalRaftStorage>,
     kv: KvStore,
     peers: PeerSenders,
     metrics: Arc<Metrics>,

@@ -23,7 +23,7 @@ use tracing::info;
 
 use super::error::StoreError;
 use super::tables::{ALARMS, KEY_REVS, KV, LEASE_KEYS, LEASES, MEMBERS, MEMBERSHIP, META, REVS};
-use super::{Part, Store, builder};
+use super::{Store, builder};
 
 /// Rows copied per write transaction of the new file.
 const ROWS_PER_COMMIT: usize = 100_000;
@@ -56,7 +56,7 @@ impl Store {
         let size_before = self.file_size()?;
         let copy = copy_path(path);
         remove_if_present(&copy)?;
-        let fresh = builder(self.options, Part::StateMachine).create(&copy)?;
+        let fresh = builder(self.options).create(&copy)?;
         let source = slot.get().begin_read()?;
         copy_everything(&source, &fresh)?;
         drop(source);

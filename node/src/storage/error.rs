@@ -59,6 +59,32 @@ pub enum StoreError {
     /// A snapshot whose metadata and data disagree.
     #[error("invalid snapshot: {0}")]
     InvalidSnapshot(String),
+    /// The write-ahead log refused or failed an operation (other than I/O and corruption,
+    /// which get the variants above).
+    #[error("write-ahead log: {0}")]
+    Wal(wal::WalError),
+}
+
+impl From<wal::WalError> for StoreError {
+    /// A full disk and corruption keep their own variants, so the NOSPACE alarm and the
+    /// corruption handling see the WAL's failures as they see the database's.
+    fn from(e: wal::WalError) -> Self {
+        match e {
+            wal::WalError::Io { ref source, .. }
+                if matches!(source.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded) =>
+            {
+                StoreError::DiskFull(io::Error::new(source.kind(), e.to_string()))
+            }
+            wal::WalError::Io { ref source, .. } => {
+                StoreError::Io(io::Error::new(source.kind(), e.to_string()))
+            }
+            wal::WalError::Corrupt { .. } => StoreError::Corrupt(e.to_string()),
+            wal::WalError::Gap { expected, got } => {
+                StoreError::LogGap { last: expected.saturating_sub(1), got }
+            }
+            other => StoreError::Wal(other),
+        }
+    }
 }
 
 impl StoreError {

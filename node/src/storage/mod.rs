@@ -1,23 +1,27 @@
-//! A member's durable state in two redb databases in its data directory:
+//! A member's durable state in its data directory, in two stores:
 //!
-//! - `raft.redb`, the Raft log and hard state ([`RedbRaftStorage`]): fsynced before anything
-//!   that depends on it is sent, and small, so an fsync writes a few pages;
+//! - `wal/`, the Raft log, hard state and snapshot point ([`WalRaftStorage`] over the `wal`
+//!   crate): an append-only segmented log, fdatasynced before anything that depends on it is
+//!   sent, so a Ready costs one sequential write and one flush;
 //! - `member.redb`, the replicated key-value state machine ([`KvStore`]) with its applied
 //!   index: committed without an fsync on every apply and made durable in batches, like etcd's
 //!   bbolt backend next to its WAL.
 //!
-//! Keeping them apart is what makes a write cost one small fsync: in one shared file, every
-//! fsync of the log also flushed the pages every apply since the last one had dirtied. The
-//! price is that the two files must be kept consistent across crashes, which three rules do:
-//! entries are applied only once they are in the log; the log is compacted only up to the
-//! state machine's durable applied index; and a snapshot is installed state machine first, log
-//! second, with the log half redone on open if a crash cut it off.
+//! Keeping them apart is what makes a write cost one small flush. The price is that the two
+//! must be kept consistent across crashes, which three rules do: entries are applied only
+//! once they are in the log; the log is compacted only up to the state machine's durable
+//! applied index; and a snapshot is installed state machine first, log second, with the log
+//! half redone on open if a crash cut it off.
+//!
+//! Data directories of earlier versions kept the log in a redb database, `raft.redb`; it is
+//! moved into the WAL on the first open (see `legacy_log.rs`).
 
 pub mod backup;
 mod codec;
 mod defrag;
 mod error;
 pub mod kv;
+mod legacy_log;
 mod raft_log;
 mod snapshot;
 mod tables;
@@ -32,24 +36,16 @@ pub use error::{KvError, StoreError};
 pub use kv::{
     ApplyResult, AttachedKeys, Changes, Command, KvHash, KvStore, LeaseChange, MemberChange, Outcome,
 };
-pub use raft_log::RedbRaftStorage;
+pub use legacy_log::{LEGACY_LOG_FILE, WAL_DIR};
+pub use raft_log::WalRaftStorage;
 
-use tables::{
-    ALARMS, KEY_REVS, KV, LEASE_KEYS, LEASES, LOG_META, MEMBERS, MEMBERSHIP, META, META_REVISION, RAFT_LOG,
-    RAFT_STATE, REVS,
-};
+use tables::{ALARMS, KEY_REVS, KV, LEASE_KEYS, LEASES, MEMBERS, MEMBERSHIP, META, META_REVISION, REVS};
+use wal::{Disk, DynDisk, MemDisk, OsDisk, Wal, WalOptions};
 
 /// File name of the state-machine database inside the data directory.
 pub const DB_FILE: &str = "member.redb";
-/// File name of the log database inside the data directory.
-pub const LOG_FILE: &str = "raft.redb";
-
-/// Which of a member's two databases.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Part {
-    Log,
-    StateMachine,
-}
+/// WAL segments of a store in memory: small, since memory segments are preallocated too.
+const IN_MEMORY_SEGMENT_BYTES: u64 = 1 << 20;
 
 /// Tuning of the database.
 #[derive(Debug, Clone, Copy)]
@@ -58,9 +54,8 @@ pub struct StoreOptions {
     /// when several members share a machine in tests; 64 MiB holds the hot part of a typical
     /// key space.
     pub cache_size: usize,
-    /// Bytes of page cache for the log database. Its hot part is the tail of the log (what a
-    /// follower slightly behind is sent), so it needs far less than the key space.
-    pub log_cache_size: usize,
+    /// Size of the WAL's segment files (preallocated; a new one is cut when one is full).
+    pub wal_segment_bytes: u64,
     /// Verify every page's checksum on every open. Off by default: after an unclean
     /// shutdown (a crash, kill -9, a power cut) redb finds no valid allocator state and
     /// repairs the file, which verifies every checksum anyway; after a clean one the file is
@@ -73,31 +68,37 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { cache_size: 64 * 1024 * 1024, log_cache_size: 16 * 1024 * 1024, verify_on_open: false }
+        StoreOptions {
+            cache_size: 64 * 1024 * 1024,
+            wal_segment_bytes: WalOptions::default().segment_bytes,
+            verify_on_open: false,
+        }
     }
 }
 
-fn builder(options: StoreOptions, part: Part) -> redb::Builder {
-    let cache_size = match part {
-        Part::Log => options.log_cache_size,
-        Part::StateMachine => options.cache_size,
-    };
+fn builder(options: StoreOptions) -> redb::Builder {
     let mut b = redb::Builder::new();
-    b.set_cache_size(cache_size).set_check_integrity_on_open(options.verify_on_open);
+    b.set_cache_size(options.cache_size).set_check_integrity_on_open(options.verify_on_open);
     b
+}
+
+impl StoreOptions {
+    fn wal(&self) -> WalOptions {
+        WalOptions { segment_bytes: self.wal_segment_bytes }
+    }
 }
 
 /// Creates and initializes a database at `<path>.tmp`, then renames it to `path` and syncs
 /// the directory. A leftover temporary file from an earlier crash is discarded.
-fn create_atomically(dir: &Path, path: &Path, part: Part, options: StoreOptions) -> Result<(), StoreError> {
+fn create_atomically(dir: &Path, path: &Path, options: StoreOptions) -> Result<(), StoreError> {
     let tmp = path.with_extension("redb.tmp");
     match std::fs::remove_file(&tmp) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(StoreError::from_io(e)),
     }
-    let db = builder(options, part).create(&tmp)?;
-    init_tables(&db, part)?;
+    let db = builder(options).create(&tmp)?;
+    init_tables(&db)?;
     db.close()?;
     std::fs::rename(&tmp, path).map_err(StoreError::from_io)?;
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(StoreError::from_io)?;
@@ -106,40 +107,30 @@ fn create_atomically(dir: &Path, path: &Path, part: Part, options: StoreOptions)
 
 /// Creates the tables of a fresh database (the key space starts at revision 1, as etcd's
 /// does). Idempotent.
-fn init_tables(db: &Database, part: Part) -> Result<(), StoreError> {
+fn init_tables(db: &Database) -> Result<(), StoreError> {
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)?;
-    match part {
-        Part::Log => {
-            txn.open_table(RAFT_LOG)?;
-            txn.open_table(RAFT_STATE)?;
-            txn.open_table(LOG_META)?;
-        }
-        Part::StateMachine => {
-            let mut meta = txn.open_table(META)?;
-            if meta.get(META_REVISION)?.is_none() {
-                meta.insert(META_REVISION, 1)?;
-            }
-            txn.open_table(MEMBERSHIP)?;
-            txn.open_table(KV)?;
-            txn.open_table(REVS)?;
-            txn.open_table(KEY_REVS)?;
-            txn.open_table(MEMBERS)?;
-            txn.open_table(LEASES)?;
-            txn.open_table(LEASE_KEYS)?;
-            txn.open_table(ALARMS)?;
+    {
+        let mut meta = txn.open_table(META)?;
+        if meta.get(META_REVISION)?.is_none() {
+            meta.insert(META_REVISION, 1)?;
         }
     }
+    txn.open_table(MEMBERSHIP)?;
+    txn.open_table(KV)?;
+    txn.open_table(REVS)?;
+    txn.open_table(KEY_REVS)?;
+    txn.open_table(MEMBERS)?;
+    txn.open_table(LEASES)?;
+    txn.open_table(LEASE_KEYS)?;
+    txn.open_table(ALARMS)?;
     txn.commit()?;
     Ok(())
 }
 
-/// Opens the database file of `part` in `dir`, creating it atomically if it does not exist.
-fn open_file(dir: &Path, part: Part, options: StoreOptions) -> Result<(Database, PathBuf), StoreError> {
-    let path = dir.join(match part {
-        Part::Log => LOG_FILE,
-        Part::StateMachine => DB_FILE,
-    });
+/// Opens the state-machine database in `dir`, creating it atomically if it does not exist.
+fn open_file(dir: &Path, options: StoreOptions) -> Result<(Database, PathBuf), StoreError> {
+    let path = dir.join(DB_FILE);
     let wrap = |source: StoreError| StoreError::Open { path: path.clone(), source: Box::new(source) };
     let exists = match std::fs::metadata(&path) {
         Ok(m) => m.len() > 0,
@@ -147,13 +138,11 @@ fn open_file(dir: &Path, part: Part, options: StoreOptions) -> Result<(Database,
         Err(e) => return Err(wrap(StoreError::from_io(e))),
     };
     if !exists {
-        create_atomically(dir, &path, part, options).map_err(wrap)?;
+        create_atomically(dir, &path, options).map_err(wrap)?;
     }
-    if part == Part::StateMachine {
-        // A copy left by a defragmentation that did not finish; the original is intact.
-        defrag::remove_if_present(&defrag::copy_path(&path)).map_err(wrap)?;
-    }
-    let db = builder(options, part).open(&path).map_err(|e| wrap(e.into()))?;
+    // A copy left by a defragmentation that did not finish; the original is intact.
+    defrag::remove_if_present(&defrag::copy_path(&path)).map_err(wrap)?;
+    let db = builder(options).open(&path).map_err(|e| wrap(e.into()))?;
     Ok((db, path))
 }
 
@@ -169,7 +158,7 @@ pub struct ForcedCluster {
 /// A member's open storage: the log and the state machine.
 #[derive(Debug, Clone)]
 pub struct Store {
-    raft: Arc<RedbRaftStorage>,
+    raft: Arc<WalRaftStorage>,
     kv: KvStore,
     path: Option<PathBuf>,
     options: StoreOptions,
@@ -181,10 +170,11 @@ impl Store {
         Self::open_with(dir, StoreOptions::default())
     }
 
-    /// Opens (creating if needed) `<dir>/member.redb` and `<dir>/raft.redb`. Fails with a
-    /// typed error when the directory cannot be created, a file is locked by another process,
-    /// is corrupt or is not a redb database, the disk is full, or the two files do not belong
-    /// together (one of them lost or replaced).
+    /// Opens (creating if needed) `<dir>/member.redb` and the WAL in `<dir>/wal/`, first
+    /// moving the log of an earlier version's `<dir>/raft.redb` into the WAL. Fails with a
+    /// typed error when the directory cannot be created, the database is locked by another
+    /// process, either store is corrupt, the disk is full, or the two do not belong together
+    /// (one of them lost or replaced).
     ///
     /// A new database is created under a temporary name and renamed into place once it is
     /// durable, so a crash during creation leaves either no database or a complete one, never
@@ -193,45 +183,49 @@ impl Store {
         let wrap_dir =
             |source: StoreError| StoreError::Open { path: dir.to_path_buf(), source: Box::new(source) };
         std::fs::create_dir_all(dir).map_err(|e| wrap_dir(StoreError::from_io(e)))?;
-        let (kv_db, path) = open_file(dir, Part::StateMachine, options)?;
-        let (log_db, _) = open_file(dir, Part::Log, options)?;
-        let mut store = Self::init(log_db, kv_db, options).map_err(wrap_dir)?;
+        let (kv_db, path) = open_file(dir, options)?;
+        legacy_log::migrate(dir, options.wal()).map_err(wrap_dir)?;
+        let wal_dir = dir.join(WAL_DIR);
+        let disk = OsDisk::new(&wal_dir).map_err(|e| StoreError::Open {
+            path: wal_dir.clone(),
+            source: Box::new(StoreError::from_io(e)),
+        })?;
+        let mut store = Self::init(DynDisk::new(disk), kv_db, options).map_err(wrap_dir)?;
         store.path = Some(path);
         Ok(store)
     }
 
-    /// Opens a store on any redb storage backends (log, state machine): in memory for
-    /// simulations, or backends that inject crashes in tests.
+    /// Opens a store on any WAL disk and redb storage backend (log, state machine): in
+    /// memory for simulations, or disks that inject crashes in tests.
     pub fn open_backends(
-        log: impl StorageBackend,
+        log: impl Disk,
         state_machine: impl StorageBackend,
         options: StoreOptions,
     ) -> Result<Store, StoreError> {
-        let log = builder(options, Part::Log).create_with_backend(log)?;
-        let kv = builder(options, Part::StateMachine).create_with_backend(state_machine)?;
-        Self::init(log, kv, options)
+        let kv = builder(options).create_with_backend(state_machine)?;
+        Self::init(DynDisk::new(log), kv, options)
     }
 
     /// An empty store in memory.
     pub fn in_memory() -> Result<Store, StoreError> {
         Self::open_backends(
+            MemDisk::new(),
             redb::backends::InMemoryBackend::new(),
-            redb::backends::InMemoryBackend::new(),
-            StoreOptions::default(),
+            StoreOptions { wal_segment_bytes: IN_MEMORY_SEGMENT_BYTES, ..StoreOptions::default() },
         )
     }
 
-    /// Creates any missing table, reconciles the two databases and loads the log bounds.
-    fn init(log: Database, kv: Database, options: StoreOptions) -> Result<Store, StoreError> {
-        init_tables(&log, Part::Log)?;
-        init_tables(&kv, Part::StateMachine)?;
+    /// Creates any missing table, opens the WAL and reconciles it with the key space.
+    fn init(log: DynDisk, kv: Database, options: StoreOptions) -> Result<Store, StoreError> {
+        init_tables(&kv)?;
         let kv = KvStore::new(kv)?;
-        let raft = Arc::new(RedbRaftStorage::open(Arc::new(log), kv.clone())?);
+        let wal = Wal::open(log, options.wal())?;
+        let raft = Arc::new(WalRaftStorage::open(wal, kv.clone())?);
         Ok(Store { kv, raft, path: None, options })
     }
 
     /// The Raft log side, shared with the consensus core.
-    pub fn raft(&self) -> &Arc<RedbRaftStorage> {
+    pub fn raft(&self) -> &Arc<WalRaftStorage> {
         &self.raft
     }
 

@@ -1,8 +1,8 @@
-//! The redb tables of a member's two databases and small typed accessors for the scalar ones.
+//! The redb tables of a member's database and small typed accessors for the scalar ones.
 //!
-//! - The **log database** (`raft.redb`) holds what Raft must have on disk before it answers
-//!   anyone: log entries, the hard state and the point the log was compacted to. It is small
-//!   and every write that matters is fsynced, so an fsync costs a few pages.
+//! - The **log database** (`raft.redb`) of earlier versions held log entries, the hard state
+//!   and the point the log was compacted to. The log now lives in the WAL; these tables are
+//!   read once, to move such a log into it (`legacy_log.rs`).
 //! - The **state-machine database** (`member.redb`) holds the key space, the membership and
 //!   the applied index in the same transactions (so apply is exactly-once across crashes). It
 //!   is made durable lazily, as etcd commits its bbolt backend in batches: the log holds
@@ -13,7 +13,7 @@ use redb::{ReadableTable, TableDefinition};
 
 use super::error::StoreError;
 
-// --- The log database -------------------------------------------------------------------------
+// --- The log database of earlier versions (read by the migration only) -------------------------
 
 /// Raft log: index -> prost-encoded `raftpb::Entry`.
 pub(crate) const RAFT_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");

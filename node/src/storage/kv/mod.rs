@@ -427,8 +427,8 @@ impl KvStore {
     /// because the entries stay in the Raft log (fsynced by `persist`) until a durable commit of
     /// this database ([`KvStore::sync`]) covers them, and redb commits are ordered: a crash
     /// loses at most a suffix of these commits, the applied index comes back with the state it
-    /// belongs to, and replay re-applies exactly the lost entries. Writes thus cost one fsync
-    /// of the small log database, not of the key space.
+    /// belongs to, and replay re-applies exactly the lost entries. Writes thus cost one flush
+    /// of the WAL, not of the key space.
     pub fn apply_batch(&self, cmds: &[(u64, Command<'_>)]) -> Result<Vec<ApplyResult>, StoreError> {
         let mut txn = self.db.write()?;
         txn.set_durability(Durability::None)?;
