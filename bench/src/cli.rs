@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::conn::Target;
+use crate::keys::KeyOrder;
 use crate::lease::LeaseWorkload;
 use crate::record::StopSignal;
 use crate::watch::{Placement, WatchWorkload};
@@ -118,6 +119,11 @@ pub struct RunArgs {
     /// Keys are drawn uniformly from 0..key-space.
     #[arg(long, default_value_t = 100_000)]
     pub key_space: u64,
+    /// Order of the put workload's keys: `random` (uniform over the key space) or `sequential`
+    /// (each put takes the next key, shared by all clients and wrapping at --key-space, as
+    /// etcd's `benchmark put --sequential-keys`).
+    #[arg(long, value_enum, default_value = "random")]
+    pub key_order: KeyOrder,
     /// Bytes per written value.
     #[arg(long, default_value_t = 256)]
     pub value_size: usize,
@@ -447,6 +453,17 @@ mod tests {
         assert_eq!(run.session.server_pids, vec![1, 2, 3]);
         assert_eq!(run.value_size, 256);
         assert_eq!(run.target, Target::RoundRobin);
+        assert_eq!(run.key_order, KeyOrder::Random);
+        let cli = Cli::try_parse_from([
+            "kvbench",
+            "run",
+            "--endpoints=a:1",
+            "--workload=put",
+            "--key-order=sequential",
+        ])
+        .unwrap();
+        let Command::Run(run) = cli.command else { panic!("not run") };
+        assert_eq!(run.key_order, KeyOrder::Sequential);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::cli::{
 };
 use crate::conn::Pool;
 use crate::error::BenchError;
+use crate::keys::KeySource;
 use crate::lease::{LeasePlan, Steps};
 use crate::load::{LoadSpec, LoadWorker};
 use crate::record::{
@@ -37,6 +38,7 @@ pub async fn run(args: RunArgs) -> Result<(), BenchError> {
         key_space: args.key_space,
         value_size: args.value_size,
         range_len: args.range_len,
+        key_order: args.key_order,
     };
     shape.validate()?;
     if args.clients == 0 {
@@ -45,8 +47,9 @@ pub async fn run(args: RunArgs) -> Result<(), BenchError> {
     let timeout = args.endpoints.request_timeout;
     let pool =
         Pool::open(&args.endpoints.endpoints, args.target, usize_of(args.connections)?, timeout).await?;
+    let keys = KeySource::new(args.key_order);
     let workers = (0..args.clients)
-        .map(|i| Ok(EtcdWorker::new(pool.kv_for(i)?, shape, args.seed, i)))
+        .map(|i| Ok(EtcdWorker::new(pool.kv_for(i)?, shape, keys.clone(), args.seed, i)))
         .collect::<Result<Vec<_>, BenchError>>()?;
     let stop = match (args.ops, args.duration) {
         (Some(n), _) => Stop::Ops(n),
@@ -68,6 +71,7 @@ pub async fn run(args: RunArgs) -> Result<(), BenchError> {
         connections: args.connections,
         target: args.target,
         key_space: args.key_space,
+        key_order: args.key_order,
         value_size: args.value_size as u64,
         range_len: args.range_len,
         round: args.session.round,
@@ -85,7 +89,7 @@ pub async fn run(args: RunArgs) -> Result<(), BenchError> {
         client_cpu_us_per_op: procfs::micros_per_op(cpu.client, stats.ops),
         first_error: stats.first_error.clone(),
     };
-    let l = rec.latency;
+    let l = &rec.latency;
     let human = format!(
         "{} {} clients={} conns={} target={}: {:.0} ops/s, p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, \
          {} ops, {} errors, {} conflicts in {:.2} s{}{}",
@@ -188,7 +192,7 @@ pub async fn watch(args: WatchArgs) -> Result<(), BenchError> {
         client_cpu_us_per_event: procfs::micros_per_op(stats.cpu.client, stats.events),
         first_error: stats.first_error,
     };
-    let l = rec.latency;
+    let l = &rec.latency;
     let human = format!(
         "{} {} watchers={} streams={} on={}: {:.0} puts/s (asked {}), {:.0} events/s ({:.1} % of offered), \
          event p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, {} missing, {} duplicates, {} errors in {:.2} s{}{}",
@@ -293,8 +297,8 @@ pub async fn lease(args: LeaseArgs) -> Result<(), BenchError> {
         client_cpu_us_per_op: procfs::micros_per_op(cpu.client, run.ops),
         first_error: run.first_error.clone().or(stats.cleanup.first_error),
     };
-    let (l, unit) = (rec.latency, rec.workload.ops());
-    let steps = rec.steps.map_or(String::new(), |s| {
+    let (l, unit) = (&rec.latency, rec.workload.ops());
+    let steps = rec.steps.as_ref().map_or(String::new(), |s| {
         format!(
             " (grant p50 {:.3} / p99 {:.3}, put {:.3} / {:.3}, revoke {:.3} / {:.3} ms)",
             s.grant.p50_ms, s.grant.p99_ms, s.put.p50_ms, s.put.p99_ms, s.revoke.p50_ms, s.revoke.p99_ms
@@ -574,6 +578,7 @@ mod tests {
             connections: 1,
             target: Target::All,
             key_space: 1,
+            key_order: crate::keys::KeyOrder::Random,
             value_size: 1,
             range_len: 1,
             round: 1,

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::conn::Target;
 use crate::error::BenchError;
+use crate::keys::KeyOrder;
 use crate::lease::LeaseWorkload;
 use crate::maintenance::DefragStall;
 #[cfg(test)]
@@ -59,6 +60,10 @@ pub struct RunRecord {
     pub target: Target,
     /// Keys drawn from `0..key_space`.
     pub key_space: u64,
+    /// The order of the put workload's keys; records of older kvbench versions were all
+    /// `random`.
+    #[serde(default)]
+    pub key_order: KeyOrder,
     /// Bytes per written value.
     pub value_size: u64,
     /// Keys per range (range workload only).
@@ -177,7 +182,7 @@ impl WatchRecord {
             WatchWorkload::WatchLatency => (1, 1, Placement::Followers),
             WatchWorkload::WatchFanout => (1000, 30, Placement::All),
         };
-        let latency = LatencySummary { p50_ms: 1.0, p99_ms: 2.0, p999_ms: 3.0, mean_ms: 1.0, max_ms: 4.0 };
+        let latency = LatencySummary::example();
         WatchRecord {
             system: system.into(),
             workload,
@@ -191,7 +196,7 @@ impl WatchRecord {
             elapsed_s: 10.0,
             puts: 2000,
             puts_per_s: 200.0,
-            put_latency: latency,
+            put_latency: latency.clone(),
             events: 2000 * watchers,
             events_per_s: 200.0 * watchers as f64,
             offered_events_per_s: 200.0 * watchers as f64,
@@ -259,7 +264,7 @@ pub struct LeaseRecord {
 }
 
 /// The latency of each step of a lease cycle.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepLatencies {
     /// LeaseGrant.
     pub grant: LatencySummary,
@@ -273,11 +278,11 @@ pub struct StepLatencies {
 impl LeaseRecord {
     /// A record of a clean run of `workload` against `system` at 64 clients, for tests to vary.
     pub fn example(system: &str, workload: LeaseWorkload) -> Self {
-        let latency = LatencySummary { p50_ms: 1.0, p99_ms: 2.0, p999_ms: 3.0, mean_ms: 1.0, max_ms: 4.0 };
-        let steps = (workload == LeaseWorkload::Cycle).then_some(StepLatencies {
-            grant: latency,
-            put: latency,
-            revoke: latency,
+        let latency = LatencySummary::example();
+        let steps = (workload == LeaseWorkload::Cycle).then(|| StepLatencies {
+            grant: latency.clone(),
+            put: latency.clone(),
+            revoke: latency.clone(),
         });
         LeaseRecord {
             system: system.into(),
@@ -469,6 +474,8 @@ mod tests {
         let records = read_all(old.as_bytes()).unwrap();
         let [Record::Run(run)] = records.as_slice() else { panic!("{records:?}") };
         assert_eq!((run.target, run.server_cpu_us_per_op, run.client_cpu_s), (Target::Leader, None, None));
+        assert_eq!(run.key_order, KeyOrder::Random);
+        assert!(run.latency.distribution.is_empty(), "{:?}", run.latency);
     }
 
     #[test]

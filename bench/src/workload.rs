@@ -11,14 +11,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::conn::Turns;
 use crate::error::BenchError;
-use crate::keys;
+use crate::keys::{self, KeyOrder, KeySource};
 use crate::runner::{Outcome, Worker};
 
 /// One kind of operation a run repeats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Workload {
-    /// Put a random key of the key space.
+    /// Put a key of the key space: a random one, or the next one with `--key-order sequential`.
     Put,
     /// Linearizable get of a random preloaded key (the leader confirms it still leads).
     GetLinear,
@@ -51,6 +51,8 @@ pub struct Shape {
     pub value_size: usize,
     /// Keys per range read.
     pub range_len: u64,
+    /// The order in which puts visit the key space.
+    pub key_order: KeyOrder,
 }
 
 impl Shape {
@@ -65,6 +67,12 @@ impl Shape {
                 self.range_len, self.key_space
             )));
         }
+        if self.key_order == KeyOrder::Sequential && self.workload != Workload::Put {
+            return Err(BenchError::Config(format!(
+                "--key-order sequential applies to the put workload only, not {}",
+                self.workload.name()
+            )));
+        }
         Ok(())
     }
 }
@@ -74,20 +82,22 @@ impl Shape {
 pub struct EtcdWorker {
     kv: Turns<KvClient>,
     shape: Shape,
+    keys: KeySource,
     rng: StdRng,
     value: Vec<u8>,
 }
 
 impl EtcdWorker {
-    /// A client seeded from `seed` and its index, so a run's key sequence is reproducible.
-    pub fn new(kv: Turns<KvClient>, shape: Shape, seed: u64, index: u64) -> Self {
+    /// A client seeded from `seed` and its index, so a run's random key sequence is
+    /// reproducible; its puts take their keys from `keys`, which the run's clients share.
+    pub fn new(kv: Turns<KvClient>, shape: Shape, keys: KeySource, seed: u64, index: u64) -> Self {
         let mut rng = StdRng::seed_from_u64(seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let value = keys::random_value(&mut rng, shape.value_size);
-        Self { kv, shape, rng, value }
+        Self { kv, shape, keys, rng, value }
     }
 
     async fn put(&mut self) -> Result<Outcome, BenchError> {
-        let key = keys::key(keys::pick(&mut self.rng, self.shape.key_space));
+        let key = keys::key(self.keys.next(&mut self.rng, self.shape.key_space));
         self.kv.turn().put(key, self.value.clone(), None).await?;
         Ok(Outcome::Done)
     }
@@ -181,10 +191,29 @@ mod tests {
 
     #[test]
     fn range_longer_than_key_space_is_rejected() {
-        let shape = Shape { workload: Workload::Range, key_space: 10, value_size: 1, range_len: 11 };
+        let shape = Shape {
+            workload: Workload::Range,
+            key_space: 10,
+            value_size: 1,
+            range_len: 11,
+            key_order: KeyOrder::Random,
+        };
         assert!(shape.validate().is_err());
         assert!(Shape { range_len: 10, ..shape }.validate().is_ok());
         assert!(Shape { key_space: 0, workload: Workload::Put, ..shape }.validate().is_err());
+    }
+
+    #[test]
+    fn sequential_keys_are_for_puts_only() {
+        let put = Shape {
+            workload: Workload::Put,
+            key_space: 10,
+            value_size: 1,
+            range_len: 1,
+            key_order: KeyOrder::Sequential,
+        };
+        assert!(put.validate().is_ok());
+        assert!(matches!(Shape { workload: Workload::Mixed, ..put }.validate(), Err(BenchError::Config(_))));
     }
 
     #[test]

@@ -71,13 +71,12 @@ fn fold(runs: &[&LeaseRecord]) -> Option<LeaseFolded> {
         return None;
     }
     let med = |f: fn(&LeaseRecord) -> f64| median_by(runs, f);
-    let with_steps: Vec<_> = runs.iter().filter_map(|r| r.steps).collect();
+    let with_steps: Vec<&StepLatencies> = runs.iter().filter_map(|r| r.steps.as_ref()).collect();
     let steps = (!with_steps.is_empty()).then(|| {
-        let step = |pick: fn(&StepLatencies) -> LatencySummary| {
-            let refs: Vec<_> = with_steps.iter().collect();
-            (median_by(&refs, |s| pick(s).p50_ms), median_by(&refs, |s| pick(s).p99_ms))
+        let step = |pick: fn(&StepLatencies) -> &LatencySummary| {
+            (median_by(&with_steps, |s| pick(s).p50_ms), median_by(&with_steps, |s| pick(s).p99_ms))
         };
-        [step(|s| s.grant), step(|s| s.put), step(|s| s.revoke)]
+        [step(|s| &s.grant), step(|s| &s.put), step(|s| &s.revoke)]
     });
     Some(LeaseFolded {
         rounds: runs.len(),

@@ -1,11 +1,13 @@
 //! `kvbench report`: turns a results file into the markdown tables of a benchmark session.
 //!
-//! Runs are grouped by workload shape (workload, clients, connections, target) in the order
-//! they first appear; each system's rounds are folded by the median, so one slow round of an
+//! Runs are grouped by workload shape (workload, key order, clients, connections, target) in
+//! the order they first appear; each system's rounds are folded by the median, so one slow round of an
 //! alternating sequence does not decide the comparison. A system with no runs for a shape is
 //! shown as `pending`, never as a number. A workload sent to every member request by request
 //! (target `round-robin`) is named `WORKLOAD@all`, as `scripts/bench.sh --only` names it, and
-//! a summary compares it with the same workload sent to the leader only.
+//! a summary compares it with the same workload sent to the leader only. Puts of sequential
+//! keys are named `put-seq` (`put-seq@all`), again as the script names them, and never share a
+//! row with puts of random keys.
 //!
 //! The workloads with a record kind of their own have their tables in a module each
 //! ([`lease`], [`watch`], [`maintenance`]); what folding, ratios and verdicts mean is shared from here.
@@ -13,6 +15,7 @@
 use std::fmt::Write;
 
 use crate::conn::Target;
+use crate::keys::KeyOrder;
 use crate::record::{FloorRecord, Record, RunRecord};
 use crate::workload::Workload;
 
@@ -55,7 +58,7 @@ fn floor_section(out: &mut String, records: &[Record]) {
     }
     let _ = writeln!(out, "Floor on this machine:\n");
     for (what, f) in floors {
-        let l = f.latency;
+        let l = &f.latency;
         let _ = writeln!(
             out,
             "- {what} ({}): p50 {} ms, p99 {} ms, p99.9 {} ms over {} samples",
@@ -73,6 +76,7 @@ fn floor_section(out: &mut String, records: &[Record]) {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Shape {
     workload: Workload,
+    key_order: KeyOrder,
     clients: u64,
     connections: u64,
     target: Target,
@@ -80,16 +84,24 @@ struct Shape {
 
 impl Shape {
     fn of(r: &RunRecord) -> Self {
-        Self { workload: r.workload, clients: r.clients, connections: r.connections, target: r.target }
+        Self {
+            workload: r.workload,
+            key_order: r.key_order,
+            clients: r.clients,
+            connections: r.connections,
+            target: r.target,
+        }
     }
 
-    /// The run's name: the workload, with `@all` when its requests go round-robin to every
-    /// member (the name `scripts/bench.sh --only` takes).
+    /// The run's name: [`Shape::workload_name`], with `@all` when its requests go round-robin
+    /// to every member (the name `scripts/bench.sh --only` takes).
     fn name(&self) -> String {
-        match self.target {
-            Target::RoundRobin => format!("{}@all", self.workload.name()),
-            Target::All | Target::Leader => self.workload.name(),
-        }
+        run_name(self.workload, self.key_order, self.target)
+    }
+
+    /// The workload, `-seq` appended when its keys are sequential (`put-seq`).
+    fn workload_name(&self) -> String {
+        workload_name(self.workload, self.key_order)
     }
 
     /// Every run shape in `runs`, in the order each first appears.
@@ -288,7 +300,7 @@ fn all_members_section(out: &mut String, records: &[Record], systems: &Systems) 
         let _ = writeln!(
             out,
             "| {} | {}/{} | {} | {} | {} |",
-            all.workload.name(),
+            all.workload_name(),
             all.clients,
             all.connections,
             share(b),
@@ -297,6 +309,25 @@ fn all_members_section(out: &mut String, records: &[Record], systems: &Systems) 
         );
     }
     out.push('\n');
+}
+
+/// The workload's name, `-seq` appended when its keys are sequential (`put-seq`): the run name
+/// of `scripts/bench.sh` without the target.
+pub fn workload_name(workload: Workload, key_order: KeyOrder) -> String {
+    match key_order {
+        KeyOrder::Random => workload.name(),
+        KeyOrder::Sequential => format!("{}-seq", workload.name()),
+    }
+}
+
+/// The name `scripts/bench.sh --only` gives a run: [`workload_name`], `@all` appended when its
+/// requests go round-robin to every member (`put-seq@all`).
+pub fn run_name(workload: Workload, key_order: KeyOrder, target: Target) -> String {
+    let name = workload_name(workload, key_order);
+    match target {
+        Target::RoundRobin => format!("{name}@all"),
+        Target::All | Target::Leader => name,
+    }
 }
 
 /// `met`, `**not met**`, or `pending` without a ratio.
@@ -427,6 +458,7 @@ mod tests {
             connections: 8,
             target,
             key_space: 100_000,
+            key_order: KeyOrder::Random,
             value_size: 256,
             range_len: 1000,
             round,
@@ -436,7 +468,14 @@ mod tests {
             errors: 0,
             conflicts: 0,
             throughput,
-            latency: LatencySummary { p50_ms: 1.0, p99_ms: p99, p999_ms: 9.0, mean_ms: 1.0, max_ms: 10.0 },
+            latency: LatencySummary {
+                p50_ms: 1.0,
+                p99_ms: p99,
+                p999_ms: 9.0,
+                mean_ms: 1.0,
+                max_ms: 10.0,
+                ..LatencySummary::default()
+            },
             server_peak_rss_kib: Some(1024 * round as u64 * 100),
             server_cpu_s: Some(throughput * 10.0 * 150e-6 * round as f64),
             server_cpu_us_per_op: Some(150.0 * round as f64),
@@ -512,6 +551,29 @@ mod tests {
         assert!(text.contains("| put@all | 64/8 | round-robin | raftkv | 0 | pending"), "{text}");
         let leader_only = render(&records[..1], &systems());
         assert!(!leader_only.contains("All members against"), "{leader_only}");
+    }
+
+    #[test]
+    fn sequential_puts_have_rows_of_their_own() {
+        let sequential = |record: Record| match record {
+            Record::Run(r) => Record::Run(RunRecord { key_order: KeyOrder::Sequential, ..r }),
+            other => other,
+        };
+        let records = vec![
+            run_to(Target::Leader, "etcd", Workload::Put, 1, 1000.0, 4.0),
+            sequential(run_to(Target::Leader, "etcd", Workload::Put, 1, 3000.0, 2.0)),
+            sequential(run_to(Target::RoundRobin, "etcd", Workload::Put, 1, 1500.0, 2.0)),
+            sequential(run_to(Target::Leader, "raftkv", Workload::Put, 1, 2000.0, 2.0)),
+        ];
+        let text = render(&records, &systems());
+        // Not folded together: the random run's 1000 ops/s stays alone on its row.
+        assert!(text.contains("| put | 64/8 | leader | etcd | 1 | 1000 |"), "{text}");
+        assert!(text.contains("| put-seq | 64/8 | leader | etcd | 1 | 3000 |"), "{text}");
+        assert!(text.contains("| put-seq | 64/8 | leader | raftkv | 1 | 2000 |"), "{text}");
+        assert!(text.contains("| put-seq@all | 64/8 | round-robin | etcd | 1 | 1500 |"), "{text}");
+        let summary = text.split("All members against the leader only").nth(1).unwrap();
+        assert!(summary.contains("| put-seq | 64/8 | 0.50 | pending | pending |"), "{summary}");
+        assert_eq!(run_name(Workload::Put, KeyOrder::Random, Target::All), "put");
     }
 
     #[test]
