@@ -59,6 +59,9 @@ pub enum Command {
     },
     /// Render a results file (JSON lines) as markdown tables.
     Report(ReportArgs),
+    /// Draw a results file's runs as SVG plots: throughput against clients and the latency
+    /// distribution of each workload, the systems side by side.
+    Plot(PlotArgs),
 }
 
 /// Where the cluster is.
@@ -428,6 +431,27 @@ pub struct ReportArgs {
     pub candidate: String,
 }
 
+/// `kvbench plot`.
+#[derive(Debug, Clone, Args)]
+pub struct PlotArgs {
+    /// Results file: JSON lines written by the other subcommands' --json.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Directory the SVG files are written to (created if missing): WORKLOAD-throughput.svg
+    /// and WORKLOAD-latency.svg for each workload of the file (put-throughput.svg, ...).
+    #[arg(long)]
+    pub out_dir: PathBuf,
+    /// Client count whose latency distribution is drawn.
+    #[arg(long, default_value_t = 64)]
+    pub latency_clients: u64,
+    /// Reference system, drawn in blues.
+    #[arg(long, default_value = "etcd")]
+    pub baseline: String,
+    /// Compared system, drawn in reds.
+    #[arg(long, default_value = "raftkv")]
+    pub candidate: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -525,6 +549,20 @@ mod tests {
             Cli::try_parse_from(["kvbench", "snapshot-save", "--endpoint=a:1", "--out=/tmp/x"]).unwrap();
         let Command::SnapshotSave(s) = cli.command else { panic!("not snapshot-save") };
         assert_eq!(s.timeout, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn plot_flags_parse() {
+        let cli = Cli::try_parse_from(["kvbench", "plot", "--input=r.jsonl", "--out-dir=plots"]).unwrap();
+        let Command::Plot(p) = cli.command else { panic!("not plot") };
+        assert_eq!((p.input, p.out_dir), (PathBuf::from("r.jsonl"), PathBuf::from("plots")));
+        assert_eq!((p.latency_clients, p.baseline.as_str(), p.candidate.as_str()), (64, "etcd", "raftkv"));
+        let cli =
+            Cli::try_parse_from(["kvbench", "plot", "--input=r", "--out-dir=d", "--latency-clients=1000"])
+                .unwrap();
+        let Command::Plot(p) = cli.command else { panic!("not plot") };
+        assert_eq!(p.latency_clients, 1000);
+        assert!(Cli::try_parse_from(["kvbench", "plot", "--input=r"]).is_err(), "--out-dir is required");
     }
 
     #[test]

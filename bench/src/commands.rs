@@ -5,8 +5,8 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::cli::{
-    DefragStallArgs, DiskUsageArgs, EndpointArgs, FsyncProbeArgs, LeaseArgs, LoadArgs, PingArgs, ReportArgs,
-    RunArgs, SnapshotSaveArgs, WaitReadyArgs, WatchArgs,
+    DefragStallArgs, DiskUsageArgs, EndpointArgs, FsyncProbeArgs, LeaseArgs, LoadArgs, PingArgs, PlotArgs,
+    ReportArgs, RunArgs, SnapshotSaveArgs, WaitReadyArgs, WatchArgs,
 };
 use crate::conn::Pool;
 use crate::error::BenchError;
@@ -20,7 +20,7 @@ use crate::record::{
 use crate::runner::{self, Plan, Stop};
 use crate::watch::WatchPlan;
 use crate::workload::{EtcdWorker, Shape};
-use crate::{conn, disk, fsync_probe, keys, lease, maintenance, ping, procfs, ready, report, watch};
+use crate::{conn, disk, fsync_probe, keys, lease, maintenance, ping, plot, procfs, ready, report, watch};
 
 /// Default measured time when neither `--ops` nor `--duration` is given.
 const DEFAULT_DURATION: Duration = Duration::from_secs(10);
@@ -556,6 +556,24 @@ pub fn report(args: ReportArgs) -> Result<(), BenchError> {
     let records = record::read_all(std::io::BufReader::new(file))?;
     let systems = report::Systems { baseline: args.baseline, candidate: args.candidate };
     print!("{}", report::render(&records, &systems));
+    Ok(())
+}
+
+/// `kvbench plot`: writes the SVG files and prints each one's path on stdout.
+pub fn plot(args: PlotArgs) -> Result<(), BenchError> {
+    let file = std::fs::File::open(&args.input).map_err(|e| BenchError::io(&args.input, e))?;
+    let records = record::read_all(std::io::BufReader::new(file))?;
+    let options = plot::PlotOptions {
+        systems: report::Systems { baseline: args.baseline, candidate: args.candidate },
+        latency_clients: args.latency_clients,
+    };
+    let written = plot::write_all(&records, &options, &args.out_dir)?;
+    if written.is_empty() {
+        eprintln!("kvbench plot: {} holds no run to draw", args.input.display());
+    }
+    for path in written {
+        println!("{}", path.display());
+    }
     Ok(())
 }
 

@@ -70,6 +70,15 @@ pub enum BenchError {
     #[error("check failed: {0}")]
     CheckFailed(String),
 
+    /// Drawing a plot failed.
+    #[error("plot {plot}: {source}")]
+    Plot {
+        /// The file the plot was drawn for.
+        plot: String,
+        /// What plotters said.
+        source: plotters::drawing::DrawingAreaErrorKind<std::io::Error>,
+    },
+
     /// A server did not become ready before the deadline.
     #[error("not ready after {waited:?}: {last_error}")]
     NotReady {

@@ -42,7 +42,9 @@ pub fn pick(rng: &mut impl Rng, key_space: u64) -> u64 {
 }
 
 /// The order in which a run's puts visit the key space.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, ValueEnum, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, ValueEnum, Serialize, Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum KeyOrder {
     /// Each put draws a key uniformly from the key space.

@@ -13,6 +13,7 @@ mod lease;
 mod load;
 mod maintenance;
 mod ping;
+mod plot;
 mod ports;
 mod procfs;
 mod proto;
@@ -56,6 +57,7 @@ fn dispatch(command: Command) -> Result<(), BenchError> {
         Command::DiskUsage(args) => commands::disk_usage(args),
         Command::FreePorts { count } => commands::free_ports(count),
         Command::Report(args) => commands::report(args),
+        Command::Plot(args) => commands::plot(args),
         Command::Run(args) => runtime()?.block_on(commands::run(args)),
         Command::Watch(args) => runtime()?.block_on(commands::watch(args)),
         Command::Lease(args) => runtime()?.block_on(commands::lease(args)),

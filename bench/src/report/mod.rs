@@ -172,7 +172,8 @@ fn median_by<T>(runs: &[&T], f: impl Fn(&T) -> f64) -> f64 {
     median(runs.iter().map(|r| f(r)).collect())
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+/// The median of `values`; 0 for none.
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     let mid = values.len() / 2;
     match (values.len() % 2, mid.checked_sub(1).and_then(|i| values.get(i)), values.get(mid)) {
