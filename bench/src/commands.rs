@@ -91,13 +91,14 @@ pub async fn run(args: RunArgs) -> Result<(), BenchError> {
     };
     let l = &rec.latency;
     let human = format!(
-        "{} {} clients={} conns={} target={}: {:.0} ops/s, p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, \
-         {} ops, {} errors, {} conflicts in {:.2} s{}{}",
+        "{} {} clients={} conns={} target={} keys={}: {:.0} ops/s, p50 {:.3} ms, p99 {:.3} ms, \
+         p99.9 {:.3} ms, {} ops, {} errors, {} conflicts in {:.2} s{}{}",
         rec.system,
         rec.workload.name(),
         rec.clients,
         rec.connections,
         rec.target.name(),
+        rec.key_order.name(),
         rec.throughput,
         l.p50_ms,
         l.p99_ms,

@@ -119,6 +119,12 @@ fn every_workload_runs_against_etcd_and_reports() {
     assert!(record["server_cpu_us_per_op"].as_f64().is_some_and(|us| us >= 0.0), "{record}");
     assert!(record["client_cpu_us_per_op"].as_f64().is_some_and(|us| us >= 0.0), "{record}");
     lines.push(line);
+    // Sequential keys: recorded as such, with the latency distribution the plots draw.
+    let (line, record) =
+        run_json(ep, "put", 30, &["--key-order", "sequential", "--clients", "3", "--connections", "2"]);
+    assert_eq!(record["key_order"], "sequential", "{record}");
+    assert_eq!(record["latency"]["distribution"].as_array().map(Vec::len), Some(14), "{record}");
+    lines.push(line);
     // The watch workloads: the one member watches too (there is no follower), the fan-out's
     // watchers over 4 streams. --check fails on any missing or duplicated event.
     for (workload, extra) in [
@@ -236,9 +242,10 @@ fn every_workload_runs_against_etcd_and_reports() {
     let report = kvbench(&["report", "--input", results.path().to_str().unwrap()]);
     let text = String::from_utf8(report.stdout).unwrap();
     let etcd_rows = text.lines().filter(|l| l.contains("| etcd |") && l.starts_with("| ")).count();
-    // Six workloads, put@all, three lease runs, two watch runs + the restart, snapshot and
-    // defrag rows.
-    assert_eq!(etcd_rows, 15, "{text}");
+    // Six workloads, put@all, put-seq, three lease runs, two watch runs + the restart, snapshot
+    // and defrag rows.
+    assert_eq!(etcd_rows, 16, "{text}");
+    assert!(text.lines().any(|l| l.starts_with("| put-seq | 3/2 | all | etcd | 1 |")), "{text}");
     assert!(text.lines().any(|l| l.starts_with("| put@all | 3/2 | round-robin | etcd | 1 |")), "{text}");
     assert!(text.lines().any(|l| l.starts_with("| watch-fanout | 20/4 | all | 200 | etcd | 1 |")), "{text}");
     assert!(
@@ -259,6 +266,27 @@ fn every_workload_runs_against_etcd_and_reports() {
         "{text}"
     );
     assert!(text.contains("| cycles/s ≥ 1.5× etcd's | lease-cycle 3/2 | pending | pending |"), "{text}");
+
+    // The plots of the same file: each run workload's throughput, and its latency at 4 clients
+    // where it ran with 4.
+    let plots = tempfile::tempdir().unwrap();
+    let out_dir = plots.path().join("plots");
+    let plot = kvbench(&[
+        "plot",
+        "--input",
+        results.path().to_str().unwrap(),
+        "--out-dir",
+        out_dir.to_str().unwrap(),
+        "--latency-clients",
+        "4",
+    ]);
+    let written = String::from_utf8(plot.stdout).unwrap();
+    for name in ["put-throughput.svg", "put-latency.svg", "range-throughput.svg", "range-latency.svg"] {
+        let path = out_dir.join(name);
+        assert!(written.lines().any(|l| l == path.to_str().unwrap()), "{name} in {written}");
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{svg}");
+    }
 }
 
 #[test]
