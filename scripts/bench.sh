@@ -11,8 +11,13 @@
 # restart after kill -9 and after SIGTERM, and defragments the leader while 8 writers put to it
 # and 8 more to the other members (the Defragment call's time, how long the leader's puts
 # stalled, whether the others' went on), and prints one markdown report (see BENCHMARKS.md). Writes go to the leader; put and mixed also run as put@all and
-# mixed@all, each request sent to the next member round-robin as clientv3 balances. Every run
-# records the servers' and kvbench's own CPU time per operation (utime+stime from /proc).
+# mixed@all, each request sent to the next member round-robin as clientv3 balances. Puts run at
+# 1, 16, 64, 256 and 1,000 clients, with random keys (put, put@all) and with sequential keys
+# (put-seq, put-seq@all: each put takes the next key, as etcd's documented put benchmark
+# `benchmark put --sequential-keys` does). Every run records the servers' and kvbench's own CPU
+# time per operation (utime+stime from /proc). After the report, `kvbench plot` draws the runs
+# as SVG (throughput against clients, the latency distribution at 64 clients, per workload;
+# see --out).
 # The lease runs follow (kvbench lease): lease-keepalive (one lease per client renewed over a
 # stream the client keeps open, 16/64 clients spread over every member, and 1/64 to the leader
 # only as lease-keepalive@leader: one client's one stream is on one member, and spread it would
@@ -25,9 +30,12 @@
 # events, the servers' RSS during the run).
 #
 # Usage: scripts/bench.sh [options]
-#   --smoke              ~1 s per workload with tiny counts (50 fan-out watchers); exits non-zero
+#   --smoke              ~1 s per workload with tiny counts (50 fan-out watchers), leaving out
+#                        the runs marked "full" in the run table (1,000 clients; put-seq and
+#                        put-seq@all but at 64 clients) unless --only names them; exits non-zero
 #                        if any workload has errors or zero throughput, a watch run misses or
-#                        repeats an event, or a lease run cannot revoke its leases (what CI runs).
+#                        repeats an event, a lease run cannot revoke its leases, or the plots
+#                        cannot be drawn (into the work dir's plots/) (what CI runs).
 #                        Also BENCH_SMOKE=1.
 #   --big                restart/maintenance test with 5,000,000 keys instead of 1,000,000
 #                        (slow). Also BENCH_BIG=1.
@@ -39,15 +47,20 @@
 #   --rounds N           repetitions of each workload per system (default 2; smoke 1).
 #   --duration S         measured seconds per run (default 10; smoke 1).
 #   --warmup S           unmeasured seconds before each run (default 2; smoke 0.2).
-#   --out FILE           also write the report to FILE and the raw records to FILE.jsonl.
+#   --out FILE           also write the report to FILE, the raw records to FILE.jsonl and the
+#                        plots (put-throughput.svg, put-latency.svg, ... one pair per workload)
+#                        into the directory FILE without its .md, plus -plots (/tmp/bench.md:
+#                        /tmp/bench-plots/).
 #   --no-build           use the binaries already built.
 #   --keep               keep the work dir (data dirs, logs, results) instead of deleting it.
 #   --only LIST          run only these runs, comma-separated, each "NAME" or "NAME:clients"
 #                        (e.g. put:64,put@all:64,get-serial); for quick iterations. Names:
-#                        put, put@all, get-linear, get-serial, mixed, mixed@all, txn-cas, range,
+#                        put, put@all, put-seq, put-seq@all, get-linear, get-serial, mixed,
+#                        mixed@all, txn-cas, range,
 #                        lease-keepalive, lease-keepalive@leader, lease-keepalive-once,
 #                        lease-cycle, watch-latency, watch-fanout (NAME@all = NAME sent to all
-#                        members round-robin; the lease runs go to all members unless
+#                        members round-robin; put-seq = put of sequential keys; the lease runs
+#                        go to all members unless
 #                        @leader; for the watch runs "clients" is the number of watchers),
 #                        e.g. lease-keepalive:64,lease-cycle:16.
 #   --no-restart         skip the restart/maintenance test (disk size, snapshot save, restarts,
@@ -120,7 +133,7 @@ VALUE_SIZE=256
 WATCH_RATE=${BENCH_WATCH_RATE:-100}
 FANOUT_RATE=${BENCH_FANOUT_RATE:-200}
 
-# name clients connections target — the runs, in order; each alternates the systems. The
+# name clients connections target [full] — the runs, in order; each alternates the systems. The
 # target is kvbench's: leader; all (each connection to one member in turn, as etcd's benchmark
 # tool spreads reads); round-robin (each request to the next member, as clientv3 balances an
 # application's requests), which the name marks as WORKLOAD@all. An @all run follows its
@@ -129,7 +142,13 @@ FANOUT_RATE=${BENCH_FANOUT_RATE:-200}
 # turn), the members the watchers are on (followers or all); its writer puts to the leader. A
 # lease run (kvbench lease) reads them as clients, connections, target; round-robin starts
 # client i on member i mod 3, so keep-alive streams spread evenly over the members; a lease run
-# named NAME@leader sends everything to the leader.
+# named NAME@leader sends everything to the leader. put-seq is put with `--key-order
+# sequential`: each put takes the next key, one sequence shared by every client, wrapping at the
+# key space. Clients map to connections as etcd's benchmarks pair them (1,000 clients over 100
+# connections as in etcd's documented put benchmark). A row marked "full" is left out of a
+# --smoke session unless --only names it, which keeps CI's smoke run about as long as before the
+# put matrix grew: smoke keeps every random-key count but 1,000 and put-seq at 64 clients (enough
+# for every plot to have each kind of line).
 RUNS=(
     "put 1 1 leader"
     "put@all 1 1 round-robin"
@@ -139,6 +158,18 @@ RUNS=(
     "put@all 64 8 round-robin"
     "put 256 32 leader"
     "put@all 256 32 round-robin"
+    "put 1000 100 leader full"
+    "put@all 1000 100 round-robin full"
+    "put-seq 1 1 leader full"
+    "put-seq@all 1 1 round-robin full"
+    "put-seq 16 2 leader full"
+    "put-seq@all 16 2 round-robin full"
+    "put-seq 64 8 leader"
+    "put-seq@all 64 8 round-robin"
+    "put-seq 256 32 leader full"
+    "put-seq@all 256 32 round-robin full"
+    "put-seq 1000 100 leader full"
+    "put-seq@all 1000 100 round-robin full"
     "get-linear 64 8 all"
     "get-serial 64 8 all"
     "mixed 64 8 leader"
@@ -156,7 +187,7 @@ RUNS=(
     "watch-fanout $FANOUT_WATCHERS $FANOUT_STREAMS all"
 )
 if [ -n "$ONLY" ]; then
-    # Keeps the runs in their order; a spec that selects nothing is a typo (put-all for
+    # Keeps the runs in their order (a "full" row too: naming it asks for it, smoke or not); a spec that selects nothing is a typo (put-all for
     # put@all), so it stops the script instead of silently shrinking the session.
     selected=()
     declare -A used=()
@@ -173,6 +204,13 @@ if [ -n "$ONLY" ]; then
     done
     for want in "${only_specs[@]}"; do
         [ -n "${used["=$want"]:-}" ] || die "--only: \"$want\" names no run (see --help for the names)"
+    done
+    RUNS=("${selected[@]}")
+elif [ "$SMOKE" = 1 ]; then
+    selected=()
+    for spec in "${RUNS[@]}"; do
+        read -r _ _ _ _ scope <<<"$spec"
+        [ "$scope" = full ] || selected+=("$spec")
     done
     RUNS=("${selected[@]}")
 fi
@@ -369,8 +407,13 @@ CHECK=()
 [ "$SMOKE" = 1 ] && CHECK=(--check)
 watch_rate() { if [ "$1" = watch-fanout ]; then echo "$FANOUT_RATE"; else echo "$WATCH_RATE"; fi; }
 for spec in "${RUNS[@]}"; do
-    read -r name clients conns target <<<"$spec"
+    read -r name clients conns target _ <<<"$spec"
     workload=${name%@all}
+    key_order=random
+    if [[ $workload == *-seq ]]; then
+        workload=${workload%-seq}
+        key_order=sequential
+    fi
     for round in $(seq 1 "$ROUNDS"); do
         for sys in "${WANTED[@]}"; do
             [ -n "${ACTIVE[$sys]:-}" ] || continue
@@ -393,8 +436,8 @@ for spec in "${RUNS[@]}"; do
             fi
             measure "$sys $name c=$clients round $round" run \
                 --endpoints "$(endpoints_of "$sys")" --label "$sys" --round "$round" \
-                --workload "$workload" --clients "$clients" --connections "$conns" --target "$target" \
-                --duration "$DURATION" --warmup "$WARMUP" --key-space "$KEYS" \
+                --workload "$workload" --key-order "$key_order" --clients "$clients" --connections "$conns" \
+                --target "$target" --duration "$DURATION" --warmup "$WARMUP" --key-space "$KEYS" \
                 --value-size "$VALUE_SIZE" --range-len "$RANGE_LEN" --server-pids "$(pids_of "$sys")" \
                 "${CHECK[@]}"
         done
@@ -474,6 +517,20 @@ if [ -n "$OUT" ]; then
     cp "$REPORT" "$OUT"
     cp "$RESULTS" "$OUT.jsonl"
 fi
+
+# ---- plots -------------------------------------------------------------------------------
+# Drawn from the same records as the report. With --out beside it (FILE without .md, plus
+# -plots); a smoke session draws them into the work dir as well, so CI exercises the path.
+PLOT_DIRS=()
+[ -n "$OUT" ] && PLOT_DIRS+=("${OUT%.md}-plots")
+[ "$SMOKE" = 1 ] && PLOT_DIRS+=("$WORK/plots")
+for dir in "${PLOT_DIRS[@]}"; do
+    if written=$("$KVBENCH" plot --input "$RESULTS" --out-dir "$dir"); then
+        echo "== plots: $(tr '\n' ' ' <<<"${written:-none (no run to draw)}")"
+    else
+        FAILURES+=("kvbench plot into $dir")
+    fi
+done
 if [ "${#FAILURES[@]}" -gt 0 ]; then
     printf 'bench.sh: FAILED: %s\n' "${FAILURES[@]}" >&2
     exit 1
