@@ -199,8 +199,8 @@ impl ValueFormatter<f64> for NinesAxis {
     }
 }
 
-/// A log range around `values` (sorted, positive): from half the least to twice the greatest,
-/// so the end points are not drawn on the frame.
+/// A log range around `values` (sorted, positive): from two thirds of the least to 1.5 times
+/// the greatest, so the end points are not drawn on the frame.
 fn padded_log_range(values: &[f64]) -> Range<f64> {
     match (values.first(), values.last()) {
         (Some(&low), Some(&high)) if low > 0.0 => low / 1.5..high * 1.5,
