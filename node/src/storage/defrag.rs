@@ -23,7 +23,7 @@ use tracing::info;
 
 use super::error::StoreError;
 use super::tables::{ALARMS, KEY_REVS, KV, LEASE_KEYS, LEASES, MEMBERS, MEMBERSHIP, META, REVS};
-use super::{Store, builder};
+use super::{Store, builder, sync_dir};
 
 /// Rows copied per write transaction of the new file.
 const ROWS_PER_COMMIT: usize = 100_000;
@@ -62,7 +62,7 @@ impl Store {
         drop(source);
         std::fs::rename(&copy, path).map_err(StoreError::from_io)?;
         if let Some(dir) = path.parent() {
-            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(StoreError::from_io)?;
+            sync_dir(dir)?;
         }
         slot.replace(&gate, fresh);
         drop(gate);

@@ -20,6 +20,7 @@ use tracing::info;
 use wal::{LogEntry, Wal, WalOptions};
 
 use super::error::StoreError;
+use super::sync_dir;
 use super::tables::{
     HARD_STATE, LOG_META, LOG_SNAPSHOT_INDEX, LOG_SNAPSHOT_TERM, RAFT_LOG, RAFT_STATE, get_msg, get_u64,
 };
@@ -100,8 +101,4 @@ fn read_legacy(path: &Path) -> Result<LegacyLog, StoreError> {
 fn remove_durably(dir: &Path, file: &Path) -> Result<(), StoreError> {
     std::fs::remove_file(file).map_err(StoreError::from_io)?;
     sync_dir(dir)
-}
-
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(StoreError::from_io)
 }

@@ -101,8 +101,12 @@ fn create_atomically(dir: &Path, path: &Path, options: StoreOptions) -> Result<(
     init_tables(&db)?;
     db.close()?;
     std::fs::rename(&tmp, path).map_err(StoreError::from_io)?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(StoreError::from_io)?;
-    Ok(())
+    sync_dir(dir)
+}
+
+/// fsyncs a directory, making the creation, renaming and removal of its entries durable.
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(StoreError::from_io)
 }
 
 /// Creates the tables of a fresh database (the key space starts at revision 1, as etcd's
