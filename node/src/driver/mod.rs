@@ -440,6 +440,7 @@ impl RaftLoop {
         }
         let started = Instant::now();
         let applied = self.applier.apply_queued()?;
+        self.syncer.note_applied();
         self.metrics.backend_commit_duration.observe(started.elapsed().as_secs_f64());
         self.metrics.proposals_committed.inc_by(applied.len() as u64);
         self.metrics.proposals_applied.inc_by(applied.len() as u64);
