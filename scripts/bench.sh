@@ -474,7 +474,7 @@ for sys in "${WANTED[@]}"; do
     fi
     measure "$sys disk usage" disk-usage --dir "${DATA[$sys:3]}/data" --keys "$RESTART_KEYS" --label "$sys"
     measure "$sys snapshot save" snapshot-save --endpoint "${CLIENT[$sys:3]}" \
-        --out "$WORK/$sys-snapshot.db" --keys "$RESTART_KEYS" --label "$sys"
+        --out "$WORK/$sys-snapshot.db" --keys "$RESTART_KEYS" --label "$sys" --server-pids "${PID[$sys:3]}"
     rm -f "$WORK/$sys-snapshot.db"
     for signal in KILL TERM; do
         kill "-$signal" "${PID[$sys:3]}" 2>/dev/null || true

@@ -333,6 +333,11 @@ pub struct SnapshotSaveArgs {
     /// Longest the whole transfer may take, in seconds.
     #[arg(long, default_value = "600", value_parser = seconds)]
     pub timeout: Duration,
+    /// PID of the serving member's process (comma-separated if it is several): its RSS before
+    /// the save and its peak during it go into the record, to show whether a save's memory
+    /// grows with the database or stays bounded.
+    #[arg(long, value_delimiter = ',')]
+    pub server_pids: Vec<u32>,
 }
 
 /// `kvbench defrag-stall`.
@@ -548,7 +553,17 @@ mod tests {
         let cli =
             Cli::try_parse_from(["kvbench", "snapshot-save", "--endpoint=a:1", "--out=/tmp/x"]).unwrap();
         let Command::SnapshotSave(s) = cli.command else { panic!("not snapshot-save") };
-        assert_eq!(s.timeout, Duration::from_secs(600));
+        assert_eq!((s.timeout, s.server_pids.len()), (Duration::from_secs(600), 0));
+        let cli = Cli::try_parse_from([
+            "kvbench",
+            "snapshot-save",
+            "--endpoint=a:1",
+            "--out=x",
+            "--server-pids=42",
+        ])
+        .unwrap();
+        let Command::SnapshotSave(s) = cli.command else { panic!("not snapshot-save") };
+        assert_eq!(s.server_pids, vec![42]);
     }
 
     #[test]

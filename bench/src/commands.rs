@@ -17,6 +17,7 @@ use crate::record::{
     self, DefragRecord, DiskRecord, FloorRecord, LeaseRecord, LoadRecord, Record, RestartRecord, RunRecord,
     SnapshotRecord, StepLatencies, WatchRecord,
 };
+use crate::rss::RssSampler;
 use crate::runner::{self, Plan, Stop};
 use crate::watch::WatchPlan;
 use crate::workload::{EtcdWorker, Shape};
@@ -428,19 +429,24 @@ pub async fn wait_ready(args: WaitReadyArgs) -> Result<(), BenchError> {
 
 /// `kvbench snapshot-save`.
 pub async fn snapshot_save(args: SnapshotSaveArgs) -> Result<(), BenchError> {
+    let memory = RssSampler::start(&args.server_pids);
     let saved = maintenance::snapshot_save(&args.endpoint, &args.out, args.timeout).await?;
+    let memory = memory.finish().await?;
     let rec = SnapshotRecord {
         system: args.output.label.clone(),
         keys: args.keys,
         bytes: saved.bytes,
         elapsed_s: saved.elapsed.as_secs_f64(),
+        server_rss_before_kib: memory.before_kib,
+        server_peak_rss_kib: memory.peak_kib,
     };
     let human = format!(
-        "{}: snapshot of {} saved, {:.1} MiB in {:.2} s",
+        "{}: snapshot of {} saved, {:.1} MiB in {:.2} s{}",
         rec.system,
         args.endpoint,
         rec.bytes as f64 / (1024.0 * 1024.0),
-        rec.elapsed_s
+        rec.elapsed_s,
+        rss_note(rec.server_rss_before_kib, rec.server_peak_rss_kib),
     );
     output(args.output.json, human, Record::SnapshotSave(rec))
 }

@@ -381,6 +381,13 @@ pub struct SnapshotRecord {
     pub bytes: u64,
     /// Seconds from the request to the file synced.
     pub elapsed_s: f64,
+    /// The serving member's resident memory before the save, KiB (absent in older records and
+    /// without `--server-pids`).
+    #[serde(default)]
+    pub server_rss_before_kib: Option<u64>,
+    /// Its highest resident memory read during the save, KiB.
+    #[serde(default)]
+    pub server_peak_rss_kib: Option<u64>,
 }
 
 /// Result of `kvbench defrag-stall`.
@@ -486,6 +493,8 @@ mod tests {
                 keys: 7,
                 bytes: 4096,
                 elapsed_s: 0.5,
+                server_rss_before_kib: Some(100 * 1024),
+                server_peak_rss_kib: Some(120 * 1024),
             }),
             Record::Defrag(DefragRecord {
                 system: "etcd".into(),

@@ -24,6 +24,52 @@ fn kvnode_snapshot(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// (done_bytes, total_bytes) of every progress line a non-terminal run logged.
+fn progress_lines(log: &str) -> Vec<(u64, u64)> {
+    let field = |line: &str, name: &str| -> Option<u64> {
+        line.split(&format!("{name}=")).nth(1)?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    };
+    log.lines()
+        .filter(|l| l.contains("progress"))
+        .filter_map(|l| Some((field(l, "done_bytes")?, field(l, "total_bytes")?)))
+        .collect()
+}
+
+/// Asserts that `kvnode snapshot status` and `kvnode snapshot restore` both refuse `damaged`
+/// saying `why`, and that the restore leaves no data dir (nor its staging dir) behind.
+fn refused_by_status_and_restore(damaged: &Path, why: &str) {
+    let (ok, _, err) = kvnode_snapshot(&["status", damaged.to_str().expect("utf8")]);
+    assert!(!ok && err.contains(why), "status: {err}");
+    let parent = damaged.parent().expect("in a dir");
+    let target = parent.join("never");
+    let (ok, _, err) = kvnode_snapshot(&[
+        "restore",
+        damaged.to_str().expect("utf8"),
+        "--data-dir",
+        target.to_str().expect("utf8"),
+    ]);
+    assert!(!ok && err.contains(why), "restore: {err}");
+    assert!(!target.exists() && !parent.join("never.restoring").exists());
+}
+
+/// What `kvnode snapshot restore` draws on a terminal, run under `script -qc` (a pty); None
+/// (and a note) where `script` is missing.
+fn restore_at_a_terminal(file: &Path, data_dir: &Path) -> Option<String> {
+    let command = format!(
+        "{} snapshot restore {} --data-dir {}",
+        env!("CARGO_BIN_EXE_kvnode"),
+        file.display(),
+        data_dir.display()
+    );
+    let Ok(out) = Command::new("script").args(["-qec", &command, "/dev/null"]).output() else {
+        eprintln!("SKIPPED the terminal rendering: util-linux's script is not installed");
+        return None;
+    };
+    let drawn = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success() && data_dir.join("member.redb").exists(), "{drawn}");
+    Some(drawn)
+}
+
 fn json_number(json: &str, field: &str) -> i64 {
     json.split(&format!("\"{field}\":"))
         .nth(1)
@@ -136,6 +182,12 @@ async fn a_backup_saved_under_load_restores_into_a_new_cluster() {
         ]);
         assert!(ok && out.contains(&format!("restored revision {revision}")), "{out}{err}");
         assert!(!Path::new(&format!("{}.restoring", f.data_dir.display())).exists());
+        // Not at a terminal: progress is told in structured log lines, up to the whole file.
+        let size = std::fs::metadata(&file).expect("backup size").len();
+        let told = progress_lines(&err);
+        assert!(!told.is_empty(), "progress lines in {err}");
+        assert!(told.iter().all(|&(done, total)| total == 0 || done <= total), "{err}");
+        assert!(told.contains(&(size, size)), "progress reaches the file's {size} bytes: {err}");
     }
     for i in 0..3 {
         restored.start_member(i).await;
@@ -166,21 +218,16 @@ async fn a_backup_saved_under_load_restores_into_a_new_cluster() {
     bytes[middle] ^= 0xff;
     let damaged = dir.path().join("damaged.db");
     std::fs::write(&damaged, &bytes).expect("write");
-    let (ok, _, err) = kvnode_snapshot(&["status", damaged.to_str().expect("utf8")]);
-    assert!(!ok && err.contains("SHA-256 does not match"), "{err}");
-    let target = dir.path().join("never");
-    let (ok, _, err) = kvnode_snapshot(&[
-        "restore",
-        damaged.to_str().expect("utf8"),
-        "--data-dir",
-        target.to_str().expect("utf8"),
-    ]);
-    assert!(!ok && err.contains("SHA-256 does not match"), "{err}");
-    assert!(!target.exists() && !dir.path().join("never.restoring").exists());
+    refused_by_status_and_restore(&damaged, "SHA-256 does not match");
     // Truncated.
     std::fs::write(&damaged, &std::fs::read(&file).expect("read")[..middle]).expect("write");
-    let (ok, _, err) = kvnode_snapshot(&["status", damaged.to_str().expect("utf8")]);
-    assert!(!ok && err.contains("truncated"), "{err}");
+    refused_by_status_and_restore(&damaged, "truncated");
+
+    // At a terminal (a pty from util-linux's `script`), one line redrawn in place instead.
+    if let Some(drawn) = restore_at_a_terminal(&file, &dir.path().join("at-a-terminal")) {
+        assert!(drawn.contains("\rrestoring: ") && drawn.contains("(100%)"), "{drawn:?}");
+        assert!(!drawn.contains("done_bytes"), "{drawn:?}");
+    }
     restored.shutdown().await;
     source.shutdown().await;
 }

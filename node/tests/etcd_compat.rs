@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use kvnode::proto::etcdserverpb::{PutRequest, RequestOp, ResponseHeader, TxnRequest, request_op};
-use support::TestCluster;
+use support::{TestCluster, eventually};
 use tonic::Code;
 use tonic::codegen::http::uri::PathAndQuery;
 
@@ -164,6 +164,55 @@ async fn periodic_auto_compaction_keeps_the_retention_of_history() {
     c.get("k", Some(etcd_client::GetOptions::new().with_revision(now - 2)))
         .await
         .expect("recent history kept");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revision_auto_compaction_keeps_the_last_retention_revisions() {
+    const KEEP: i64 = 10;
+    let cluster = TestCluster::start_with(3, |f| {
+        f.auto_compaction_mode = kvnode::config::AutoCompactionMode::Revision;
+        f.auto_compaction_retention = KEEP.to_string();
+        // etcd compacts every 5 minutes; the hidden flag shortens that for this test.
+        f.auto_compaction_revision_interval = Duration::from_millis(100);
+    })
+    .await;
+    cluster.wait_leader().await;
+    let mut c = cluster.client().await;
+    let mut last = 0;
+    for i in 0..3 * KEEP {
+        last = c
+            .put(format!("k/{}", i % 3), i.to_string(), None)
+            .await
+            .expect("put")
+            .header()
+            .expect("header")
+            .revision();
+    }
+    // With the writes over, the leader compacts at the current revision minus the retention,
+    // as etcd does, and every member applies that compaction.
+    let target = last - KEEP;
+    let cluster_ref = &cluster;
+    eventually("every member compacted at the current revision minus the retention", || async move {
+        for m in 0..3 {
+            let mut mc = cluster_ref.client_of(m).await;
+            match mc.hash_kv(0).await {
+                Ok(h) if h.compact_version() == target => {}
+                _ => return false,
+            }
+        }
+        true
+    })
+    .await;
+    let below = c.get("k/0", Some(etcd_client::GetOptions::new().with_revision(target - 1))).await;
+    let refused = below.expect_err("history below the compaction revision is gone").to_string();
+    assert!(refused.contains("mvcc: required revision has been compacted"), "{refused}");
+    // The last KEEP revisions, and the compaction revision itself, still read.
+    for rev in target..=last {
+        c.get("k/0", Some(etcd_client::GetOptions::new().with_revision(rev)))
+            .await
+            .unwrap_or_else(|e| panic!("revision {rev} kept: {e}"));
+    }
     cluster.shutdown().await;
 }
 

@@ -491,3 +491,66 @@ async fn etcdctl_defrag_hashkv_and_a_nospace_alarm_cycle() {
     assert!(hashes.iter().all(|h| *h == hashes[0] && *h != "0"), "{out}");
     cluster.shutdown().await;
 }
+
+/// `dbSize` and `dbSizeInUse` of the one endpoint in `eps`, from `etcdctl endpoint status -w
+/// json` (etcdctl prints the int64 fields as JSON numbers).
+async fn db_sizes(eps: &[String]) -> (u64, u64) {
+    let out = ok(eps, &["endpoint", "status", "-w", "json"]).await;
+    let field = |name: &str| -> u64 {
+        out.split(&format!("\"{name}\":"))
+            .nth(1)
+            .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {out}"))
+    };
+    (field("dbSize"), field("dbSizeInUse"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn etcdctl_endpoint_status_shows_what_compaction_and_defragmentation_give_back() {
+    if !etcdctl_available() {
+        return;
+    }
+    let cluster = TestCluster::start(1).await;
+    cluster.wait_leader().await;
+    let eps: Vec<String> =
+        cluster.endpoints().iter().map(|e| e.trim_start_matches("http://").to_string()).collect();
+    let mut c = cluster.client().await;
+    // Eight versions of 40 keys of 32 KiB: about 10 MB of history, of which the last version
+    // (one eighth) is live.
+    for round in 0..8 {
+        let value = format!("{round}").repeat(32 * 1024);
+        for i in 0..40 {
+            c.put(format!("big/{i}"), value.clone(), None).await.expect("put");
+        }
+    }
+    // Measured now, so the figures below are fresh only if compaction and defragmentation
+    // invalidate this one.
+    let (size, in_use) = db_sizes(&eps).await;
+    assert!(in_use <= size && in_use > 8 * 1024 * 1024, "before: dbSize {size}, dbSizeInUse {in_use}");
+
+    let rev = c.get("any", None).await.expect("get").header().expect("header").revision();
+    ok(&eps, &["compact", &rev.to_string(), "--physical"]).await;
+    let (size_compacted, in_use_compacted) = db_sizes(&eps).await;
+    assert!(
+        in_use_compacted < size_compacted / 2,
+        "compacted: dbSize {size_compacted}, dbSizeInUse {in_use_compacted} (before: {in_use})"
+    );
+
+    let out = ok(&eps, &["defrag"]).await;
+    assert!(out.contains("Finished defragmenting etcd member"), "{out}");
+    let (size_defragged, in_use_defragged) = db_sizes(&eps).await;
+    eprintln!(
+        "dbSize/dbSizeInUse: written {size}/{in_use}, compacted {size_compacted}/{in_use_compacted}, \
+         defragmented {size_defragged}/{in_use_defragged}"
+    );
+    assert!(
+        size_defragged < size_compacted / 2,
+        "the file shrank: dbSize {size_compacted} -> {size_defragged}"
+    );
+    assert!(
+        in_use_defragged <= size_defragged && in_use_defragged >= size_defragged / 2,
+        "defragmented: dbSize {size_defragged}, dbSizeInUse {in_use_defragged}"
+    );
+    cluster.shutdown().await;
+}

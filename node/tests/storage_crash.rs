@@ -640,6 +640,27 @@ fn crash_child_writer() {
     .unwrap();
 }
 
+/// Runs `f` with its tracing events written, as kvnode writes them (text), to a string.
+fn logged<T>(f: impl FnOnce() -> T) -> (T, String) {
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+    impl io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+    let out = tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    (out, text)
+}
+
 #[test]
 fn killed_writer_process_recovers() {
     let seed = 0xC0FFEE;
@@ -671,7 +692,15 @@ fn killed_writer_process_recovers() {
         }
         let status = child.wait().unwrap();
         assert_eq!(seen, kill_after, "seed {seed} round {round}: child stopped early: {status}");
-        let store = Store::open(dir.path()).unwrap();
+        let (store, log) = logged(|| Store::open(dir.path()));
+        let store = store.unwrap();
+        // The open says it checks the whole database, why, and how long that took.
+        assert!(
+            log.contains("verifying and repairing the database")
+                && log.contains("reason=\"unclean shutdown\""),
+            "round {round}: {log}"
+        );
+        assert!(log.contains("the database is verified") && log.contains("took_ms="), "round {round}: {log}");
         recover(&store).unwrap();
         let ctx = format!("seed {seed}, round {round}, killed after {kill_after} acks");
         let applied = verify(&store, &acked, &ctx);

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::{Systems, ms, ratio_or_pending};
+use super::{Memory, Systems, ms, ratio_or_pending};
 use crate::maintenance::WritersSeen;
 use crate::record::{DefragRecord, DiskRecord, Record, RestartRecord, SnapshotRecord, StopSignal};
 
@@ -76,13 +76,17 @@ fn snapshot_table(out: &mut String, records: &[Record], systems: &Systems) {
         return;
     }
     let (b, c) = (&systems.baseline, &systems.candidate);
-    let _ = writeln!(out, "| system | keys | snapshot save → synced file (s) | file MiB | MiB/s |");
-    let _ = writeln!(out, "|---|---|---|---|---|");
-    let mut row = |system: &str| -> Option<f64> {
+    let _ = writeln!(
+        out,
+        "| system | keys | snapshot save → synced file (s) | file MiB | MiB/s | serving member's RSS before → peak during the save MiB |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    let mut row = |system: &str| -> [Option<f64>; 2] {
         let save = saves.iter().rev().find(|r| r.system == system);
+        let memory = save.map(|s| Memory::fold(&[*s], |s| (s.server_rss_before_kib, s.server_peak_rss_kib)));
         let _ = writeln!(
             out,
-            "| {system} | {} | {} | {} | {} |",
+            "| {system} | {} | {} | {} | {} | {} |",
             save.map_or("–".to_string(), |s| s.keys.to_string()),
             or_pending(save, |s| format!("{:.2}", s.elapsed_s)),
             or_pending(save, |s| mib(s.bytes)),
@@ -90,12 +94,18 @@ fn snapshot_table(out: &mut String, records: &[Record], systems: &Systems) {
                 "{:.0}",
                 s.bytes as f64 / (1024.0 * 1024.0) / s.elapsed_s.max(1e-9)
             )),
+            or_pending(memory, |m| m.cell()),
         );
-        save.map(|s| s.elapsed_s)
+        [save.map(|s| s.elapsed_s), memory.and_then(|m| m.peak())]
     };
-    let base = row(b);
-    let cand = row(c);
-    let _ = writeln!(out, "| {c}/{b} | | {} | | |\n", ratio_or_pending(cand, base));
+    let [base, base_peak] = row(b);
+    let [cand, cand_peak] = row(c);
+    let _ = writeln!(
+        out,
+        "| {c}/{b} | | {} | | | {} |\n",
+        ratio_or_pending(cand, base),
+        ratio_or_pending(cand_peak, base_peak)
+    );
 }
 
 fn defrag_table(out: &mut String, records: &[Record], systems: &Systems) {
@@ -187,6 +197,26 @@ mod tests {
     }
 
     #[test]
+    fn snapshot_rows_without_memory_readings() {
+        let save = |system: &str, rss: Option<u64>| {
+            Record::SnapshotSave(SnapshotRecord {
+                system: system.into(),
+                keys: 10,
+                bytes: 1 << 20,
+                elapsed_s: 1.0,
+                server_rss_before_kib: None,
+                server_peak_rss_kib: rss,
+            })
+        };
+        let text = render(&[save("etcd", None), save("raftkv", Some(50 * 1024))], &systems());
+        assert!(text.contains("| etcd | 10 | 1.00 | 1.0 | 1 | – → – |"), "{text}");
+        assert!(text.contains("| raftkv | 10 | 1.00 | 1.0 | 1 | – → 50 |"), "{text}");
+        assert!(text.contains("| raftkv/etcd | | 1.00 | | | pending |"), "{text}");
+        let text = render(&[save("raftkv", None)], &systems());
+        assert!(text.contains("| etcd | – | pending | pending | pending | pending |"), "{text}");
+    }
+
+    #[test]
     fn snapshot_and_defrag_tables() {
         let defrag = |system: &str, defrag_ms: f64, max_ms: f64| {
             Record::Defrag(DefragRecord {
@@ -219,19 +249,24 @@ mod tests {
                 keys: 1_000_000,
                 bytes: 400 << 20,
                 elapsed_s: 4.0,
+                server_rss_before_kib: Some(600 * 1024),
+                server_peak_rss_kib: Some(1000 * 1024),
             }),
             Record::SnapshotSave(SnapshotRecord {
                 system: "raftkv".into(),
                 keys: 1_000_000,
                 bytes: 300 << 20,
                 elapsed_s: 2.0,
+                server_rss_before_kib: Some(200 * 1024),
+                server_peak_rss_kib: Some(250 * 1024),
             }),
             defrag("etcd", 2000.0, 1990.0),
             defrag("raftkv", 1000.0, 1100.0),
         ];
         let text = render(&records, &systems());
-        assert!(text.contains("| etcd | 1000000 | 4.00 | 400.0 | 100 |"), "{text}");
-        assert!(text.contains("| raftkv/etcd | | 0.50 | | |"), "{text}");
+        assert!(text.contains("| etcd | 1000000 | 4.00 | 400.0 | 100 | 600 → 1000 |"), "{text}");
+        assert!(text.contains("| raftkv | 1000000 | 2.00 | 300.0 | 150 | 200 → 250 |"), "{text}");
+        assert!(text.contains("| raftkv/etcd | | 0.50 | | | 0.25 |"), "{text}");
         assert!(
             text.contains(
                 "| raftkv | 1000000 | 8 | 1024.0 → 512.0 | 1000 | 5000 → 12 | 3.000 | 1100.000 | 1 | 4000 → 3900 | 0 |"

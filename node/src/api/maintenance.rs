@@ -32,12 +32,25 @@ pub const ETCD_API_VERSION: &str = "3.5.13";
 /// The Maintenance service of one member.
 pub struct MaintenanceService {
     ctx: Arc<ApiContext>,
-    /// The last measure of the database's bytes in use, and when it was taken.
-    in_use: Mutex<Option<(Instant, u64)>>,
+    /// The last measure of the database's bytes in use, if it still stands.
+    in_use: Mutex<Option<InUse>>,
 }
 
-/// How long a measure of the bytes in use is reused (measuring walks the whole database
-/// while applies wait).
+/// A measure of the database's bytes in use, and what it was taken after.
+#[derive(Debug, Clone, Copy)]
+struct InUse {
+    at: Instant,
+    /// The compaction revision when it was taken: a compaction (asked of any member, or
+    /// made by the auto-compactor) frees history pages, so a measure taken before it is
+    /// not reused however fresh.
+    compact_revision: i64,
+    bytes: u64,
+}
+
+/// How long a measure of the bytes in use is reused while no compaction or defragmentation
+/// happens (measuring walks every page of the database while applies wait, so it is not done
+/// on every Status; between compactions only writes change the figure, and they mostly grow
+/// it and the file together).
 const IN_USE_FRESH: Duration = Duration::from_secs(60);
 
 impl MaintenanceService {
@@ -45,19 +58,25 @@ impl MaintenanceService {
         Self { ctx, in_use: Mutex::new(None) }
     }
 
-    /// Bytes of the database in use, measured at most once a minute; the file size when it
-    /// cannot be measured.
+    /// Bytes of the database in use: measured at most once a minute, and again after every
+    /// compaction and defragmentation of this member's database, so `etcdctl endpoint status`
+    /// right after either shows what they gave back. The file size when it cannot be measured.
     async fn size_in_use(&self, file_size: u64) -> u64 {
+        let compact_revision = self.ctx.kv.compact_revision().ok();
         let cached = *self.in_use.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((at, bytes)) = cached
-            && at.elapsed() < IN_USE_FRESH
+        if let Some(m) = cached
+            && m.at.elapsed() < IN_USE_FRESH
+            && Some(m.compact_revision) == compact_revision
         {
-            return bytes;
+            return m.bytes;
         }
         let store = self.ctx.store.clone();
         match tokio::task::spawn_blocking(move || store.measure_size_in_use()).await {
             Ok(Ok(bytes)) => {
-                *self.in_use.lock().unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), bytes));
+                if let Some(compact_revision) = compact_revision {
+                    let measure = InUse { at: Instant::now(), compact_revision, bytes };
+                    *self.in_use.lock().unwrap_or_else(PoisonError::into_inner) = Some(measure);
+                }
                 bytes
             }
             _ => file_size,
@@ -126,11 +145,12 @@ impl Maintenance for MaintenanceService {
         _: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
         let store = self.ctx.store.clone();
-        let done = tokio::task::spawn_blocking(move || store.defragment())
-            .await
-            .map_err(|e| EtcdError::Internal(e.to_string()))?
+        let done = tokio::task::spawn_blocking(move || store.defragment());
+        // Whatever the outcome, the file may have been swapped: the next Status measures anew.
+        let done = done.await;
+        *self.in_use.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        done.map_err(|e| EtcdError::Internal(e.to_string()))?
             .map_err(|e| EtcdError::Internal(format!("defragment: {e}")))?;
-        *self.in_use.lock().unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), done.size_after));
         Ok(Response::new(DefragmentResponse { header: Some(self.ctx.current_header()) }))
     }
 

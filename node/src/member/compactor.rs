@@ -4,8 +4,9 @@
 //! - `periodic`: keep `retention` worth of history. The revision is sampled every tenth of the
 //!   retention (at most every 6 minutes); once per retention (at most once an hour) history is
 //!   compacted at the oldest sample, the revision of about `retention` ago.
-//! - `revision`: keep the last `retention` revisions; every 5 minutes history is compacted at
-//!   the current revision minus `retention`.
+//! - `revision`: keep the last `retention` revisions; every 5 minutes (etcd's fixed interval;
+//!   `--auto-compaction-revision-interval`, hidden, shortens it for tests) history is
+//!   compacted at the current revision minus `retention`.
 //!
 //! Compactions go through the log like a client's Compact, so every member compacts at the
 //! same revision.
@@ -22,9 +23,6 @@ use crate::api::{ApiContext, EtcdError};
 use crate::config::{AutoCompactionMode, parse_duration};
 use crate::proto::etcdserverpb::CompactionRequest;
 use crate::proto::kvserverpb::internal_request::Request;
-
-/// etcd's interval of the revision-mode compactor.
-const REVISION_CHECK_EVERY: Duration = Duration::from_secs(5 * 60);
 
 /// What to keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,13 +105,18 @@ pub fn revision_target(current: i64, keep: i64, last: i64) -> Option<i64> {
     (target > 0 && target != last).then_some(target)
 }
 
-/// Runs the compactor until shutdown.
-pub async fn run(ctx: Arc<ApiContext>, retention: Retention, mut shutdown: watch::Receiver<bool>) {
+/// Runs the compactor until shutdown; in revision mode it compacts every `revision_every`.
+pub async fn run(
+    ctx: Arc<ApiContext>,
+    retention: Retention,
+    revision_every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut periodic = match retention {
         Retention::Period(p) => Some(Periodic::new(p, Instant::now())),
         Retention::Revisions(_) => None,
     };
-    let every = periodic.as_ref().map_or(REVISION_CHECK_EVERY, Periodic::sample_every);
+    let every = periodic.as_ref().map_or(revision_every, Periodic::sample_every);
     let mut last = 0;
     loop {
         tokio::select! {

@@ -560,7 +560,13 @@ pub async fn start_on_store(
         }),
     ];
     if let Some(retention) = retention {
-        servers.push(tokio::spawn(compactor::run(ctx.clone(), retention, shutdown_rx.clone())));
+        let revision_every = flags.auto_compaction_revision_interval;
+        servers.push(tokio::spawn(compactor::run(
+            ctx.clone(),
+            retention,
+            revision_every,
+            shutdown_rx.clone(),
+        )));
     }
     if !flags.experimental_corrupt_check_time.is_zero() {
         servers.push(tokio::spawn(corruption::run_periodic(

@@ -24,10 +24,13 @@ impl Progress {
         Self { terminal: std::io::stderr().is_terminal(), last: None, what }
     }
 
-    /// Reports `done` of `total` bytes in `phase` (total 0 when not known yet).
+    /// Reports `done` of `total` bytes in `phase` (total 0 when not known yet). The end of a
+    /// known total is always told, so whoever watches sees the run complete, not stop at the
+    /// last tick before it.
     pub fn report(&mut self, phase: Phase, done: u64, total: u64) {
         let every = if self.terminal { TERMINAL_EVERY } else { EVERY };
-        if self.last.is_some_and(|t| t.elapsed() < every) {
+        let complete = total > 0 && done >= total;
+        if !complete && self.last.is_some_and(|t| t.elapsed() < every) {
             return;
         }
         self.last = Some(Instant::now());

@@ -164,8 +164,14 @@ impl Store {
     /// Bytes of the key space's database file in use (allocated pages), what Status reports
     /// as `dbSizeInUse`: the file's size minus what a defragmentation would give back. It
     /// walks every page of the database inside a write transaction (redb counts allocated
-    /// pages only there), so applies wait for it: callers measure seldom and cache.
+    /// pages only there, and its only public way, `stats`, also walks every tree), so applies
+    /// wait for it: callers measure seldom and cache.
+    ///
+    /// Applies commit without an fsync, and redb hands the pages such a commit frees back to
+    /// the allocator only at a later durable commit: without one first, a measure right after
+    /// a compaction would still count all the history it dropped.
     pub fn measure_size_in_use(&self) -> Result<u64, StoreError> {
+        self.kv().sync()?;
         let txn = self.kv().slot().write()?;
         let stats = txn.stats()?;
         Ok(stats.allocated_pages() * stats.page_size() as u64)

@@ -146,8 +146,71 @@ fn open_file(dir: &Path, options: StoreOptions) -> Result<(Database, PathBuf), S
     }
     // A copy left by a defragmentation that did not finish; the original is intact.
     defrag::remove_if_present(&defrag::copy_path(&path)).map_err(wrap)?;
-    let db = builder(options).open(&path).map_err(|e| wrap(e.into()))?;
-    Ok((db, path))
+    let check = FullCheck::new(&path, options.verify_on_open);
+    let mut b = builder(options);
+    b.set_repair_callback(check.on_repair());
+    let opened = b.open(&path).map_err(|e| wrap(e.into()));
+    check.finished(opened.is_ok());
+    Ok((opened?, path))
+}
+
+/// Tells the operator when opening the key space's database reads all of it: a start-up that
+/// takes minutes instead of milliseconds then says why and how long it took. redb runs the full
+/// check (every page's checksum verified, the allocator state rebuilt) after an unclean
+/// shutdown, or on every open with `--verify-db-on-open`; it calls the repair callback as it
+/// begins, which is when this logs.
+struct FullCheck {
+    /// When the check began (set by the repair callback).
+    started: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    path: PathBuf,
+    reason: &'static str,
+}
+
+/// Why a full check runs when `--verify-db-on-open` did not ask for it.
+const UNCLEAN: &str = "unclean shutdown";
+
+impl FullCheck {
+    fn new(path: &Path, verify_on_open: bool) -> Self {
+        let reason = if verify_on_open { "--verify-db-on-open" } else { UNCLEAN };
+        Self { started: Arc::default(), path: path.to_path_buf(), reason }
+    }
+
+    /// The repair callback: logs once, as the check begins.
+    fn on_repair(&self) -> impl Fn(&mut redb::RepairSession) + 'static {
+        let (started, path, reason) = (self.started.clone(), self.path.clone(), self.reason);
+        move |_: &mut redb::RepairSession| {
+            let mut started = started.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if started.is_none() {
+                *started = Some(std::time::Instant::now());
+                let size_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                let path = path.display();
+                if reason == UNCLEAN {
+                    tracing::warn!(
+                        %path,
+                        reason,
+                        size_bytes,
+                        "verifying and repairing the database before serving"
+                    );
+                } else {
+                    tracing::info!(%path, reason, size_bytes, "verifying the database before serving");
+                }
+            }
+        }
+    }
+
+    /// Logs how long the check took, if one ran.
+    fn finished(&self, ok: bool) {
+        let started = *self.started.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(at) = started {
+            let took_ms = at.elapsed().as_millis() as u64;
+            let (path, reason) = (self.path.display(), self.reason);
+            if ok {
+                tracing::info!(%path, reason, took_ms, "the database is verified");
+            } else {
+                tracing::warn!(%path, reason, took_ms, "the database failed its full check");
+            }
+        }
+    }
 }
 
 /// What `--force-new-cluster` did.

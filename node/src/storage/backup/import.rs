@@ -57,6 +57,8 @@ pub fn inspect(path: &Path, mut progress: impl FnMut(Phase, u64, u64)) -> Result
         }
         progress(Phase::Reading, reader.position, size);
     }
+    // The digest after the last frame was read when verifying: the whole file is read.
+    progress(Phase::Reading, size, size);
     summarize(header, end, count, crc, size)
 }
 
@@ -176,6 +178,7 @@ impl KvStore {
             }
             progress(Phase::Reading, reader.position, size);
         }
+        progress(Phase::Reading, size, size);
         txn.set_durability(Durability::Immediate).map_err(StoreError::from)?;
         txn.commit()?;
         let summary = summarize(header, end, count, crc, size)?;
