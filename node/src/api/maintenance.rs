@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tonic::{Request, Response, Status};
+use tracing::warn;
 
 use crate::driver::DriverError;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
@@ -53,6 +54,9 @@ struct InUse {
 /// it and the file together).
 const IN_USE_FRESH: Duration = Duration::from_secs(60);
 
+/// How long a measure of the bytes in use waits for the key space's next durable commit.
+const DURABLE_WAIT: Duration = Duration::from_secs(2);
+
 impl MaintenanceService {
     pub fn new(ctx: Arc<ApiContext>) -> Self {
         Self { ctx, in_use: Mutex::new(None) }
@@ -69,6 +73,17 @@ impl MaintenanceService {
             && Some(m.compact_revision) == compact_revision
         {
             return m.bytes;
+        }
+        // Pages a compaction freed count as free only after a durable commit of the key
+        // space, which the Raft loop makes within about a tenth of a second.
+        if let Ok(applied) = self.ctx.kv.applied_index() {
+            let durable = self.ctx.kv.durable_up_to(applied);
+            if tokio::time::timeout(DURABLE_WAIT, durable).await.is_err() {
+                warn!(
+                    applied,
+                    "the key space was not made durable in time; dbSizeInUse may count freed pages"
+                );
+            }
         }
         let store = self.ctx.store.clone();
         match tokio::task::spawn_blocking(move || store.measure_size_in_use()).await {

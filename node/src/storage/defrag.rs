@@ -168,10 +168,12 @@ impl Store {
     /// wait for it: callers measure seldom and cache.
     ///
     /// Applies commit without an fsync, and redb hands the pages such a commit frees back to
-    /// the allocator only at a later durable commit: without one first, a measure right after
-    /// a compaction would still count all the history it dropped.
+    /// the allocator only at a later durable commit: a measure right after a compaction counts
+    /// the history it dropped until the Raft loop's next sync (see
+    /// [`KvStore::durable_up_to`](crate::storage::KvStore::durable_up_to)). It does not sync
+    /// itself: only the loop may make the key space durable, since only it knows how far the
+    /// log is durable (the key space must never be durable ahead of the log).
     pub fn measure_size_in_use(&self) -> Result<u64, StoreError> {
-        self.kv().sync()?;
         let txn = self.kv().slot().write()?;
         let stats = txn.stats()?;
         Ok(stats.allocated_pages() * stats.page_size() as u64)

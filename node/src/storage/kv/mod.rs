@@ -16,7 +16,6 @@ mod slot;
 pub mod validate;
 mod write;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::mpsc;
@@ -141,8 +140,10 @@ pub(crate) struct InstalledPoint {
 pub struct KvStore {
     db: Arc<DbSlot>,
     /// The applied index as of the last durable commit: the log must keep every entry above
-    /// it, because a crash takes the state machine back to it.
-    durable_applied: Arc<AtomicU64>,
+    /// it, because a crash takes the state machine back to it. A watch channel, so that what
+    /// needs the key space durable up to a point (a measure of the pages in use) can wait for
+    /// the Raft loop's sync instead of syncing itself.
+    durable_applied: Arc<tokio::sync::watch::Sender<u64>>,
     /// Where lease changes go once applied (the lessor), if anyone listens.
     lease_feed: Arc<Mutex<Option<mpsc::UnboundedSender<LeaseChange>>>>,
     /// The alarm kinds raised as of the last committed apply.
@@ -159,7 +160,7 @@ impl KvStore {
         };
         let store = KvStore {
             db: Arc::new(DbSlot::new(db)),
-            durable_applied: Arc::new(AtomicU64::new(applied)),
+            durable_applied: Arc::new(tokio::sync::watch::Sender::new(applied)),
             lease_feed: Arc::default(),
             alarm_state: Arc::default(),
         };
@@ -197,7 +198,14 @@ impl KvStore {
 
     /// The applied index as of the last durable commit of the state machine.
     pub fn durable_applied_index(&self) -> u64 {
-        self.durable_applied.load(Ordering::Acquire)
+        *self.durable_applied.borrow()
+    }
+
+    /// Waits until the key space is durable at least up to applied index `index`.
+    pub async fn durable_up_to(&self, index: u64) {
+        let mut updates = self.durable_applied.subscribe();
+        // The sender lives as long as this store, so the wait only ends by reaching `index`.
+        let _ = updates.wait_for(|durable| *durable >= index).await;
     }
 
     /// Whether a defragmentation is rewriting the database now: writes wait for it, so the
@@ -213,7 +221,11 @@ impl KvStore {
     }
 
     pub(crate) fn note_durable(&self, applied: u64) {
-        self.durable_applied.fetch_max(applied, Ordering::AcqRel);
+        self.durable_applied.send_if_modified(|durable| {
+            let advanced = applied > *durable;
+            *durable = (*durable).max(applied);
+            advanced
+        });
     }
 
     /// Where a snapshot installation recorded its point (index, term; 0 if none) and the
