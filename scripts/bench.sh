@@ -65,12 +65,18 @@
 #                        e.g. lease-keepalive:64,lease-cycle:16.
 #   --no-restart         skip the restart/maintenance test (disk size, snapshot save, restarts,
 #                        defragmentation).
+#   --slow-fsync MS      put every data dir (and the fsync floor probe) on slowfs, a passthrough
+#                        FUSE mount over the work dir that answers each fsync/fdatasync MS
+#                        milliseconds (decimals allowed) after the real one, as a cloud volume
+#                        would (tools/slowfs, built in release like kvbench; see BENCHMARKS.md).
+#                        Also BENCH_SLOW_FSYNC_MS.
 # Environment: BENCH_DIR (parent of the work dir, default $TMPDIR or /tmp; must not be tmpfs
 # for a real run), BENCH_ETCD_ARGS / BENCH_RAFTKV_ARGS (extra flags for one system's members),
 # BENCH_START_TIMEOUT (seconds a cluster may take to serve, default 60), KVBENCH (the kvbench
 # binary, default target/release/kvbench; CI's smoke run uses the debug one cargo test built),
 # BENCH_WATCH_RATE (puts/s of watch-latency, default 100), BENCH_FANOUT_RATE (puts/s of
-# watch-fanout, default 200), BENCH_FANOUT_WATCHERS (default 1000; smoke 50).
+# watch-fanout, default 200), BENCH_FANOUT_WATCHERS (default 1000; smoke 50), SLOWFS (the
+# slowfs binary for --slow-fsync, default target/release/slowfs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -90,6 +96,7 @@ KEEP=${BENCH_KEEP:-0}
 ONLY=""
 RESTART_TEST=1
 START_TIMEOUT=${BENCH_START_TIMEOUT:-60}
+SLOW_FSYNC_MS=${BENCH_SLOW_FSYNC_MS:-}
 
 die() { echo "bench.sh: $*" >&2; exit 1; }
 need_arg() { [ $# -ge 2 ] || die "$1 needs a value"; }
@@ -109,6 +116,7 @@ while [ $# -gt 0 ]; do
         --keep) KEEP=1 ;;
         --only) need_arg "$@"; ONLY=$2; shift ;;
         --no-restart) RESTART_TEST=0 ;;
+        --slow-fsync) need_arg "$@"; SLOW_FSYNC_MS=$2; shift ;;
         -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
@@ -221,6 +229,12 @@ fi
 # ---- tools -------------------------------------------------------------------------------
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 KVBENCH=${KVBENCH:-$TARGET_DIR/release/kvbench}
+SLOWFS=${SLOWFS:-$TARGET_DIR/release/slowfs}
+if [ -n "$SLOW_FSYNC_MS" ]; then
+    [[ $SLOW_FSYNC_MS =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--slow-fsync wants milliseconds, e.g. 2 or 0.5"
+    [ -e /dev/fuse ] || die "--slow-fsync needs FUSE (/dev/fuse is missing)"
+    SLOW_FSYNC_US=$(awk -v ms="$SLOW_FSYNC_MS" 'BEGIN { printf "%d", ms * 1000 }')
+fi
 DEFAULT_RAFTKV=$TARGET_DIR/release/kvnode
 RAFTKV_BIN=${RAFTKV_BIN:-$DEFAULT_RAFTKV}
 
@@ -238,10 +252,12 @@ fi
 if [ "$BUILD" = 1 ]; then
     packages=(-p kvbench)
     [ "$RAFTKV_BIN" = "$DEFAULT_RAFTKV" ] && packages+=(-p kvnode)
+    [ -n "$SLOW_FSYNC_MS" ] && packages+=(-p slowfs)
     echo "== cargo build --release ${packages[*]}"
     cargo build --release --locked "${packages[@]}"
 fi
 [ -x "$KVBENCH" ] || die "$KVBENCH not built (drop --no-build)"
+[ -z "$SLOW_FSYNC_MS" ] || [ -x "$SLOWFS" ] || die "$SLOWFS not built (drop --no-build)"
 
 # ---- work dir ----------------------------------------------------------------------------
 BASE=${BENCH_DIR:-${TMPDIR:-/tmp}}
@@ -262,6 +278,22 @@ declare -A DATA     # "system:member" -> data dir
 declare -A ACTIVE   # system -> 1 once its cluster served
 declare -A SKIPPED  # system -> why it was not benchmarked
 FAILURES=()
+DATA_ROOT=$WORK  # where the members' data dirs and the fsync probe go (the slowfs mount if any)
+SLOWFS_PID=""
+
+mounted() { awk -v m="$(realpath "$1")" '$2 == m { found = 1 } END { exit !found }' /proc/mounts; }
+
+# Stops slowfs, which unmounts on SIGTERM; if it cannot (it was killed, or is stuck), the mount
+# is detached so that the work dir can be removed.
+unmount_slowfs() {
+    [ -n "$SLOWFS_PID" ] || return 0
+    kill -TERM "$SLOWFS_PID" 2>/dev/null || true
+    wait "$SLOWFS_PID" 2>/dev/null || true
+    SLOWFS_PID=""
+    if mounted "$WORK/data"; then
+        fusermount3 -u -z "$WORK/data" 2>/dev/null || as_root umount -l "$WORK/data" || true
+    fi
+}
 
 cleanup() {
     local key
@@ -271,9 +303,27 @@ cleanup() {
     for key in "${!PID[@]}"; do
         wait "${PID[$key]}" 2>/dev/null || true
     done
+    unmount_slowfs
     if [ "$KEEP" = 1 ]; then echo "work dir kept: $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
+
+# With --slow-fsync, the data live in WORK/backing and are reached through the slowfs mount
+# WORK/data, mounted before any member starts so that both systems' data dirs are on it.
+if [ -n "$SLOW_FSYNC_MS" ]; then
+    mkdir -p "$WORK/backing" "$WORK/data"
+    "$SLOWFS" --backing "$WORK/backing" --mount "$WORK/data" --fsync-delay-us "$SLOW_FSYNC_US" \
+        >"$WORK/slowfs.log" 2>&1 &
+    SLOWFS_PID=$!
+    deadline=$((SECONDS + 10))
+    until mounted "$WORK/data"; do
+        if ! kill -0 "$SLOWFS_PID" 2>/dev/null || [ $SECONDS -ge $deadline ]; then
+            die "slowfs did not mount $WORK/data: $(tr '\n' ' ' <"$WORK/slowfs.log")"
+        fi
+        sleep 0.05
+    done
+    DATA_ROOT=$WORK/data
+fi
 
 bin_of() { if [ "$1" = etcd ]; then echo "$ETCD_BIN"; else echo "$RAFTKV_BIN"; fi; }
 extra_args_of() { if [ "$1" = etcd ]; then echo "${BENCH_ETCD_ARGS:-}"; else echo "${BENCH_RAFTKV_ARGS:-}"; fi; }
@@ -371,15 +421,19 @@ measure() {
 CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//' || true)
 DEVICE=$(findmnt -n -o SOURCE -T "$WORK" 2>/dev/null || df --output=source "$WORK" | tail -n 1)
 echo "== machine: $(nproc) cores, ${CPU:-unknown CPU}, $(free -g | awk '/^Mem:/ {print $2}') GiB memory"
-echo "== data dirs under $WORK ($FSTYPE on $DEVICE)"
+if [ -n "$SLOW_FSYNC_MS" ]; then
+    echo "== data dirs under $DATA_ROOT (slowfs over $FSTYPE on $DEVICE, every fsync delayed by $SLOW_FSYNC_MS ms)"
+else
+    echo "== data dirs under $WORK ($FSTYPE on $DEVICE)"
+fi
 echo "== etcd: $("$ETCD_BIN" --version 2>/dev/null | head -n 1) ($ETCD_BIN)"
 echo "== raftkv: $RAFTKV_BIN"
 if [ "$SMOKE" = 1 ]; then
     echo "== SMOKE mode: ${DURATION}s per run, $KEYS keys — figures are not benchmark results"
 fi
 echo "== floor"
-measure "fsync-probe" fsync-probe --dir "$WORK" --count "$FSYNC_SAMPLES"
-measure "fsync-probe --spin" fsync-probe --dir "$WORK" --count "$FSYNC_SAMPLES" --spin
+measure "fsync-probe" fsync-probe --dir "$DATA_ROOT" --count "$FSYNC_SAMPLES"
+measure "fsync-probe --spin" fsync-probe --dir "$DATA_ROOT" --count "$FSYNC_SAMPLES" --spin
 measure "ping" ping --count "$PING_SAMPLES"
 
 # ---- clusters ----------------------------------------------------------------------------
@@ -391,7 +445,7 @@ for sys in "${WANTED[@]}"; do
         continue
     fi
     echo "== starting 3-member $sys cluster"
-    if start_cluster "$sys" "$WORK/$sys"; then
+    if start_cluster "$sys" "$DATA_ROOT/$sys"; then
         ACTIVE[$sys]=1
         echo "== $sys serves at $(endpoints_of "$sys"); loading $KEYS keys"
         measure "$sys load" load --endpoints "$(endpoints_of "$sys")" --keys "$KEYS" \
@@ -457,7 +511,7 @@ for sys in "${!ACTIVE[@]}"; do stop_cluster "$sys"; done
 for sys in "${WANTED[@]}"; do
     [ -n "${ACTIVE[$sys]:-}" ] && [ "$RESTART_TEST" = 1 ] || continue
     echo "== $sys: restart and maintenance test with $RESTART_KEYS keys"
-    if ! start_cluster "$sys" "$WORK/$sys-restart"; then
+    if ! start_cluster "$sys" "$DATA_ROOT/$sys-restart"; then
         FAILURES+=("$sys restart cluster: ${SKIPPED[$sys]}")
         unset "SKIPPED[$sys]"
         continue
@@ -505,6 +559,10 @@ REPORT=$WORK/report.md
     echo "# raftkv vs etcd — $(date -u +%Y-%m-%dT%H:%MZ)"
     echo
     echo "Machine: $(nproc) cores, ${CPU:-unknown CPU}; data dirs on $FSTYPE ($DEVICE)."
+    if [ -n "$SLOW_FSYNC_MS" ]; then
+        echo "SLOW FSYNC: data dirs on slowfs (FUSE passthrough over that disk): every fsync/fdatasync"
+        echo "delayed by $SLOW_FSYNC_MS ms after the real one; the fsync floor below is measured on that mount."
+    fi
     echo "etcd: $("$ETCD_BIN" --version 2>/dev/null | head -n 1). Value $VALUE_SIZE B, key space $KEYS keys,"
     echo "${DURATION} s measured after ${WARMUP} s warm-up per run, $ROUNDS round(s) per system (median shown)."
     echo "Restart/maintenance test: $RESTART_KEYS keys$([ "$BIG" = 1 ] || echo " (BENCH_BIG=1 for 5,000,000)")."

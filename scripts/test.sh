@@ -23,6 +23,9 @@ need_apt etcdctl etcd-client
 export RAFTKV_REQUIRE_ETCDCTL=1
 need_apt curl curl
 export RAFTKV_REQUIRE_CURL=1
+# slowfs's mount test (tools/slowfs/tests/mount.rs): /dev/fuse, and fusermount3 where not root.
+need_apt fusermount3 fuse3
+export RAFTKV_REQUIRE_FUSE=1
 
 echo "== chart tests (Helm v4 SDK, kubernetes-validate)"
 python3 -m pip install -q -r tests/chart/requirements.txt
