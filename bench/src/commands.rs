@@ -397,9 +397,25 @@ pub async fn load(args: LoadArgs) -> Result<(), BenchError> {
 
 /// `kvbench leader`.
 pub async fn leader(args: EndpointArgs) -> Result<(), BenchError> {
-    println!("{}", conn::leader(&args.endpoints, args.request_timeout).await?);
-    Ok(())
+    // Asked right after a member restarted, the cluster may still be electing (the restart
+    // test kills member 3, which may have led): ask again until a member answers as leader.
+    let deadline = std::time::Instant::now() + LEADER_WAIT;
+    loop {
+        match conn::leader(&args.endpoints, args.request_timeout).await {
+            Ok(leader) => {
+                println!("{leader}");
+                return Ok(());
+            }
+            Err(e) if std::time::Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(LEADER_RETRY).await,
+        }
+    }
 }
+
+/// How long `kvbench leader` waits for an election: several election timeouts of the harness's
+/// clusters (1 s, randomized up to 2 s).
+const LEADER_WAIT: Duration = Duration::from_secs(15);
+const LEADER_RETRY: Duration = Duration::from_millis(100);
 
 /// `kvbench wait-ready`.
 pub async fn wait_ready(args: WaitReadyArgs) -> Result<(), BenchError> {
