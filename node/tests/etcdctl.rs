@@ -43,6 +43,14 @@ async fn etcdctl(endpoints: &[String], args: &[&str], stdin: Option<&str>) -> (b
     .expect("join")
 }
 
+/// The cluster's client endpoints as host:port. etcdctl 3.4 sends an endpoint's whole URL as
+/// the HTTP/2 :authority when it dials one endpoint alone (endpoint status, move-leader);
+/// Rust's h2 rejects such a request as malformed, so those commands take host:port endpoints
+/// (as `kvnode dev` prints them).
+fn host_ports(cluster: &TestCluster) -> Vec<String> {
+    cluster.endpoints().iter().map(|e| e.trim_start_matches("http://").to_string()).collect()
+}
+
 async fn ok(endpoints: &[String], args: &[&str]) -> String {
     let (success, out) = etcdctl(endpoints, args, None).await;
     assert!(success, "etcdctl {args:?} failed: {out}");
@@ -104,11 +112,7 @@ async fn etcdctl_cluster_and_maintenance_commands() {
     })
     .await;
     let leader = cluster.wait_leader().await;
-    // etcdctl 3.4 sends an endpoint's whole URL as the HTTP/2 :authority when it dials one
-    // endpoint alone (endpoint status, move-leader); Rust's h2 rejects such a request as
-    // malformed, so these commands take host:port endpoints (as `kvnode dev` prints them).
-    let eps: Vec<String> =
-        cluster.endpoints().iter().map(|e| e.trim_start_matches("http://").to_string()).collect();
+    let eps = host_ports(&cluster);
 
     let out = ok(&eps, &["member", "list"]).await;
     assert_eq!(out.lines().count(), 3, "{out}");
@@ -444,8 +448,7 @@ async fn etcdctl_defrag_hashkv_and_a_nospace_alarm_cycle() {
     // A quota a little above an empty member's database, so a few megabytes of values fill it.
     let cluster = TestCluster::start_with(3, |f| f.quota_backend_bytes = 6 * 1024 * 1024).await;
     cluster.wait_leader().await;
-    let eps: Vec<String> =
-        cluster.endpoints().iter().map(|e| e.trim_start_matches("http://").to_string()).collect();
+    let eps = host_ports(&cluster);
     let mut c = cluster.client().await;
     let value = "v".repeat(64 * 1024);
     let mut refused = None;
@@ -513,8 +516,7 @@ async fn etcdctl_endpoint_status_shows_what_compaction_and_defragmentation_give_
     }
     let cluster = TestCluster::start(1).await;
     cluster.wait_leader().await;
-    let eps: Vec<String> =
-        cluster.endpoints().iter().map(|e| e.trim_start_matches("http://").to_string()).collect();
+    let eps = host_ports(&cluster);
     let mut c = cluster.client().await;
     // Eight versions of 40 keys of 32 KiB: about 10 MB of history, of which the last version
     // (one eighth) is live.

@@ -99,10 +99,11 @@ impl KvSyncer {
     }
 
     /// Starts a sync if one is due: none running, the interval passed, entries applied this
-    /// turn (or [`MAX_SYNC_DELAY`] passed), and applies not yet durable. `durable_log` is the last index durable in the log: every apply a sync covers
-    /// must be of entries already there, or a power cut could leave the key space ahead of its
-    /// log (the loop only applies entries of turns whose log write is done, so this holds by
-    /// construction; it is checked because breaking it would be silent).
+    /// turn (or [`MAX_SYNC_DELAY`] passed), and applies not yet durable. `durable_log` is the
+    /// last index durable in the log: every apply a sync covers must be of entries already
+    /// there, or a power cut could leave the key space ahead of its log (the loop only applies
+    /// entries of turns whose log write is done, so this holds by construction; it is checked
+    /// because breaking it would be silent).
     pub(crate) fn maybe_start(&mut self, applied: u64, durable_log: u64) -> Result<(), FatalError> {
         let just_applied = std::mem::take(&mut self.applied_since_check);
         let since = self.last_started.elapsed();
